@@ -1,0 +1,23 @@
+//! Sans-IO core of tower-stratum.
+//!
+//! Nothing here spawns, sleeps, reads a clock or touches a socket: time is passed in as
+//! [`std::time::Instant`]s and outputs are returned as values. The tokio shell lives in
+//! `tower-stratum-service`.
+//!
+//! - [`frame`]: raw Sv2 frames (spec 3.2).
+//! - [`message`]: owned Sv2 messages and (de)serialization through SRI's `parsers_sv2`.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::Frame;
+pub use message::{ExtensionMessage, MessageError, Subprotocol, Sv2Message};
+pub use stratum_core;
+pub mod session;
+pub mod handler;
+
+pub use handler::{
+    Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport,
+    SiblingMessage,
+};
+pub use session::{CloseReason, ConnectionInfo, Role, Session, SessionConfig, SessionOutput};
