@@ -1,1 +1,54 @@
-//! tower-stratum
+//! # tower-stratum
+//!
+//! Stratum V2 (Sv2) mining software as [tower](https://docs.rs/tower) services. Depend on this
+//! crate alone; it re-exports the layers below.
+//!
+//! - [`Sv2ServerService`] / [`Sv2ClientService`]: tokio services that own connections (Noise or
+//!   plaintext), run SetupConnection, and dispatch every message to your handlers; both are
+//!   `tower::Service<`[`Request`]`>` for application commands.
+//! - Handler traits, one per subprotocol per side ([`handler`]): implement the methods you
+//!   support; the defaults give the spec's rejection. `Null…` handlers refuse a subprotocol.
+//! - [`session`]: the sans-IO per-connection state machine (spec 3.6).
+//! - [`codec`]: `tokio_util` codecs for plaintext and Noise NX frames, authority keys.
+//!
+//! Messages are SRI's owned types from `stratum-core` 0.6.0 (re-exported as
+//! [`stratum_core`]).
+//!
+//! ```no_run
+//! use tower_stratum::handler::Sv2MiningServerHandler;
+//! use tower_stratum::{Actions, ConnectionContext, ServerConfig, Sv2ServerService};
+//! use tower_stratum::stratum_core::mining_sv2::SubmitSharesStandardOwned;
+//!
+//! struct CountShares(u64);
+//! impl Sv2MiningServerHandler for CountShares {
+//!     async fn handle_submit_shares_standard(
+//!         &mut self,
+//!         _ctx: ConnectionContext,
+//!         _share: SubmitSharesStandardOwned,
+//!     ) -> Actions {
+//!         self.0 += 1;
+//!         Actions::none()
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:34254").await?;
+//! let (_service, handle) = Sv2ServerService::builder()
+//!     .config(ServerConfig::default())
+//!     .mining(CountShares(0))
+//!     .serve(listener);
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub use tower_stratum_core::{
+    frame, handler, message, session, stratum_core, Action, Actions, CloseReason,
+    ConnectionContext, ConnectionId, ConnectionInfo, ExtensionMessage, Frame, InboundMessage,
+    Role, SetupSupport, SiblingMessage, Subprotocol, Sv2Message,
+};
+pub use tower_stratum_service::*;
+
+/// Framing, Noise and authority keys (`tower-stratum-codec`).
+pub mod codec {
+    pub use tower_stratum_codec::*;
+}

@@ -1,0 +1,68 @@
+//! `tokio_util::codec` codecs for Stratum V2 frames, the Noise NX handshake, and authority keys.
+//!
+//! - [`PlainCodec`]: plaintext Sv2 frames (spec 3.2).
+//! - [`NoiseCodec`]: Sv2 frames over a Noise NX transport (spec 4,
+//!   `Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256`), wrapping SRI's `codec_sv2`
+//!   `NoiseEncoder` / `NoiseDecoder`; no crypto is reimplemented here.
+//! - [`Sv2Codec`]: either of the two, so one `Framed<IO, Sv2Codec>` type serves both transports.
+//! - [`accept_noise`] / [`connect_noise`]: the handshake (spec 4.5) over any
+//!   `AsyncRead + AsyncWrite + Unpin`, on top of the sans-IO [`NoiseResponder`] /
+//!   [`NoiseInitiator`].
+//! - [`AuthorityPublicKey`], [`AuthoritySecretKey`], [`AuthorityKeypair`]: authority keys in SRI's
+//!   base58check text format (spec 4.7).
+//!
+//! All codecs check a frame's declared size against their maximum before buffering it, and stop
+//! for good after a fatal error ([`CodecError::Dead`]).
+//!
+//! # Example
+//!
+//! A Noise connection over an in-memory pipe:
+//!
+//! ```
+//! use futures_util::{SinkExt, StreamExt};
+//! use std::time::Duration;
+//! use tokio_util::codec::Framed;
+//! use tower_stratum_codec::{accept_noise, connect_noise, AuthorityKeypair, Sv2Codec};
+//! use tower_stratum_core::Frame;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const MAX_PAYLOAD: usize = 1 << 16;
+//! let authority = AuthorityKeypair::generate();
+//! let (mut client_io, mut server_io) = tokio::io::duplex(64 * 1024);
+//!
+//! let (server, client) = tokio::join!(
+//!     accept_noise(&mut server_io, &authority, Duration::from_secs(3600), MAX_PAYLOAD),
+//!     connect_noise(&mut client_io, Some(authority.public()), MAX_PAYLOAD),
+//! );
+//! let mut server = Framed::new(server_io, Sv2Codec::from(server?));
+//! let mut client = Framed::new(client_io, Sv2Codec::from(client?));
+//!
+//! let frame = Frame { extension_type: 0, msg_type: 0x00, payload: vec![1, 2, 3].into() };
+//! client.send(frame.clone()).await?;
+//! assert_eq!(server.next().await.transpose()?, Some(frame));
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod handshake;
+mod keys;
+mod noise;
+mod plain;
+mod sv2_codec;
+
+pub use error::{CodecError, HandshakeError};
+pub use handshake::{
+    accept_noise, connect_noise, NoiseInitiator, NoiseResponder, ACT1_LEN, ACT2_LEN,
+};
+pub use keys::{
+    AuthorityKeypair, AuthorityPublicKey, AuthoritySecretKey, KeyError,
+    AUTHORITY_PUBLIC_KEY_VERSION, SRI_TEST_AUTHORITY_PUBLIC_KEY, SRI_TEST_AUTHORITY_SECRET_KEY,
+};
+pub use noise::{
+    encrypted_frame_len, NoiseCodec, ENCRYPTED_HEADER_LEN, MAC_LEN, MAX_CIPHERTEXT_CHUNK_LEN,
+    MAX_PLAINTEXT_CHUNK_LEN,
+};
+pub use plain::PlainCodec;
+pub use sv2_codec::Sv2Codec;

@@ -1,0 +1,439 @@
+//! [`Sv2ClientService`]: one upstream connection per subprotocol it uses, with handshake,
+//! SetupConnection, dispatch to the client handlers, and reconnection with backoff.
+
+use crate::config::{Backoff, ClientConfig, ClientTransport, Endpoint};
+use crate::connection::{self, ConnParams, Transport};
+use crate::hub::{ClientHandlers, Hub, HubInput, SiblingEnd};
+use crate::inbound::{HandlerService, InboundStack};
+use crate::request::{Request, RequestSender, Response};
+use crate::server::SiblingIo;
+use crate::ServiceError;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::layer::util::{Identity, Stack};
+use tower::Layer;
+use tower_stratum_core::handler::{
+    NullSv2JobDeclarationClientHandler, NullSv2MiningClientHandler,
+    NullSv2TemplateDistributionClientHandler, Sv2JobDeclarationClientHandler,
+    Sv2MiningClientHandler, Sv2TemplateDistributionClientHandler,
+};
+use tower_stratum_core::session::str0255;
+use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
+use tower_stratum_core::{CloseReason, ConnectionId, Session, Subprotocol};
+use tracing::{debug, info, warn, Instrument};
+
+/// A running Sv2 client's request interface: `tower::Service<`[`Request`]`>`. Use
+/// [`Request::Broadcast`]`(protocol, msg)` to send to the upstream of `protocol`.
+///
+/// Type parameters are the client handlers; a Null handler means that subprotocol is not used
+/// (no connection is opened for it).
+#[derive(Debug)]
+pub struct Sv2ClientService<
+    M = NullSv2MiningClientHandler,
+    J = NullSv2JobDeclarationClientHandler,
+    T = NullSv2TemplateDistributionClientHandler,
+> {
+    requests: RequestSender,
+    _handlers: std::marker::PhantomData<fn() -> (M, J, T)>,
+}
+
+impl<M, J, T> Clone for Sv2ClientService<M, J, T> {
+    fn clone(&self) -> Self {
+        Self {
+            requests: self.requests.clone(),
+            _handlers: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Sv2ClientService {
+    /// A builder with the default [`ClientConfig`] (no endpoints) and Null handlers.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            config: ClientConfig::default(),
+            m: NullSv2MiningClientHandler,
+            j: NullSv2JobDeclarationClientHandler,
+            t: NullSv2TemplateDistributionClientHandler,
+            layer: Identity::new(),
+            sibling: None,
+        }
+    }
+}
+
+impl<M, J, T> Sv2ClientService<M, J, T>
+where
+    M: Sv2MiningClientHandler,
+    J: Sv2JobDeclarationClientHandler,
+    T: Sv2TemplateDistributionClientHandler,
+{
+    /// Starts a client linked to the server that produced `sibling`
+    /// (`Sv2ServerService::new_with_sibling_io`).
+    pub fn new_from_sibling_io(
+        config: ClientConfig,
+        mining: M,
+        job_declaration: J,
+        template_distribution: T,
+        sibling: SiblingIo,
+    ) -> (Self, ClientHandle) {
+        Sv2ClientService::builder()
+            .config(config)
+            .mining(mining)
+            .job_declaration(job_declaration)
+            .template_distribution(template_distribution)
+            .sibling_io(sibling)
+            .start()
+    }
+}
+
+impl<M, J, T> tower::Service<Request> for Sv2ClientService<M, J, T> {
+    type Response = Response;
+    type Error = ServiceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
+        self.requests.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        self.requests.call(req)
+    }
+}
+
+/// Builds and starts a [`Sv2ClientService`].
+#[derive(Debug)]
+pub struct ClientBuilder<
+    M = NullSv2MiningClientHandler,
+    J = NullSv2JobDeclarationClientHandler,
+    T = NullSv2TemplateDistributionClientHandler,
+    L = Identity,
+> {
+    config: ClientConfig,
+    m: M,
+    j: J,
+    t: T,
+    layer: L,
+    sibling: Option<SiblingEnd>,
+}
+
+impl<M, J, T, L> ClientBuilder<M, J, T, L> {
+    /// Replaces the configuration.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the Mining Protocol handler.
+    pub fn mining<M2>(self, m: M2) -> ClientBuilder<M2, J, T, L> {
+        ClientBuilder {
+            config: self.config,
+            m,
+            j: self.j,
+            t: self.t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Sets the Job Declaration Protocol handler.
+    pub fn job_declaration<J2>(self, j: J2) -> ClientBuilder<M, J2, T, L> {
+        ClientBuilder {
+            config: self.config,
+            m: self.m,
+            j,
+            t: self.t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Sets the Template Distribution Protocol handler.
+    pub fn template_distribution<T2>(self, t: T2) -> ClientBuilder<M, J, T2, L> {
+        ClientBuilder {
+            config: self.config,
+            m: self.m,
+            j: self.j,
+            t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Wraps the inbound stack (messages from servers) with `layer`; the first layer added is
+    /// the outermost (as with `tower::ServiceBuilder`).
+    pub fn layer<L2>(self, layer: L2) -> ClientBuilder<M, J, T, Stack<L2, L>> {
+        ClientBuilder {
+            config: self.config,
+            m: self.m,
+            j: self.j,
+            t: self.t,
+            layer: Stack::new(layer, self.layer),
+            sibling: self.sibling,
+        }
+    }
+
+    /// Links this client to the server that produced `io`.
+    pub fn sibling_io(mut self, io: SiblingIo) -> Self {
+        self.sibling = Some(io.end);
+        self
+    }
+}
+
+impl<M, J, T, L> ClientBuilder<M, J, T, L>
+where
+    M: Sv2MiningClientHandler,
+    J: Sv2JobDeclarationClientHandler,
+    T: Sv2TemplateDistributionClientHandler,
+    L: Layer<HandlerService>,
+    L::Service: InboundStack,
+{
+    /// Starts the client on the current tokio runtime: one supervisor task per used
+    /// subprotocol with a configured endpoint.
+    pub fn start(self) -> (Sv2ClientService<M, J, T>, ClientHandle) {
+        let cfg = self.config;
+        let flags = [
+            self.m.setup_connection_flags(),
+            self.j.setup_connection_flags(),
+            self.t.setup_connection_flags(),
+        ];
+        let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
+        let hub = Hub::new(
+            ClientHandlers {
+                m: self.m,
+                j: self.j,
+                t: self.t,
+            },
+            self.sibling,
+        );
+        let hub_task =
+            tokio::spawn(hub.run(hub_rx).instrument(tracing::info_span!("hub", role = "client")));
+        let stack = self.layer.layer(HandlerService::new(hub_tx.clone()));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ids = Arc::new(AtomicU64::new(1));
+        for p in Subprotocol::ALL {
+            let (Some(flags), Some(endpoint)) = (flags[p.index()], cfg.endpoints[p.index()].clone())
+            else {
+                continue;
+            };
+            let sup = Supervisor {
+                protocol: p,
+                flags,
+                endpoint,
+                cfg: cfg.clone(),
+                stack: stack.clone(),
+                hub: hub_tx.clone(),
+                cancel: cancel.clone(),
+                ids: ids.clone(),
+            };
+            tracker.spawn(
+                sup.run()
+                    .instrument(tracing::info_span!("upstream", protocol = %p)),
+            );
+        }
+        tracker.close();
+        let stop_tx = hub_tx.clone();
+        let task = tokio::spawn(async move {
+            tracker.wait().await;
+            let _ = stop_tx.send(HubInput::Stop).await;
+            drop(stop_tx);
+            let _ = hub_task.await;
+        });
+        (
+            Sv2ClientService {
+                requests: RequestSender::new(hub_tx),
+                _handlers: std::marker::PhantomData,
+            },
+            ClientHandle { cancel, task },
+        )
+    }
+}
+
+/// Controls a running client. Dropping it does NOT stop the client.
+#[derive(Debug)]
+#[must_use = "a client runs until `shutdown` is called"]
+pub struct ClientHandle {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ClientHandle {
+    /// Closes every upstream connection, stops reconnecting and stops the handlers.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Whether the client has stopped (e.g. reconnection disabled and the upstream closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until the client stops by itself.
+    pub async fn finished(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+struct Supervisor<S> {
+    protocol: Subprotocol,
+    flags: u32,
+    endpoint: Endpoint,
+    cfg: ClientConfig,
+    stack: S,
+    hub: mpsc::Sender<HubInput>,
+    cancel: CancellationToken,
+    ids: Arc<AtomicU64>,
+}
+
+/// Full jitter: a uniformly random duration in `[0, d]`.
+fn jitter(d: Duration) -> Duration {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(connection::now().elapsed().as_nanos());
+    let r = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(r)
+}
+
+fn split_host_port(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse().unwrap_or(0),
+        ),
+        None => (addr.to_string(), 0),
+    }
+}
+
+impl<S: InboundStack> Supervisor<S> {
+    fn setup_message(&self, host: &str, port: u16) -> Option<SetupConnectionOwned> {
+        let c = &self.cfg;
+        Some(SetupConnectionOwned {
+            protocol: self.protocol.to_sri(),
+            min_version: c.session.min_version,
+            max_version: c.session.max_version,
+            flags: self.flags,
+            endpoint_host: str0255(host)?,
+            endpoint_port: port,
+            vendor: str0255(&c.vendor)?,
+            hardware_version: str0255(&c.hardware_version)?,
+            firmware: str0255(&c.firmware)?,
+            device_id: str0255(&c.device_id)?,
+        })
+    }
+
+    async fn run(mut self) {
+        let mut address = self.endpoint.address.clone();
+        let mut failures: u32 = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let outcome = self.connect_once(&address).await;
+            match outcome {
+                Outcome::Shutdown => return,
+                Outcome::Reconnect { host, port } => {
+                    // Spec 3.6.5: same authority key, new (or same) host/port, at once.
+                    let (old_host, old_port) = split_host_port(&address);
+                    let host = if host.is_empty() { old_host } else { host };
+                    let port = if port == 0 { old_port } else { port };
+                    address = format!("{host}:{port}");
+                    info!(%address, "server asked us to reconnect");
+                    failures = 0;
+                    continue;
+                }
+                Outcome::Closed { established, reason } => {
+                    if established {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                    }
+                    let Some(backoff) = self.cfg.reconnect else {
+                        info!(%reason, "upstream closed; reconnection disabled");
+                        return;
+                    };
+                    if backoff.max_attempts.is_some_and(|m| failures >= m) {
+                        warn!(%reason, failures, "upstream unreachable; giving up");
+                        return;
+                    }
+                    let delay = jitter(Backoff::delay(&backoff, failures.saturating_sub(1)));
+                    info!(%reason, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect_once(&mut self, address: &str) -> Outcome {
+        let connect = tokio::time::timeout(
+            self.cfg.connect_timeout,
+            tokio::net::TcpStream::connect(address),
+        );
+        let stream = tokio::select! {
+            _ = self.cancel.cancelled() => return Outcome::Shutdown,
+            r = connect => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Outcome::Closed { established: false, reason: CloseReason::Io(e.to_string()) },
+                Err(_) => return Outcome::Closed { established: false, reason: CloseReason::Io("connect timed out".into()) },
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let (host, port) = split_host_port(address);
+        let Some(setup) = self.setup_message(&host, port) else {
+            return Outcome::Shutdown;
+        };
+        let transport = match &self.endpoint.transport {
+            ClientTransport::Plaintext => Transport::Plain,
+            ClientTransport::Noise { authority } => Transport::NoiseInitiator {
+                authority: *authority,
+            },
+        };
+        let noise = !matches!(transport, Transport::Plain);
+        let id = ConnectionId(self.ids.fetch_add(1, Ordering::Relaxed));
+        let params = ConnParams {
+            id,
+            peer,
+            transport,
+            session: Session::client(
+                self.cfg.session,
+                setup,
+                self.cfg.inactivity_timeout[self.protocol.index()],
+                noise,
+                connection::now(),
+            ),
+            stack: self.stack.clone(),
+            hub: self.hub.clone(),
+            cancel: self.cancel.child_token(),
+            max_payload: self.cfg.max_payload,
+            outbound_queue: self.cfg.outbound_queue,
+            write_timeout: self.cfg.write_timeout,
+        };
+        let (reason, was_established) = connection::run_reporting(stream, params).await;
+        debug!(%reason, "upstream connection ended");
+        match reason {
+            CloseReason::Shutdown if self.cancel.is_cancelled() => Outcome::Shutdown,
+            CloseReason::Reconnect { host, port } => Outcome::Reconnect { host, port },
+            reason => Outcome::Closed {
+                established: was_established,
+                reason,
+            },
+        }
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Reconnect { host: String, port: u16 },
+    Closed { established: bool, reason: CloseReason },
+}

@@ -1,0 +1,233 @@
+//! Service configuration: transports and timeouts, with documented defaults.
+
+use std::time::Duration;
+use tower_stratum_codec::{AuthorityKeypair, AuthorityPublicKey};
+use tower_stratum_core::session::SessionConfig;
+use tower_stratum_core::Subprotocol;
+
+/// Default maximum Sv2 payload accepted from a peer: 1 MiB. Frames declaring more are refused
+/// before any allocation and the connection is closed. (Sv2's own limit is 2^24 - 1 bytes; a
+/// NewTemplate or DeclareMiningJob with many transactions may need a larger value.)
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
+/// How a server secures its connections.
+#[derive(Debug, Clone)]
+pub enum ServerTransport {
+    /// Noise NX (spec 4) as responder, with a certificate signed by the authority key and valid
+    /// for `cert_validity` (whole seconds) from the handshake.
+    Noise {
+        /// Authority keypair (SRI base58check text format, see `tower_stratum_codec`).
+        keypair: AuthorityKeypair,
+        /// Certificate validity, in seconds of wall-clock time. Default 3600 s.
+        cert_validity: Duration,
+    },
+    /// Plaintext TCP. Only when explicitly chosen: shares and jobs travel unauthenticated.
+    Plaintext,
+}
+
+impl ServerTransport {
+    /// Noise with `keypair` and a one-hour certificate.
+    pub fn noise(keypair: AuthorityKeypair) -> Self {
+        ServerTransport::Noise {
+            keypair,
+            cert_validity: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How a client secures its connection to a server.
+#[derive(Debug, Clone)]
+pub enum ClientTransport {
+    /// Noise NX as initiator. `Some(key)`: the server certificate must be signed by `key` and
+    /// be within its validity, else the handshake fails. `None`: ENCRYPTED BUT NOT
+    /// AUTHENTICATED — any server (or a man in the middle) is accepted. Use only for testing
+    /// or where the network path is trusted.
+    Noise {
+        /// The server's authority public key.
+        authority: Option<AuthorityPublicKey>,
+    },
+    /// Plaintext TCP.
+    Plaintext,
+}
+
+/// Server configuration. Every field has a documented default ([`ServerConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Transport. Default: plaintext is NOT the default; `Default` uses Noise with a freshly
+    /// generated authority keypair, so set your own to let clients verify it.
+    pub transport: ServerTransport,
+    /// Handshake/SetupConnection deadlines and version range. Default: 10 s, 10 s, v2.
+    pub session: SessionConfig,
+    /// Close a connection that sent nothing for this long, per subprotocol (indexed by
+    /// [`Subprotocol::index`]); `None` disables reaping. Defaults: Mining 900 s, Job
+    /// Declaration 900 s, Template Distribution none (a TD client may legitimately stay silent
+    /// for hours between blocks).
+    pub inactivity_timeout: [Option<Duration>; 3],
+    /// Maximum payload size accepted, in bytes. Default [`DEFAULT_MAX_PAYLOAD`].
+    pub max_payload: usize,
+    /// Per-connection outbound queue, in messages. A push (broadcast, send-to) that finds it
+    /// full disconnects the client ([`tower_stratum_core::CloseReason::SlowConsumer`]).
+    /// Default 256.
+    pub outbound_queue: usize,
+    /// A single write to a client that does not complete within this bound disconnects it;
+    /// while a write is pending the connection reads nothing from that client. Default 30 s.
+    pub write_timeout: Duration,
+    /// Capacity of the queue into the handler task (messages from all connections and
+    /// application requests). Default 1024.
+    pub handler_queue: usize,
+    /// Capacity of each direction of a sibling link, in messages. Default 1024.
+    pub sibling_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            transport: ServerTransport::noise(AuthorityKeypair::generate()),
+            session: SessionConfig::default(),
+            inactivity_timeout: [
+                Some(Duration::from_secs(900)),
+                Some(Duration::from_secs(900)),
+                None,
+            ],
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            outbound_queue: 256,
+            write_timeout: Duration::from_secs(30),
+            handler_queue: 1024,
+            sibling_queue: 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Default configuration with the given transport.
+    pub fn with_transport(transport: ServerTransport) -> Self {
+        Self {
+            transport,
+            ..Self::default()
+        }
+    }
+}
+
+/// Where a client connects for one subprotocol.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port` to connect to (resolved at each connection attempt).
+    pub address: String,
+    /// Transport for this endpoint.
+    pub transport: ClientTransport,
+}
+
+impl Endpoint {
+    /// A Noise endpoint verified against `authority`.
+    pub fn noise(address: impl Into<String>, authority: AuthorityPublicKey) -> Self {
+        Self {
+            address: address.into(),
+            transport: ClientTransport::Noise {
+                authority: Some(authority),
+            },
+        }
+    }
+
+    /// A plaintext endpoint.
+    pub fn plaintext(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            transport: ClientTransport::Plaintext,
+        }
+    }
+}
+
+/// Reconnection policy: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay. Default 250 ms.
+    pub initial: Duration,
+    /// Upper bound of the delay. Default 30 s.
+    pub max: Duration,
+    /// Growth factor per failed attempt. Default 2.0.
+    pub multiplier: f64,
+    /// Give up after this many consecutive failures; `None` = never. Default `None`.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `n` (0-based), before jitter: `initial * multiplier^n`,
+    /// capped at `max`.
+    pub fn delay(&self, n: u32) -> Duration {
+        let d = self.initial.as_secs_f64() * self.multiplier.powi(n.min(64) as i32);
+        Duration::from_secs_f64(d.min(self.max.as_secs_f64()).max(0.0))
+    }
+}
+
+/// Client configuration.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Endpoint per subprotocol (indexed by [`Subprotocol::index`]). A subprotocol whose
+    /// handler is a Null handler is never connected, endpoint or not.
+    pub endpoints: [Option<Endpoint>; 3],
+    /// Handshake/setup deadlines and the version range sent in SetupConnection.
+    pub session: SessionConfig,
+    /// Consider the server dead after this long without a frame from it. Default 600 s for
+    /// every subprotocol; `None` disables.
+    pub inactivity_timeout: [Option<Duration>; 3],
+    /// Reconnect with this backoff after a disconnect; `None` = do not reconnect.
+    /// Default: `Some(Backoff::default())`.
+    pub reconnect: Option<Backoff>,
+    /// TCP connect timeout. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Maximum payload accepted from the server, bytes. Default [`DEFAULT_MAX_PAYLOAD`].
+    pub max_payload: usize,
+    /// Outbound queue per connection, messages. Default 256.
+    pub outbound_queue: usize,
+    /// Write timeout. Default 30 s.
+    pub write_timeout: Duration,
+    /// Handler queue capacity. Default 1024.
+    pub handler_queue: usize,
+    /// `SetupConnection.vendor`. Default `"tower-stratum"`.
+    pub vendor: String,
+    /// `SetupConnection.hardware_version`. Default empty.
+    pub hardware_version: String,
+    /// `SetupConnection.firmware`. Default the crate version.
+    pub firmware: String,
+    /// `SetupConnection.device_id`. Default empty (no telemetry).
+    pub device_id: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: [None, None, None],
+            session: SessionConfig::default(),
+            inactivity_timeout: [Some(Duration::from_secs(600)); 3],
+            reconnect: Some(Backoff::default()),
+            connect_timeout: Duration::from_secs(10),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            outbound_queue: 256,
+            write_timeout: Duration::from_secs(30),
+            handler_queue: 1024,
+            vendor: "tower-stratum".into(),
+            hardware_version: String::new(),
+            firmware: env!("CARGO_PKG_VERSION").into(),
+            device_id: String::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets the endpoint for `protocol`.
+    pub fn endpoint(mut self, protocol: Subprotocol, endpoint: Endpoint) -> Self {
+        self.endpoints[protocol.index()] = Some(endpoint);
+        self
+    }
+}

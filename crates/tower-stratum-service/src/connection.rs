@@ -1,0 +1,321 @@
+//! One connection's task: the thin shell around a [`Session`].
+//!
+//! It only moves bytes and time: it runs the transport handshake, feeds received frames and
+//! timer expiries to the session, writes what the session and the handlers want sent, and
+//! reports lifecycle events to the hub.
+
+use crate::hub::{ConnHandle, HubInput, Outbound};
+use crate::inbound::InboundStack;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_stratum_codec::{
+    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, PlainCodec, Sv2Codec,
+};
+use tower_stratum_core::{
+    Action, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage, Session,
+    SessionOutput, Sv2Message,
+};
+use tracing::{debug, info, warn, Instrument};
+
+/// How the byte stream is secured.
+#[derive(Debug, Clone)]
+pub(crate) enum Transport {
+    Plain,
+    NoiseResponder {
+        keypair: AuthorityKeypair,
+        cert_validity: Duration,
+    },
+    NoiseInitiator {
+        authority: Option<AuthorityPublicKey>,
+    },
+}
+
+pub(crate) struct ConnParams<S> {
+    pub(crate) id: ConnectionId,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) transport: Transport,
+    pub(crate) session: Session,
+    pub(crate) stack: S,
+    pub(crate) hub: mpsc::Sender<HubInput>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) max_payload: usize,
+    pub(crate) outbound_queue: usize,
+    pub(crate) write_timeout: Duration,
+}
+
+/// Read buffer initial capacity. Small so idle connections stay cheap; grows with traffic.
+const READ_BUFFER: usize = 512;
+
+/// Runs the connection to completion and returns why it closed.
+pub(crate) async fn run<IO, S>(io: IO, p: ConnParams<S>) -> CloseReason
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: InboundStack,
+{
+    run_reporting(io, p).await.0
+}
+
+/// Like [`run`], also telling whether the connection got established.
+pub(crate) async fn run_reporting<IO, S>(io: IO, p: ConnParams<S>) -> (CloseReason, bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: InboundStack,
+{
+    let span = tracing::info_span!(
+        "connection",
+        id = p.id.0,
+        peer = ?p.peer,
+        role = %p.session.role(),
+        protocol = tracing::field::Empty,
+    );
+    run_inner(io, p).instrument(span).await
+}
+
+async fn run_inner<IO, S>(mut io: IO, p: ConnParams<S>) -> (CloseReason, bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: InboundStack,
+{
+    let ConnParams {
+        id,
+        peer,
+        transport,
+        mut session,
+        mut stack,
+        hub,
+        cancel,
+        max_payload,
+        outbound_queue,
+        write_timeout,
+    } = p;
+
+    // 1. Transport handshake, bounded by the session's handshake timer.
+    let codec = match transport {
+        Transport::Plain => Sv2Codec::Plain(PlainCodec::new(max_payload)),
+        t => {
+            let deadline = session.poll_timeout();
+            let hs = async {
+                match t {
+                    Transport::NoiseResponder {
+                        keypair,
+                        cert_validity,
+                    } => accept_noise(&mut io, &keypair, cert_validity, max_payload).await,
+                    Transport::NoiseInitiator { authority } => {
+                        connect_noise(&mut io, authority, max_payload).await
+                    }
+                    Transport::Plain => unreachable_plain(),
+                }
+            };
+            tokio::select! {
+                r = hs => match r {
+                    Ok(c) => Sv2Codec::Noise(Box::new(c)),
+                    Err(e) => {
+                        let reason = CloseReason::Handshake(e.to_string());
+                        debug!(%reason, "handshake failed");
+                        return (reason, false);
+                    }
+                },
+                _ = sleep_until(deadline) => {
+                    session.handle_timeout(now());
+                    return (first_close(&mut session)
+                        .unwrap_or(CloseReason::TimedOut(tower_stratum_core::session::Timer::Handshake)), false);
+                }
+                _ = cancel.cancelled() => return (CloseReason::Shutdown, false),
+            }
+        }
+    };
+    session.handshake_complete(now());
+
+    let mut parts = FramedParts::new::<Frame>(io, codec);
+    parts.read_buf = bytes::BytesMut::with_capacity(READ_BUFFER);
+    let mut framed = Framed::from_parts(parts);
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
+    let mut out_tx = Some(out_tx);
+    let mut ctx: Option<ConnectionContext> = None;
+    let mut closing: Option<CloseReason> = None;
+
+    loop {
+        // 2. Perform everything the session produced.
+        while let Some(out) = session.poll_output() {
+            match out {
+                SessionOutput::Transmit(m) => {
+                    if let Err(r) = feed(&mut framed, m).await {
+                        session.close(r);
+                    }
+                }
+                SessionOutput::Established(info) => {
+                    let c = ConnectionContext {
+                        id,
+                        peer,
+                        role: session.role(),
+                        info,
+                    };
+                    tracing::Span::current().record("protocol", tracing::field::display(info.protocol));
+                    info!(version = info.version, flags = info.flags, "established");
+                    ctx = Some(c);
+                    if let Some(tx) = out_tx.take() {
+                        let handle = ConnHandle {
+                            tx,
+                            cancel: cancel.clone(),
+                        };
+                        if hub.send(HubInput::Added { ctx: c, handle }).await.is_err() {
+                            session.close(CloseReason::Shutdown);
+                        }
+                    }
+                }
+                SessionOutput::Deliver(message) => {
+                    let Some(c) = ctx else { continue };
+                    let msg_span = tracing::debug_span!("message", name = message.name());
+                    let r = async {
+                        match (&mut stack).ready().await {
+                            Ok(svc) => svc.call(InboundMessage { ctx: c, message }).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    .instrument(msg_span)
+                    .await;
+                    match r {
+                        Ok(actions) => {
+                            for a in actions {
+                                match a {
+                                    Action::Reply(m) => {
+                                        if let Err(r) = feed(&mut framed, m).await {
+                                            session.close(r);
+                                        }
+                                    }
+                                    Action::Close(reason) => {
+                                        session.close(CloseReason::Closed(reason))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if e.downcast_ref::<crate::ServiceError>().is_some() {
+                                session.close(CloseReason::Shutdown);
+                            } else {
+                                warn!(error = %e, "inbound stack error; message dropped");
+                            }
+                        }
+                    }
+                }
+                SessionOutput::Close(reason) => closing = Some(reason),
+            }
+        }
+        // Write what was fed; a peer that does not read gets `write_timeout`.
+        match tokio::time::timeout(write_timeout, framed.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if closing.is_none() {
+                    closing = Some(CloseReason::Io(e.to_string()));
+                }
+            }
+            Err(_) => {
+                if closing.is_none() {
+                    closing = Some(CloseReason::SlowConsumer);
+                }
+            }
+        }
+        if let Some(reason) = closing.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), framed.close()).await;
+            if let Some(c) = ctx {
+                let _ = hub
+                    .send(HubInput::Removed {
+                        ctx: c,
+                        reason: reason.clone(),
+                    })
+                    .await;
+            }
+            info!(%reason, "closed");
+            return (reason, ctx.is_some());
+        }
+
+        // 3. Wait for the next input: shutdown, a queued message, a frame, or a timer.
+        let deadline = session.poll_timeout();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                // A slow-consumer disconnect cancels too; distinguish by the queue state.
+                let reason = if out_rx.capacity() == 0 { CloseReason::SlowConsumer } else { CloseReason::Shutdown };
+                session.close(reason);
+            }
+            out = out_rx.recv(), if ctx.is_some() => match out {
+                Some(Outbound::Frame(f)) => {
+                    if let Err(e) = framed.feed(f).await {
+                        session.close(CloseReason::Transport(e.to_string()));
+                    }
+                    // Batch whatever else is queued into the same write.
+                    while let Ok(o) = out_rx.try_recv() {
+                        match o {
+                            Outbound::Frame(f) => {
+                                if let Err(e) = framed.feed(f).await {
+                                    session.close(CloseReason::Transport(e.to_string()));
+                                    break;
+                                }
+                            }
+                            Outbound::Close(r) => { session.close(r); break; }
+                        }
+                    }
+                }
+                Some(Outbound::Close(r)) => session.close(r),
+                None => session.close(CloseReason::Shutdown),
+            },
+            frame = framed.next() => match frame {
+                Some(Ok(f)) => session.handle_frame(now(), f),
+                Some(Err(e)) => session.close(CloseReason::Transport(e.to_string())),
+                None => session.close(CloseReason::PeerClosed),
+            },
+            _ = sleep_until(deadline) => session.handle_timeout(now()),
+        }
+    }
+}
+
+fn unreachable_plain() -> Result<tower_stratum_codec::NoiseCodec, tower_stratum_codec::HandshakeError> {
+    Err(tower_stratum_codec::HandshakeError::Io(std::io::Error::other(
+        "plaintext transport has no handshake",
+    )))
+}
+
+fn first_close(session: &mut Session) -> Option<CloseReason> {
+    while let Some(o) = session.poll_output() {
+        if let SessionOutput::Close(r) = o {
+            return Some(r);
+        }
+    }
+    None
+}
+
+async fn feed<IO>(framed: &mut Framed<IO, Sv2Codec>, m: Sv2Message) -> Result<(), CloseReason>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = m.name();
+    let frame = m.encode().map_err(|e| {
+        warn!(message = name, error = %e, "cannot encode");
+        CloseReason::Closed(format!("cannot encode {name}: {e}"))
+    })?;
+    framed
+        .feed(frame)
+        .await
+        .map_err(|e| CloseReason::Transport(e.to_string()))
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic clock the shell feeds to sessions (tokio's, so paused-time tests work).
+pub(crate) fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}

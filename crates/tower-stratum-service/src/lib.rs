@@ -1,0 +1,45 @@
+//! The tokio shell of tower-stratum: [`Sv2ServerService`] and [`Sv2ClientService`].
+//!
+//! Each connection runs in its own task around a sans-IO
+//! [`Session`](tower_stratum_core::Session); the handlers of a service live in one task (the
+//! hub) that owns them and the registry of connections. Everything between tasks is a bounded
+//! queue. See `docs/ARCHITECTURE.md` for the life of a connection.
+
+mod client;
+mod config;
+mod connection;
+mod hub;
+mod inbound;
+mod listener;
+mod request;
+mod server;
+
+pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
+pub use config::{
+    Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
+    DEFAULT_MAX_PAYLOAD,
+};
+pub use inbound::{HandlerService, InboundStack};
+pub use listener::{Listener, StreamListener};
+pub use request::{Request, RequestSender, Response};
+pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
+
+use tower_stratum_core::ConnectionId;
+
+/// Errors of the services' request interfaces.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The service is shut down (or shutting down).
+    #[error("service stopped")]
+    Stopped,
+    /// No established connection has this id.
+    #[error("unknown connection {0}")]
+    UnknownConnection(ConnectionId),
+    /// No sibling service is linked.
+    #[error("no sibling linked")]
+    NoSibling,
+    /// Binding or configuring the listener failed.
+    #[error("io: {0}")]
+    Io(String),
+}

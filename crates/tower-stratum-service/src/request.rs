@@ -1,0 +1,84 @@
+//! Application requests to a running service (its `tower::Service<Request>` interface).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::oneshot;
+use tokio_util::sync::PollSender;
+use tower_stratum_core::{ConnectionContext, ConnectionId, SiblingMessage, Subprotocol, Sv2Message};
+
+use crate::hub::HubInput;
+use crate::ServiceError;
+
+/// A command from the application to a service.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Request {
+    /// Queue a message to one connection. Errors with [`ServiceError::UnknownConnection`] if it
+    /// is not (or no longer) established.
+    SendTo(ConnectionId, Sv2Message),
+    /// Queue a message to every established connection of a subprotocol (server: all clients
+    /// of it; client: the upstream connection of it).
+    Broadcast(Subprotocol, Sv2Message),
+    /// Close one connection (after its queued messages are written).
+    Disconnect(ConnectionId),
+    /// List established connections.
+    ListConnections,
+    /// Send a message to the sibling service. Errors with [`ServiceError::NoSibling`].
+    ToSibling(SiblingMessage),
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Response {
+    /// Done (queued; delivery is asynchronous).
+    Done,
+    /// Answer to [`Request::ListConnections`], sorted by id.
+    Connections(Vec<ConnectionContext>),
+}
+
+/// The request side of a service: a cheap, cloneable `tower::Service<Request>`.
+///
+/// `poll_ready` reserves a slot in the bounded queue to the service's handler task (capacity
+/// `handler_queue`), so it returns `Pending` while that task is saturated: real backpressure.
+/// Errors are [`ServiceError`]s.
+#[derive(Debug)]
+pub struct RequestSender {
+    tx: PollSender<HubInput>,
+}
+
+impl Clone for RequestSender {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl RequestSender {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<HubInput>) -> Self {
+        Self {
+            tx: PollSender::new(tx),
+        }
+    }
+}
+
+impl tower::Service<Request> for RequestSender {
+    type Response = Response;
+    type Error = ServiceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
+        self.tx.poll_reserve(cx).map_err(|_| ServiceError::Stopped)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send_item(HubInput::Request { req, reply });
+        Box::pin(async move {
+            sent.map_err(|_| ServiceError::Stopped)?;
+            rx.await.map_err(|_| ServiceError::Stopped)?
+        })
+    }
+}

@@ -1,0 +1,393 @@
+//! [`Sv2ServerService`]: accepts connections, runs one task per connection, dispatches every
+//! message to the server handlers.
+
+use crate::config::{ServerConfig, ServerTransport};
+use crate::connection::{self, ConnParams, Transport};
+use crate::hub::{Hub, HubInput, ServerHandlers, SiblingEnd};
+use crate::inbound::{HandlerService, InboundStack};
+use crate::listener::Listener;
+use crate::request::{Request, RequestSender, Response};
+use crate::ServiceError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::layer::util::{Identity, Stack};
+use tower::Layer;
+use tower_stratum_core::handler::{
+    NullSv2JobDeclarationServerHandler, NullSv2MiningServerHandler,
+    NullSv2TemplateDistributionServerHandler, Sv2JobDeclarationServerHandler,
+    Sv2MiningServerHandler, Sv2TemplateDistributionServerHandler,
+};
+use tower_stratum_core::session::ProtocolSupport;
+use tower_stratum_core::{ConnectionId, Session, SetupSupport, Subprotocol};
+use tracing::{info, warn, Instrument};
+
+/// A running Sv2 server's request interface: a cloneable
+/// `tower::Service<`[`Request`]`, Response = `[`Response`]`, Error = `[`ServiceError`]`>`.
+///
+/// The type parameters name the handlers it serves (Mining, Job Declaration, Template
+/// Distribution); each defaults to its Null handler, which refuses that subprotocol at
+/// SetupConnection with `unsupported-protocol`.
+///
+/// ```no_run
+/// use tower_stratum_service::{ServerConfig, Sv2ServerService};
+/// use tower_stratum_core::handler::Sv2MiningServerHandler;
+///
+/// struct MyPool;
+/// impl Sv2MiningServerHandler for MyPool {}
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let (service, handle) = Sv2ServerService::builder()
+///     .config(ServerConfig::default())
+///     .mining(MyPool)
+///     .serve(listener);
+/// // ... use `service` (tower::Service<Request>) to push jobs, list clients ...
+/// handle.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Sv2ServerService<
+    M = NullSv2MiningServerHandler,
+    J = NullSv2JobDeclarationServerHandler,
+    T = NullSv2TemplateDistributionServerHandler,
+> {
+    requests: RequestSender,
+    _handlers: std::marker::PhantomData<fn() -> (M, J, T)>,
+}
+
+impl<M, J, T> Clone for Sv2ServerService<M, J, T> {
+    fn clone(&self) -> Self {
+        Self {
+            requests: self.requests.clone(),
+            _handlers: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Sv2ServerService {
+    /// A builder with the default [`ServerConfig`] and Null handlers.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig::default(),
+            m: NullSv2MiningServerHandler,
+            j: NullSv2JobDeclarationServerHandler,
+            t: NullSv2TemplateDistributionServerHandler,
+            layer: Identity::new(),
+            sibling: None,
+        }
+    }
+}
+
+impl<M, J, T> Sv2ServerService<M, J, T>
+where
+    M: Sv2MiningServerHandler,
+    J: Sv2JobDeclarationServerHandler,
+    T: Sv2TemplateDistributionServerHandler,
+{
+    /// Starts a server linked to a sibling client: returns the server, its handle, and the
+    /// [`SiblingIo`] that `Sv2ClientService::new_from_sibling_io` consumes. Messages flow both
+    /// ways through bounded queues (`config.sibling_queue` each); when either side stops the
+    /// other's handlers get `handle_sibling_closed` exactly once.
+    pub fn new_with_sibling_io<L: Listener>(
+        config: ServerConfig,
+        listener: L,
+        mining: M,
+        job_declaration: J,
+        template_distribution: T,
+    ) -> (Self, ServerHandle, SiblingIo) {
+        let (builder, io) = Sv2ServerService::builder()
+            .config(config)
+            .mining(mining)
+            .job_declaration(job_declaration)
+            .template_distribution(template_distribution)
+            .with_sibling_io();
+        let (svc, handle) = builder.serve(listener);
+        (svc, handle, io)
+    }
+}
+
+impl<M, J, T> tower::Service<Request> for Sv2ServerService<M, J, T> {
+    type Response = Response;
+    type Error = ServiceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
+        self.requests.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        self.requests.call(req)
+    }
+}
+
+/// The sibling end handed from a server to a client (see
+/// [`Sv2ServerService::new_with_sibling_io`]).
+#[derive(Debug)]
+pub struct SiblingIo {
+    pub(crate) end: SiblingEnd,
+}
+
+/// Builds and starts a [`Sv2ServerService`]. Setters that change a handler or add a layer
+/// change the builder's type.
+#[derive(Debug)]
+pub struct ServerBuilder<
+    M = NullSv2MiningServerHandler,
+    J = NullSv2JobDeclarationServerHandler,
+    T = NullSv2TemplateDistributionServerHandler,
+    L = Identity,
+> {
+    config: ServerConfig,
+    m: M,
+    j: J,
+    t: T,
+    layer: L,
+    sibling: Option<SiblingEnd>,
+}
+
+impl<M, J, T, L> ServerBuilder<M, J, T, L> {
+    /// Replaces the configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the Mining Protocol handler.
+    pub fn mining<M2>(self, m: M2) -> ServerBuilder<M2, J, T, L> {
+        ServerBuilder {
+            config: self.config,
+            m,
+            j: self.j,
+            t: self.t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Sets the Job Declaration Protocol handler.
+    pub fn job_declaration<J2>(self, j: J2) -> ServerBuilder<M, J2, T, L> {
+        ServerBuilder {
+            config: self.config,
+            m: self.m,
+            j,
+            t: self.t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Sets the Template Distribution Protocol handler.
+    pub fn template_distribution<T2>(self, t: T2) -> ServerBuilder<M, J, T2, L> {
+        ServerBuilder {
+            config: self.config,
+            m: self.m,
+            j: self.j,
+            t,
+            layer: self.layer,
+            sibling: self.sibling,
+        }
+    }
+
+    /// Wraps the inbound stack (every message a client sends, on its way to the handlers) with
+    /// `layer`. As with `tower::ServiceBuilder`, the first layer added is the outermost.
+    pub fn layer<L2>(self, layer: L2) -> ServerBuilder<M, J, T, Stack<L2, L>> {
+        ServerBuilder {
+            config: self.config,
+            m: self.m,
+            j: self.j,
+            t: self.t,
+            layer: Stack::new(layer, self.layer),
+            sibling: self.sibling,
+        }
+    }
+
+    /// Links this server to a sibling client; returns the [`SiblingIo`] for the client.
+    pub fn with_sibling_io(mut self) -> (Self, SiblingIo) {
+        let cap = self.config.sibling_queue.max(1);
+        let (a_tx, a_rx) = mpsc::channel(cap);
+        let (b_tx, b_rx) = mpsc::channel(cap);
+        self.sibling = Some(SiblingEnd { tx: a_tx, rx: b_rx });
+        (
+            self,
+            SiblingIo {
+                end: SiblingEnd { tx: b_tx, rx: a_rx },
+            },
+        )
+    }
+}
+
+fn support(s: Option<SetupSupport>, inactivity: Option<Duration>) -> Option<ProtocolSupport> {
+    s.map(|s| ProtocolSupport {
+        supported_flags: s.supported_flags,
+        success_flags: s.success_flags,
+        inactivity_timeout: inactivity,
+    })
+}
+
+impl<M, J, T, L> ServerBuilder<M, J, T, L>
+where
+    M: Sv2MiningServerHandler,
+    J: Sv2JobDeclarationServerHandler,
+    T: Sv2TemplateDistributionServerHandler,
+    L: Layer<HandlerService>,
+    L::Service: InboundStack,
+{
+    /// Starts serving `listener` on the current tokio runtime. Each accepted stream gets its own
+    /// task, which runs the handshake under `config.session.handshake_timeout`, so a peer that
+    /// connects and says nothing never delays another.
+    pub fn serve<Lst: Listener>(self, listener: Lst) -> (Sv2ServerService<M, J, T>, ServerHandle) {
+        let cfg = self.config;
+        let inact = cfg.inactivity_timeout;
+        let supports = [
+            support(self.m.setup_support(), inact[Subprotocol::Mining.index()]),
+            support(self.j.setup_support(), inact[Subprotocol::JobDeclaration.index()]),
+            support(self.t.setup_support(), inact[Subprotocol::TemplateDistribution.index()]),
+        ];
+        let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
+        let hub = Hub::new(
+            ServerHandlers {
+                m: self.m,
+                j: self.j,
+                t: self.t,
+            },
+            self.sibling,
+        );
+        let hub_task = tokio::spawn(hub.run(hub_rx).instrument(tracing::info_span!("hub", role = "server")));
+        let stack = self.layer.layer(HandlerService::new(hub_tx.clone()));
+        let cancel = CancellationToken::new();
+        let transport = match &cfg.transport {
+            ServerTransport::Plaintext => Transport::Plain,
+            ServerTransport::Noise {
+                keypair,
+                cert_validity,
+            } => Transport::NoiseResponder {
+                keypair: keypair.clone(),
+                cert_validity: *cert_validity,
+            },
+        };
+        let accept = accept_loop(AcceptLoop {
+            listener,
+            cfg,
+            supports,
+            transport,
+            stack,
+            hub_tx: hub_tx.clone(),
+            cancel: cancel.clone(),
+            hub_task,
+        });
+        let task = tokio::spawn(accept.instrument(tracing::info_span!("server")));
+        (
+            Sv2ServerService {
+                requests: RequestSender::new(hub_tx),
+                _handlers: std::marker::PhantomData,
+            },
+            ServerHandle { cancel, task },
+        )
+    }
+}
+
+struct AcceptLoop<Lst, S> {
+    listener: Lst,
+    cfg: ServerConfig,
+    supports: [Option<ProtocolSupport>; 3],
+    transport: Transport,
+    stack: S,
+    hub_tx: mpsc::Sender<HubInput>,
+    cancel: CancellationToken,
+    hub_task: JoinHandle<()>,
+}
+
+async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
+    let AcceptLoop {
+        mut listener,
+        cfg,
+        supports,
+        transport,
+        stack,
+        hub_tx,
+        cancel,
+        hub_task,
+    } = a;
+    let tracker = TaskTracker::new();
+    let mut next_id = 1u64;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok(Some((io, peer))) => {
+                let id = ConnectionId(next_id);
+                next_id += 1;
+                let params = ConnParams {
+                    id,
+                    peer,
+                    transport: transport.clone(),
+                    session: Session::server(
+                        cfg.session,
+                        supports,
+                        !matches!(transport, Transport::Plain),
+                        connection::now(),
+                    ),
+                    stack: stack.clone(),
+                    hub: hub_tx.clone(),
+                    cancel: cancel.child_token(),
+                    max_payload: cfg.max_payload,
+                    outbound_queue: cfg.outbound_queue,
+                    write_timeout: cfg.write_timeout,
+                };
+                tracker.spawn(connection::run(io, params));
+            }
+            Ok(None) => {
+                info!("listener finished");
+                cancel.cancelled().await;
+                break;
+            }
+            Err(e) => {
+                // E.g. EMFILE: pause instead of spinning on the error.
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    let _ = hub_tx.send(HubInput::Stop).await;
+    drop(hub_tx);
+    let _ = hub_task.await;
+    info!("server stopped");
+}
+
+/// Controls a running server. Dropping it does NOT stop the server; call
+/// [`ServerHandle::shutdown`].
+#[derive(Debug)]
+#[must_use = "a server runs until `shutdown` is called"]
+pub struct ServerHandle {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Graceful shutdown: stop accepting, close every connection (including ones still in
+    /// the handshake), call `on_connection_removed` for each established one, stop the
+    /// handlers (the sibling, if any, sees it closed). Resolves when all tasks are done.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Whether the server has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}

@@ -1,0 +1,121 @@
+//! Running real peer processes in tests: locate the pinned binaries installed by
+//! `scripts/install-peers`, start them, wait for a log line with a deadline, kill on drop.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Where `scripts/install-peers` puts the peer binaries:
+/// `$TOWER_STRATUM_CACHE/peers/bin`, else `$XDG_CACHE_HOME/tower-stratum/peers/bin`, else
+/// `$HOME/.cache/tower-stratum/peers/bin`.
+pub fn peers_bin_dir() -> PathBuf {
+    if let Ok(c) = std::env::var("TOWER_STRATUM_CACHE") {
+        return PathBuf::from(c).join("peers/bin");
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache"));
+    base.join("tower-stratum/peers/bin")
+}
+
+/// Path of a pinned peer binary; panics with the install hint if missing.
+pub fn peer_bin(name: &str) -> PathBuf {
+    let p = peers_bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/install-peers first (it installs the pinned SRI peers)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bind :0, read, release). For peers that need a port in a
+/// config file; the tiny window until the peer binds is the only race.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running peer process; killed when dropped.
+pub struct PeerProcess {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub name: String,
+    pub log: Vec<String>,
+}
+
+impl std::fmt::Debug for PeerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerProcess({})", self.name)
+    }
+}
+
+impl PeerProcess {
+    /// Starts `bin args…` with stdout and stderr captured line by line (ANSI colours stripped).
+    pub fn spawn(bin: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", std::env::var("PEER_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let (tx, rx) = mpsc::channel(10_000);
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for r in [Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(err)] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let _ = tx.try_send(strip_ansi(&l));
+                }
+            });
+        }
+        Self {
+            child,
+            lines: rx,
+            name: bin.file_name().unwrap().to_string_lossy().into_owned(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `secs`) for an output line containing `needle`; returns it. Panics with
+    /// the captured log on timeout or exit.
+    pub async fn wait_for(&mut self, needle: &str, secs: u64) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(l)) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Ok(None) => panic!("{} exited before printing {needle:?}; log:\n{}", self.name, self.log.join("\n")),
+                Err(_) => panic!("{} did not print {needle:?} within {secs}s; log:\n{}", self.name, self.log.join("\n")),
+            }
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
