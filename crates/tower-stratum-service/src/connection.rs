@@ -141,13 +141,20 @@ where
     let mut out_tx = Some(out_tx);
     let mut ctx: Option<ConnectionContext> = None;
     let mut closing: Option<CloseReason> = None;
+    // Cancelled by the hub when this client's queue overflows (slow-consumer policy).
+    let evict = CancellationToken::new();
+    let guard = Guard {
+        cancel: &cancel,
+        evict: &evict,
+        write_timeout,
+    };
 
     loop {
         // 2. Perform everything the session produced.
         while let Some(out) = session.poll_output() {
             match out {
                 SessionOutput::Transmit(m) => {
-                    if let Err(r) = feed(&mut framed, m).await {
+                    if let Err(r) = guard.run(feed(&mut framed, m)).await {
                         session.close(r);
                     }
                 }
@@ -164,7 +171,7 @@ where
                     if let Some(tx) = out_tx.take() {
                         let handle = ConnHandle {
                             tx,
-                            cancel: cancel.clone(),
+                            cancel: evict.clone(),
                         };
                         if hub.send(HubInput::Added { ctx: c, handle }).await.is_err() {
                             session.close(CloseReason::Shutdown);
@@ -187,7 +194,7 @@ where
                             for a in actions {
                                 match a {
                                     Action::Reply(m) => {
-                                        if let Err(r) = feed(&mut framed, m).await {
+                                        if let Err(r) = guard.run(feed(&mut framed, m)).await {
                                             session.close(r);
                                         }
                                     }
@@ -211,17 +218,9 @@ where
             }
         }
         // Write what was fed; a peer that does not read gets `write_timeout`.
-        match tokio::time::timeout(write_timeout, framed.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if closing.is_none() {
-                    closing = Some(CloseReason::Io(e.to_string()));
-                }
-            }
-            Err(_) => {
-                if closing.is_none() {
-                    closing = Some(CloseReason::SlowConsumer);
-                }
+        if let Err(r) = guard.run(async { framed.flush().await.map_err(|e| CloseReason::Io(e.to_string())) }).await {
+            if closing.is_none() {
+                closing = Some(r);
             }
         }
         if let Some(reason) = closing.take() {
@@ -242,27 +241,26 @@ where
         let deadline = session.poll_timeout();
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => {
-                // A slow-consumer disconnect cancels too; distinguish by the queue state.
-                let reason = if out_rx.capacity() == 0 { CloseReason::SlowConsumer } else { CloseReason::Shutdown };
-                session.close(reason);
-            }
+            _ = cancel.cancelled() => session.close(CloseReason::Shutdown),
+            _ = evict.cancelled() => session.close(CloseReason::SlowConsumer),
             out = out_rx.recv(), if ctx.is_some() => match out {
                 Some(Outbound::Frame(f)) => {
-                    if let Err(e) = framed.feed(f).await {
-                        session.close(CloseReason::Transport(e.to_string()));
-                    }
+                    let mut next = Some(Outbound::Frame(f));
                     // Batch whatever else is queued into the same write.
-                    while let Ok(o) = out_rx.try_recv() {
+                    while let Some(o) = next.take() {
                         match o {
                             Outbound::Frame(f) => {
-                                if let Err(e) = framed.feed(f).await {
-                                    session.close(CloseReason::Transport(e.to_string()));
+                                let fed = guard.run(async {
+                                    framed.feed(f).await.map_err(|e| CloseReason::Transport(e.to_string()))
+                                });
+                                if let Err(r) = fed.await {
+                                    session.close(r);
                                     break;
                                 }
                             }
                             Outbound::Close(r) => { session.close(r); break; }
                         }
+                        next = out_rx.try_recv().ok();
                     }
                 }
                 Some(Outbound::Close(r)) => session.close(r),
@@ -291,6 +289,28 @@ fn first_close(session: &mut Session) -> Option<CloseReason> {
         }
     }
     None
+}
+
+/// Bounds a write: it fails with the stop reason if the connection is cancelled (shutdown) or
+/// evicted (slow consumer) meanwhile, and with `SlowConsumer` after `write_timeout`.
+struct Guard<'a> {
+    cancel: &'a CancellationToken,
+    evict: &'a CancellationToken,
+    write_timeout: Duration,
+}
+
+impl Guard<'_> {
+    async fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, CloseReason>>,
+    ) -> Result<T, CloseReason> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(CloseReason::Shutdown),
+            _ = self.evict.cancelled() => Err(CloseReason::SlowConsumer),
+            r = tokio::time::timeout(self.write_timeout, f) => r.unwrap_or(Err(CloseReason::SlowConsumer)),
+        }
+    }
 }
 
 async fn feed<IO>(framed: &mut Framed<IO, Sv2Codec>, m: Sv2Message) -> Result<(), CloseReason>
