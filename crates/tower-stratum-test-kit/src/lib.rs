@@ -3,6 +3,7 @@
 //! stream ([`peer`]), and helpers to run real peer processes ([`process`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod logs;
 pub mod msg;
 pub mod peer;
 pub mod process;

@@ -119,3 +119,22 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Renders a config template from `integration-tests/sri-harness/configs/<name>` replacing
+/// each `{{KEY}}` and writes it to a fresh file in the temp dir; returns its path.
+pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/sri-harness/configs");
+    let mut text = std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("config template {name}: {e}"));
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!text.contains("{{"), "unreplaced placeholder in {name}:\n{text}");
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "tower-stratum-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
