@@ -40,7 +40,9 @@ async fn serve_minimal() -> (ServerHandle, SocketAddr, mpsc::Receiver<Event>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (_svc, handle) = Sv2ServerService::builder()
-        .config(ServerConfig::with_transport(ServerTransport::noise(sri_keys())))
+        .config(ServerConfig::with_transport(ServerTransport::noise(
+            sri_keys(),
+        )))
         .mining(MinimalMiningServer::new(events))
         .serve(l);
     (handle, addr, rx)
@@ -50,7 +52,9 @@ async fn serve_null() -> (ServerHandle, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (_svc, handle) = Sv2ServerService::builder()
-        .config(ServerConfig::with_transport(ServerTransport::noise(sri_keys())))
+        .config(ServerConfig::with_transport(ServerTransport::noise(
+            sri_keys(),
+        )))
         .serve(l);
     (handle, addr)
 }
@@ -93,7 +97,11 @@ fn translator(upstream: SocketAddr, aggregated: bool) -> PeerProcess {
     PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()])
 }
 
-async fn wait_event(rx: &mut mpsc::Receiver<Event>, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+async fn wait_event(
+    rx: &mut mpsc::Receiver<Event>,
+    what: &str,
+    f: impl Fn(&Event) -> bool,
+) -> Event {
     loop {
         let e = within(60, what, rx.recv()).await.expect("events closed");
         if f(&e) {
@@ -110,17 +118,24 @@ async fn sri_mining_device_sets_up_and_opens_a_standard_channel() {
         matches!(e, Event::Added(_))
     })
     .await;
-    let Event::Added(ctx) = added else { unreachable!() };
+    let Event::Added(ctx) = added else {
+        unreachable!()
+    };
     assert_eq!(ctx.protocol(), Subprotocol::Mining);
     assert_eq!(ctx.info.version, 2);
     dev.wait_for("Received `SetupConnectionSuccess`", 30).await;
-    wait_event(&mut rx, "OpenStandardMiningChannel from mining_device", |e| {
-        matches!(e, Event::Message(_, "OpenStandardMiningChannel"))
-    })
+    wait_event(
+        &mut rx,
+        "OpenStandardMiningChannel from mining_device",
+        |e| matches!(e, Event::Message(_, "OpenStandardMiningChannel")),
+    )
     .await;
     dev.wait_for("channel opened", 30).await;
     drop(dev);
-    wait_event(&mut rx, "mining_device removed", |e| matches!(e, Event::Removed(..))).await;
+    wait_event(&mut rx, "mining_device removed", |e| {
+        matches!(e, Event::Removed(..))
+    })
+    .await;
     handle.shutdown().await;
 }
 
@@ -151,7 +166,10 @@ async fn translator_sets_up(aggregated: bool) {
         unreachable!()
     };
     assert_eq!(ctx.protocol(), Subprotocol::Mining);
-    assert_eq!(ctx.info.flags & REQUIRES_VERSION_ROLLING, REQUIRES_VERSION_ROLLING);
+    assert_eq!(
+        ctx.info.flags & REQUIRES_VERSION_ROLLING,
+        REQUIRES_VERSION_ROLLING
+    );
     handle.shutdown().await;
 }
 
@@ -203,14 +221,16 @@ async fn our_client_sets_up_with_sri_pool() {
     .await;
     let (events, mut rx) = Events::new(100);
     let (_client, handle) = Sv2ClientService::builder()
-        .config(
-            ClientConfig::default()
-                .endpoint(Subprotocol::Mining, Endpoint::noise(pool_addr.to_string(), sri_public())),
-        )
+        .config(ClientConfig::default().endpoint(
+            Subprotocol::Mining,
+            Endpoint::noise(pool_addr.to_string(), sri_public()),
+        ))
         .mining(RecordingMiningClient { events, flags: 0 })
         .start();
-    let Event::Added(ctx) =
-        wait_event(&mut rx, "SRI pool accepts our client", |e| matches!(e, Event::Added(_))).await
+    let Event::Added(ctx) = wait_event(&mut rx, "SRI pool accepts our client", |e| {
+        matches!(e, Event::Added(_))
+    })
+    .await
     else {
         unreachable!()
     };

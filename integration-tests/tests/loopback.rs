@@ -17,12 +17,14 @@ use tower_stratum::handler::{
 use tower_stratum::session::Timer;
 use tower_stratum::stratum_core::parsers_sv2::CommonMessagesOwned;
 use tower_stratum::{
-    Backoff, ClientConfig, CloseReason, Endpoint, InboundMessage, Request, Response,
-    ServerConfig, ServerTransport, Subprotocol, Sv2ClientService, Sv2Message, Sv2ServerService,
+    Backoff, ClientConfig, CloseReason, Endpoint, InboundMessage, Request, Response, ServerConfig,
+    ServerTransport, Subprotocol, Sv2ClientService, Sv2Message, Sv2ServerService,
 };
 use tower_stratum_test_kit::msg;
 use tower_stratum_test_kit::peer::RawPeer;
-use tower_stratum_test_kit::recording::{Event, Events, MinimalMiningServer, RecordingMiningClient};
+use tower_stratum_test_kit::recording::{
+    Event, Events, MinimalMiningServer, RecordingMiningClient,
+};
 use tower_stratum_test_kit::within;
 
 async fn listener() -> (TcpListener, std::net::SocketAddr) {
@@ -36,7 +38,9 @@ fn noise_config(keys: &AuthorityKeypair) -> ServerConfig {
 }
 
 async fn next_event(rx: &mut mpsc::Receiver<Event>, what: &str) -> Event {
-    within(10, what, rx.recv()).await.expect("event channel closed")
+    within(10, what, rx.recv())
+        .await
+        .expect("event channel closed")
 }
 
 async fn wait_added(rx: &mut mpsc::Receiver<Event>) -> tower_stratum::ConnectionContext {
@@ -47,7 +51,9 @@ async fn wait_added(rx: &mut mpsc::Receiver<Event>) -> tower_stratum::Connection
     }
 }
 
-async fn wait_removed(rx: &mut mpsc::Receiver<Event>) -> (tower_stratum::ConnectionContext, CloseReason) {
+async fn wait_removed(
+    rx: &mut mpsc::Receiver<Event>,
+) -> (tower_stratum::ConnectionContext, CloseReason) {
     loop {
         if let Event::Removed(c, r) = next_event(rx, "connection removed").await {
             return (c, r);
@@ -59,7 +65,8 @@ async fn wait_removed(rx: &mut mpsc::Receiver<Event>) -> (tower_stratum::Connect
 async fn setup_peer(addr: std::net::SocketAddr, keys: &AuthorityKeypair) -> RawPeer<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut p = RawPeer::noise(tcp, Some(keys.public())).await.unwrap();
-    p.send(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)).await;
+    p.send(msg::setup_connection(Subprotocol::Mining, 2, 2, 0))
+        .await;
     match within(5, "SetupConnection.Success", p.recv()).await {
         Some(Sv2Message::Common(CommonMessagesOwned::SetupConnectionSuccess(s))) => {
             assert_eq!(s.used_version, 2)
@@ -97,7 +104,9 @@ async fn noise_setup_and_channel_open_reach_the_handler() {
 async fn null_handler_refuses_with_unsupported_protocol() {
     let keys = AuthorityKeypair::generate();
     let (l, addr) = listener().await;
-    let (_svc, handle) = Sv2ServerService::builder().config(noise_config(&keys)).serve(l);
+    let (_svc, handle) = Sv2ServerService::builder()
+        .config(noise_config(&keys))
+        .serve(l);
     for p in Subprotocol::ALL {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let mut peer = RawPeer::noise(tcp, Some(keys.public())).await.unwrap();
@@ -127,8 +136,13 @@ async fn client_rejects_wrong_authority_key() {
 
     // Transport level: the handshake fails with a certificate error.
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let err = RawPeer::noise(tcp, Some(other_keys.public())).await.unwrap_err();
-    assert!(matches!(err, HandshakeError::CertificateRejected(_)), "{err:?}");
+    let err = RawPeer::noise(tcp, Some(other_keys.public()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::CertificateRejected(_)),
+        "{err:?}"
+    );
 
     // Service level: the client never establishes and, with reconnection off, stops.
     let (events, mut rx) = Events::new(100);
@@ -136,14 +150,23 @@ async fn client_rejects_wrong_authority_key() {
         reconnect: None,
         ..ClientConfig::default()
     }
-    .endpoint(Subprotocol::Mining, Endpoint::noise(addr.to_string(), other_keys.public()));
+    .endpoint(
+        Subprotocol::Mining,
+        Endpoint::noise(addr.to_string(), other_keys.public()),
+    );
     let (_client, mut client_handle) = Sv2ClientService::builder()
         .config(cfg)
         .mining(RecordingMiningClient { events, flags: 0 })
         .start();
     within(10, "client to give up", client_handle.finished()).await;
-    assert!(rx.try_recv().is_err(), "no lifecycle event for a rejected server");
-    assert!(server_rx.try_recv().is_err(), "server never added the connection");
+    assert!(
+        rx.try_recv().is_err(),
+        "no lifecycle event for a rejected server"
+    );
+    assert!(
+        server_rx.try_recv().is_err(),
+        "server never added the connection"
+    );
     handle.shutdown().await;
 }
 
@@ -195,7 +218,10 @@ async fn silent_peer_does_not_delay_other_clients() {
     let _p = setup_peer(addr, &keys).await;
     wait_added(&mut rx).await;
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(1), "full setup took {took:?} behind silent peers");
+    assert!(
+        took < Duration::from_secs(1),
+        "full setup took {took:?} behind silent peers"
+    );
     handle.shutdown().await;
 }
 
@@ -215,9 +241,18 @@ async fn inactive_client_is_reaped_and_removed_once() {
     let (c, reason) = wait_removed(&mut rx).await;
     assert_eq!(c.id, ctx.id);
     assert_eq!(reason, CloseReason::TimedOut(Timer::Inactivity));
-    assert!(within(5, "server closes the socket", p.recv()).await.is_none());
+    assert!(within(5, "server closes the socket", p.recv())
+        .await
+        .is_none());
     // Its state is gone from the service, and no second removal comes.
-    match svc.ready().await.unwrap().call(Request::ListConnections).await.unwrap() {
+    match svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::ListConnections)
+        .await
+        .unwrap()
+    {
         Response::Connections(v) => assert!(v.is_empty()),
         other => panic!("{other:?}"),
     }
@@ -245,7 +280,10 @@ async fn client_reconnects_with_backoff_after_server_restart() {
         }),
         ..ClientConfig::default()
     }
-    .endpoint(Subprotocol::Mining, Endpoint::noise(addr.to_string(), keys.public()));
+    .endpoint(
+        Subprotocol::Mining,
+        Endpoint::noise(addr.to_string(), keys.public()),
+    );
     let (_client, client_handle) = Sv2ClientService::builder()
         .config(cfg)
         .mining(RecordingMiningClient { events, flags: 0 })
@@ -286,9 +324,14 @@ async fn sibling_link_carries_messages_and_reports_one_close() {
     );
     let (cevents, mut crx) = Events::new(100);
     let (_client, client_handle) = Sv2ClientService::new_from_sibling_io(
-        ClientConfig::default()
-            .endpoint(Subprotocol::Mining, Endpoint::noise(paddr.to_string(), keys.public())),
-        RecordingMiningClient { events: cevents, flags: 0 },
+        ClientConfig::default().endpoint(
+            Subprotocol::Mining,
+            Endpoint::noise(paddr.to_string(), keys.public()),
+        ),
+        RecordingMiningClient {
+            events: cevents,
+            flags: 0,
+        },
         NullSv2JobDeclarationClientHandler,
         NullSv2TemplateDistributionClientHandler,
         sibling,
@@ -299,11 +342,23 @@ async fn sibling_link_carries_messages_and_reports_one_close() {
         _ => false,
     };
     // Server side -> client handler.
-    server.ready().await.unwrap().call(Request::ToSibling(ping())).await.unwrap();
+    server
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::ToSibling(ping()))
+        .await
+        .unwrap();
     while !is(&next_event(&mut crx, "client sees ping").await, "ping") {}
     // Client side -> server handler, which answers "pong" -> client handler.
     let mut client = _client;
-    client.ready().await.unwrap().call(Request::ToSibling(ping())).await.unwrap();
+    client
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::ToSibling(ping()))
+        .await
+        .unwrap();
     while !is(&next_event(&mut srx, "server sees ping").await, "ping") {}
     while !is(&next_event(&mut crx, "client sees pong").await, "pong") {}
     client_handle.shutdown().await;
@@ -314,7 +369,10 @@ async fn sibling_link_carries_messages_and_reports_one_close() {
     }
     server_handle.shutdown().await;
     while let Some(e) = srx.recv().await {
-        assert!(!matches!(e, Event::SiblingClosed), "sibling close reported twice");
+        assert!(
+            !matches!(e, Event::SiblingClosed),
+            "sibling close reported twice"
+        );
     }
     pool_handle.shutdown().await;
 }
@@ -337,7 +395,9 @@ async fn graceful_shutdown_with_live_and_half_open_connections() {
     let (c, reason) = wait_removed(&mut rx).await;
     assert_eq!(c.id, ctx.id);
     assert_eq!(reason, CloseReason::Shutdown);
-    assert!(within(5, "live connection closed", live.recv()).await.is_none());
+    assert!(within(5, "live connection closed", live.recv())
+        .await
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,30 +442,60 @@ async fn requests_list_broadcast_and_disconnect() {
     let ca = wait_added(&mut rx).await;
     let mut b = setup_peer(addr, &keys).await;
     let cb = wait_added(&mut rx).await;
-    match svc.ready().await.unwrap().call(Request::ListConnections).await.unwrap() {
+    match svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::ListConnections)
+        .await
+        .unwrap()
+    {
         Response::Connections(v) => {
-            assert_eq!(v.iter().map(|c| c.id).collect::<Vec<_>>(), vec![ca.id, cb.id])
+            assert_eq!(
+                v.iter().map(|c| c.id).collect::<Vec<_>>(),
+                vec![ca.id, cb.id]
+            )
         }
         other => panic!("{other:?}"),
     }
     svc.ready()
         .await
         .unwrap()
-        .call(Request::Broadcast(Subprotocol::Mining, msg::new_mining_job(1)))
+        .call(Request::Broadcast(
+            Subprotocol::Mining,
+            msg::new_mining_job(1),
+        ))
         .await
         .unwrap();
-    assert_eq!(within(5, "a job", a.recv()).await.unwrap().name(), "NewMiningJob");
-    assert_eq!(within(5, "b job", b.recv()).await.unwrap().name(), "NewMiningJob");
-    svc.ready().await.unwrap().call(Request::Disconnect(ca.id)).await.unwrap();
+    assert_eq!(
+        within(5, "a job", a.recv()).await.unwrap().name(),
+        "NewMiningJob"
+    );
+    assert_eq!(
+        within(5, "b job", b.recv()).await.unwrap().name(),
+        "NewMiningJob"
+    );
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::Disconnect(ca.id))
+        .await
+        .unwrap();
     assert!(within(5, "a closed", a.recv()).await.is_none());
     let err = svc
         .ready()
         .await
         .unwrap()
-        .call(Request::SendTo(tower_stratum::ConnectionId(999), msg::new_mining_job(1)))
+        .call(Request::SendTo(
+            tower_stratum::ConnectionId(999),
+            msg::new_mining_job(1),
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err, tower_stratum::ServiceError::UnknownConnection(tower_stratum::ConnectionId(999)));
+    assert_eq!(
+        err,
+        tower_stratum::ServiceError::UnknownConnection(tower_stratum::ConnectionId(999))
+    );
     handle.shutdown().await;
 }
 
@@ -425,7 +515,8 @@ async fn slow_client_is_disconnected_without_stalling_others() {
         let (client, server) = tokio::io::duplex(256);
         tx.send(server).await.unwrap();
         let mut p = RawPeer::plaintext(client);
-        p.send(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)).await;
+        p.send(msg::setup_connection(Subprotocol::Mining, 2, 2, 0))
+            .await;
         within(5, "setup success", p.recv()).await.unwrap();
         peers.push((p, wait_added(&mut rx).await));
     }
@@ -436,10 +527,15 @@ async fn slow_client_is_disconnected_without_stalling_others() {
         svc.ready()
             .await
             .unwrap()
-            .call(Request::Broadcast(Subprotocol::Mining, msg::new_mining_job(1)))
+            .call(Request::Broadcast(
+                Subprotocol::Mining,
+                msg::new_mining_job(1),
+            ))
             .await
             .unwrap();
-        within(5, "fast client keeps receiving", fast.recv()).await.unwrap();
+        within(5, "fast client keeps receiving", fast.recv())
+            .await
+            .unwrap();
         received += 1;
     }
     assert_eq!(received, 200);

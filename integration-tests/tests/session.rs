@@ -64,7 +64,9 @@ fn established(p: Subprotocol, t0: Instant) -> Session {
     let mut s = Session::server(SessionConfig::default(), all_supported(), false, t0);
     s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
     let out = drain(&mut s);
-    assert!(out.iter().any(|o| matches!(o, SessionOutput::Established(_))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, SessionOutput::Established(_))));
     s
 }
 
@@ -87,7 +89,15 @@ fn setup_connection_success_negotiates_highest_common_version() {
         ..SessionConfig::default()
     };
     let mut s = Session::server(cfg, MINING_ONLY, false, t0);
-    s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 1, 5, REQUIRES_VERSION_ROLLING)));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_connection(
+            Subprotocol::Mining,
+            1,
+            5,
+            REQUIRES_VERSION_ROLLING,
+        )),
+    );
     let out = drain(&mut s);
     match transmitted(&out).as_slice() {
         [Sv2Message::Common(CommonMessagesOwned::SetupConnectionSuccess(ok))] => {
@@ -118,7 +128,10 @@ fn message_before_setup_connection_closes_without_delivery() {
 fn setup_connection_twice_closes() {
     let t0 = Instant::now();
     let mut s = established(Subprotocol::Mining, t0);
-    s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)),
+    );
     let out = drain(&mut s);
     assert_eq!(
         close_reason(&out),
@@ -140,7 +153,10 @@ fn setup_connection_late_times_out() {
         Some(CloseReason::TimedOut(Timer::Setup))
     );
     // A SetupConnection after the close changes nothing.
-    s.handle_frame(t0 + cfg.setup_timeout, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
+    s.handle_frame(
+        t0 + cfg.setup_timeout,
+        frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)),
+    );
     assert!(drain(&mut s).is_empty());
 }
 
@@ -166,10 +182,16 @@ fn handshake_deadline_then_setup_deadline() {
 fn version_mismatch_is_refused_with_spec_code() {
     let t0 = Instant::now();
     let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
-    s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 3, 4, 0)));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_connection(Subprotocol::Mining, 3, 4, 0)),
+    );
     let out = drain(&mut s);
     assert_eq!(setup_error(&out), (0, "protocol-version-mismatch".into()));
-    assert!(matches!(close_reason(&out), Some(CloseReason::SetupRejected { .. })));
+    assert!(matches!(
+        close_reason(&out),
+        Some(CloseReason::SetupRejected { .. })
+    ));
 }
 
 #[test]
@@ -177,7 +199,15 @@ fn setup_error_lists_all_unsupported_flags() {
     let t0 = Instant::now();
     let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
     // Server honours only REQUIRES_VERSION_ROLLING (bit 2); ask for bits 0..=2 and 7.
-    s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0b1000_0111)));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_connection(
+            Subprotocol::Mining,
+            2,
+            2,
+            0b1000_0111,
+        )),
+    );
     let out = drain(&mut s);
     assert_eq!(
         setup_error(&out),
@@ -188,7 +218,10 @@ fn setup_error_lists_all_unsupported_flags() {
 
 #[test]
 fn unsupported_subprotocols_are_refused() {
-    for p in [Subprotocol::JobDeclaration, Subprotocol::TemplateDistribution] {
+    for p in [
+        Subprotocol::JobDeclaration,
+        Subprotocol::TemplateDistribution,
+    ] {
         let t0 = Instant::now();
         let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
         s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
@@ -224,7 +257,9 @@ fn wrong_direction_message_closes_without_delivery() {
     assert!(delivered(&out).is_empty());
     assert!(matches!(
         close_reason(&out),
-        Some(CloseReason::PeerMisbehaved(Violation::WrongDirection { .. }))
+        Some(CloseReason::PeerMisbehaved(
+            Violation::WrongDirection { .. }
+        ))
     ));
 }
 
@@ -279,7 +314,9 @@ fn unassigned_core_message_type_closes() {
     s.handle_frame(t0, raw_frame(0, 0x42, &[]));
     assert!(matches!(
         close_reason(&drain(&mut s)),
-        Some(CloseReason::PeerMisbehaved(Violation::UnknownMessageType { msg_type: 0x42 }))
+        Some(CloseReason::PeerMisbehaved(Violation::UnknownMessageType {
+            msg_type: 0x42
+        }))
     ));
 }
 
@@ -287,7 +324,10 @@ fn unassigned_core_message_type_closes() {
 fn inactivity_timer_is_reset_by_every_frame() {
     let t0 = Instant::now();
     let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
-    s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)),
+    );
     drain(&mut s);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
     let t1 = t0 + Duration::from_secs(50);
@@ -336,18 +376,27 @@ fn client_validates_setup_connection_success() {
 
     let mut s = client(0, t0);
     s.handle_frame(t0, frame(msg::setup_success(9, 0)));
-    assert!(matches!(close_reason(&drain(&mut s)), Some(CloseReason::Incompatible(_))));
+    assert!(matches!(
+        close_reason(&drain(&mut s)),
+        Some(CloseReason::Incompatible(_))
+    ));
 
     let mut s = client(REQUIRES_VERSION_ROLLING, t0);
     s.handle_frame(t0, frame(msg::setup_success(2, REQUIRES_FIXED_VERSION)));
-    assert!(matches!(close_reason(&drain(&mut s)), Some(CloseReason::Incompatible(_))));
+    assert!(matches!(
+        close_reason(&drain(&mut s)),
+        Some(CloseReason::Incompatible(_))
+    ));
 }
 
 #[test]
 fn client_reports_setup_connection_error() {
     let t0 = Instant::now();
     let mut s = client(0, t0);
-    s.handle_frame(t0, frame(msg::setup_error(0b11, "unsupported-feature-flags")));
+    s.handle_frame(
+        t0,
+        frame(msg::setup_error(0b11, "unsupported-feature-flags")),
+    );
     assert_eq!(
         close_reason(&drain(&mut s)),
         Some(CloseReason::SetupRejected {
@@ -382,7 +431,9 @@ fn client_rejects_client_to_server_messages() {
     s.handle_frame(t0, frame(msg::open_standard(1)));
     assert!(matches!(
         close_reason(&drain(&mut s)),
-        Some(CloseReason::PeerMisbehaved(Violation::WrongDirection { .. }))
+        Some(CloseReason::PeerMisbehaved(
+            Violation::WrongDirection { .. }
+        ))
     ));
 }
 

@@ -7,7 +7,7 @@ use crate::hub::{ClientHandlers, Hub, HubInput, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::request::{Request, RequestSender, Response};
 use crate::server::SiblingIo;
-use crate::ServiceError;
+use crate::{HandlerTypes, ServiceError};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
@@ -43,14 +43,14 @@ pub struct Sv2ClientService<
     T = NullSv2TemplateDistributionClientHandler,
 > {
     requests: RequestSender,
-    _handlers: std::marker::PhantomData<fn() -> (M, J, T)>,
+    _handlers: HandlerTypes<M, J, T>,
 }
 
 impl<M, J, T> Clone for Sv2ClientService<M, J, T> {
     fn clone(&self) -> Self {
         Self {
             requests: self.requests.clone(),
-            _handlers: std::marker::PhantomData,
+            _handlers: HandlerTypes::default(),
         }
     }
 }
@@ -213,14 +213,17 @@ where
             },
             self.sibling,
         );
-        let hub_task =
-            tokio::spawn(hub.run(hub_rx).instrument(tracing::info_span!("hub", role = "client")));
+        let hub_task = tokio::spawn(
+            hub.run(hub_rx)
+                .instrument(tracing::info_span!("hub", role = "client")),
+        );
         let stack = self.layer.layer(HandlerService::new(hub_tx.clone()));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ids = Arc::new(AtomicU64::new(1));
         for p in Subprotocol::ALL {
-            let (Some(flags), Some(endpoint)) = (flags[p.index()], cfg.endpoints[p.index()].clone())
+            let (Some(flags), Some(endpoint)) =
+                (flags[p.index()], cfg.endpoints[p.index()].clone())
             else {
                 continue;
             };
@@ -250,7 +253,7 @@ where
         (
             Sv2ClientService {
                 requests: RequestSender::new(hub_tx),
-                _handlers: std::marker::PhantomData,
+                _handlers: HandlerTypes::default(),
             },
             ClientHandle { cancel, task },
         )
@@ -349,7 +352,10 @@ impl<S: InboundStack> Supervisor<S> {
                     failures = 0;
                     continue;
                 }
-                Outcome::Closed { established, reason } => {
+                Outcome::Closed {
+                    established,
+                    reason,
+                } => {
                     if established {
                         failures = 0;
                     } else {
@@ -434,6 +440,12 @@ impl<S: InboundStack> Supervisor<S> {
 
 enum Outcome {
     Shutdown,
-    Reconnect { host: String, port: u16 },
-    Closed { established: bool, reason: CloseReason },
+    Reconnect {
+        host: String,
+        port: u16,
+    },
+    Closed {
+        established: bool,
+        reason: CloseReason,
+    },
 }

@@ -165,7 +165,8 @@ where
                         role: session.role(),
                         info,
                     };
-                    tracing::Span::current().record("protocol", tracing::field::display(info.protocol));
+                    tracing::Span::current()
+                        .record("protocol", tracing::field::display(info.protocol));
                     info!(version = info.version, flags = info.flags, "established");
                     ctx = Some(c);
                     if let Some(tx) = out_tx.take() {
@@ -182,7 +183,7 @@ where
                     let Some(c) = ctx else { continue };
                     let msg_span = tracing::debug_span!("message", name = message.name());
                     let r = async {
-                        match (&mut stack).ready().await {
+                        match stack.ready().await {
                             Ok(svc) => svc.call(InboundMessage { ctx: c, message }).await,
                             Err(e) => Err(e),
                         }
@@ -218,7 +219,15 @@ where
             }
         }
         // Write what was fed; a peer that does not read gets `write_timeout`.
-        if let Err(r) = guard.run(async { framed.flush().await.map_err(|e| CloseReason::Io(e.to_string())) }).await {
+        if let Err(r) = guard
+            .run(async {
+                framed
+                    .flush()
+                    .await
+                    .map_err(|e| CloseReason::Io(e.to_string()))
+            })
+            .await
+        {
             if closing.is_none() {
                 closing = Some(r);
             }
@@ -276,10 +285,11 @@ where
     }
 }
 
-fn unreachable_plain() -> Result<tower_stratum_codec::NoiseCodec, tower_stratum_codec::HandshakeError> {
-    Err(tower_stratum_codec::HandshakeError::Io(std::io::Error::other(
-        "plaintext transport has no handshake",
-    )))
+fn unreachable_plain(
+) -> Result<tower_stratum_codec::NoiseCodec, tower_stratum_codec::HandshakeError> {
+    Err(tower_stratum_codec::HandshakeError::Io(
+        std::io::Error::other("plaintext transport has no handshake"),
+    ))
 }
 
 fn first_close(session: &mut Session) -> Option<CloseReason> {

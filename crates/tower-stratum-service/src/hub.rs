@@ -239,8 +239,11 @@ impl<H: HandlerSet> Hub<H> {
                 if !self.conns.contains_key(&id) {
                     return Err(ServiceError::UnknownConnection(id));
                 }
-                self.apply(None, Action::Disconnect(id, "disconnected by application".into()).into())
-                    .await;
+                self.apply(
+                    None,
+                    Action::Disconnect(id, "disconnected by application".into()).into(),
+                )
+                .await;
                 Ok(Response::Done)
             }
             Request::ListConnections => {
@@ -275,22 +278,15 @@ impl<H: HandlerSet> Hub<H> {
         let mut mine = Actions::none();
         for a in actions {
             match a {
-                Action::Reply(m) => {
-                    if origin.is_some() {
-                        mine.push(Action::Reply(m));
-                    }
-                }
-                Action::Close(r) => {
-                    if origin.is_some() {
-                        mine.push(Action::Close(r));
-                    }
-                }
+                Action::Reply(m) if origin.is_some() => mine.push(Action::Reply(m)),
+                Action::Close(r) if origin.is_some() => mine.push(Action::Close(r)),
+                Action::Reply(_) | Action::Close(_) => {}
                 Action::SendTo(id, m) if Some(id) == origin => mine.push(Action::Reply(m)),
                 Action::SendTo(id, m) => self.push(id, m),
                 Action::Broadcast(p, m) => self.broadcast(p, m, origin, &mut mine),
                 Action::Disconnect(id, r) if Some(id) == origin => mine.push(Action::Close(r)),
                 Action::Disconnect(id, r) => self.close(id, CloseReason::Closed(r)),
-                Action::ToSibling(msg) => self.to_sibling(msg).await,
+                Action::ToSibling(msg) => self.send_to_sibling(msg).await,
                 _ => {}
             }
         }
@@ -352,7 +348,7 @@ impl<H: HandlerSet> Hub<H> {
         }
     }
 
-    async fn to_sibling(&mut self, msg: SiblingMessage) {
+    async fn send_to_sibling(&mut self, msg: SiblingMessage) {
         let Some(s) = self.sibling.as_ref() else {
             debug!("no sibling linked: message dropped");
             return;
@@ -360,9 +356,9 @@ impl<H: HandlerSet> Hub<H> {
         match tokio::time::timeout(SIBLING_SEND_TIMEOUT, s.tx.send(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => debug!("sibling gone: message dropped"),
-            Err(_) => tracing::error!(
-                "sibling queue full for {SIBLING_SEND_TIMEOUT:?}: message dropped"
-            ),
+            Err(_) => {
+                tracing::error!("sibling queue full for {SIBLING_SEND_TIMEOUT:?}: message dropped")
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
 
 use tower_stratum_core::ConnectionId;
 
+/// Marks which handler types a service handle serves, without owning them.
+type HandlerTypes<M, J, T> = std::marker::PhantomData<fn() -> (M, J, T)>;
+
 /// Errors of the services' request interfaces.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

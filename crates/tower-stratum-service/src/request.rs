@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 use tokio_util::sync::PollSender;
-use tower_stratum_core::{ConnectionContext, ConnectionId, SiblingMessage, Subprotocol, Sv2Message};
+use tower_stratum_core::{
+    ConnectionContext, ConnectionId, SiblingMessage, Subprotocol, Sv2Message,
+};
 
 use crate::hub::HubInput;
 use crate::ServiceError;

@@ -7,7 +7,7 @@ use crate::hub::{Hub, HubInput, ServerHandlers, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::listener::Listener;
 use crate::request::{Request, RequestSender, Response};
-use crate::ServiceError;
+use crate::{HandlerTypes, ServiceError};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -58,14 +58,14 @@ pub struct Sv2ServerService<
     T = NullSv2TemplateDistributionServerHandler,
 > {
     requests: RequestSender,
-    _handlers: std::marker::PhantomData<fn() -> (M, J, T)>,
+    _handlers: HandlerTypes<M, J, T>,
 }
 
 impl<M, J, T> Clone for Sv2ServerService<M, J, T> {
     fn clone(&self) -> Self {
         Self {
             requests: self.requests.clone(),
-            _handlers: std::marker::PhantomData,
+            _handlers: HandlerTypes::default(),
         }
     }
 }
@@ -245,8 +245,14 @@ where
         let inact = cfg.inactivity_timeout;
         let supports = [
             support(self.m.setup_support(), inact[Subprotocol::Mining.index()]),
-            support(self.j.setup_support(), inact[Subprotocol::JobDeclaration.index()]),
-            support(self.t.setup_support(), inact[Subprotocol::TemplateDistribution.index()]),
+            support(
+                self.j.setup_support(),
+                inact[Subprotocol::JobDeclaration.index()],
+            ),
+            support(
+                self.t.setup_support(),
+                inact[Subprotocol::TemplateDistribution.index()],
+            ),
         ];
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::new(
@@ -257,7 +263,10 @@ where
             },
             self.sibling,
         );
-        let hub_task = tokio::spawn(hub.run(hub_rx).instrument(tracing::info_span!("hub", role = "server")));
+        let hub_task = tokio::spawn(
+            hub.run(hub_rx)
+                .instrument(tracing::info_span!("hub", role = "server")),
+        );
         let stack = self.layer.layer(HandlerService::new(hub_tx.clone()));
         let cancel = CancellationToken::new();
         let transport = match &cfg.transport {
@@ -284,7 +293,7 @@ where
         (
             Sv2ServerService {
                 requests: RequestSender::new(hub_tx),
-                _handlers: std::marker::PhantomData,
+                _handlers: HandlerTypes::default(),
             },
             ServerHandle { cancel, task },
         )

@@ -40,7 +40,10 @@ pub fn capture() {
 pub fn count(needle: &str) -> usize {
     let Some(b) = BUF.get() else { return 0 };
     let data = b.0.lock().unwrap();
-    String::from_utf8_lossy(&data).lines().filter(|l| l.contains(needle)).count()
+    String::from_utf8_lossy(&data)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
 }
 
 /// Waits (at most `secs`) until more than `before` captured lines contain `needle`, woken by

@@ -91,14 +91,16 @@ pub fn open_extended(request_id: u32) -> Sv2Message {
 }
 
 pub fn submit_standard(channel_id: u32, sequence_number: u32) -> Sv2Message {
-    Sv2Message::Mining(MiningOwned::SubmitSharesStandard(SubmitSharesStandardOwned {
-        channel_id,
-        sequence_number,
-        job_id: 1,
-        nonce: 0,
-        ntime: 0,
-        version: 0x2000_0000,
-    }))
+    Sv2Message::Mining(MiningOwned::SubmitSharesStandard(
+        SubmitSharesStandardOwned {
+            channel_id,
+            sequence_number,
+            job_id: 1,
+            nonce: 0,
+            ntime: 0,
+            version: 0x2000_0000,
+        },
+    ))
 }
 
 pub fn new_mining_job(channel_id: u32) -> Sv2Message {

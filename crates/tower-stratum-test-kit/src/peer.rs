@@ -27,7 +27,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RawPeer<IO> {
         }
     }
 
-    pub async fn noise(mut io: IO, authority: Option<AuthorityPublicKey>) -> Result<Self, tower_stratum_codec::HandshakeError> {
+    pub async fn noise(
+        mut io: IO,
+        authority: Option<AuthorityPublicKey>,
+    ) -> Result<Self, tower_stratum_codec::HandshakeError> {
         let c = connect_noise(&mut io, authority, MAX).await?;
         Ok(Self {
             framed: Framed::new(io, Sv2Codec::Noise(Box::new(c))),

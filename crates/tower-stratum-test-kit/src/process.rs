@@ -16,7 +16,9 @@ pub fn peers_bin_dir() -> PathBuf {
     }
     let base = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache")
+        });
     base.join("tower-stratum/peers/bin")
 }
 
@@ -34,7 +36,11 @@ pub fn peer_bin(name: &str) -> PathBuf {
 /// A free TCP port on 127.0.0.1 (bind :0, read, release). For peers that need a port in a
 /// config file; the tiny window until the peer binds is the only race.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running peer process; killed when dropped.
@@ -56,7 +62,10 @@ impl PeerProcess {
     pub fn spawn(bin: &std::path::Path, args: &[&str]) -> Self {
         let mut child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", std::env::var("PEER_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PEER_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -67,7 +76,10 @@ impl PeerProcess {
         let (tx, rx) = mpsc::channel(10_000);
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
-        for r in [Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(err)] {
+        for r in [
+            Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box::new(err),
+        ] {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(r).lines();
@@ -96,8 +108,16 @@ impl PeerProcess {
                         return l;
                     }
                 }
-                Ok(None) => panic!("{} exited before printing {needle:?}; log:\n{}", self.name, self.log.join("\n")),
-                Err(_) => panic!("{} did not print {needle:?} within {secs}s; log:\n{}", self.name, self.log.join("\n")),
+                Ok(None) => panic!(
+                    "{} exited before printing {needle:?}; log:\n{}",
+                    self.name,
+                    self.log.join("\n")
+                ),
+                Err(_) => panic!(
+                    "{} did not print {needle:?} within {secs}s; log:\n{}",
+                    self.name,
+                    self.log.join("\n")
+                ),
             }
         }
     }
@@ -123,12 +143,17 @@ fn strip_ansi(s: &str) -> String {
 /// Renders a config template from `integration-tests/sri-harness/configs/<name>` replacing
 /// each `{{KEY}}` and writes it to a fresh file in the temp dir; returns its path.
 pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/sri-harness/configs");
-    let mut text = std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("config template {name}: {e}"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../integration-tests/sri-harness/configs");
+    let mut text = std::fs::read_to_string(root.join(name))
+        .unwrap_or_else(|e| panic!("config template {name}: {e}"));
     for (k, v) in vars {
         text = text.replace(&format!("{{{{{k}}}}}"), v);
     }
-    assert!(!text.contains("{{"), "unreplaced placeholder in {name}:\n{text}");
+    assert!(
+        !text.contains("{{"),
+        "unreplaced placeholder in {name}:\n{text}"
+    );
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "tower-stratum-{}-{}-{name}",

@@ -4,13 +4,13 @@ use tokio::sync::mpsc;
 use tower_stratum_core::handler::{
     Sv2MiningClientHandler, Sv2MiningServerHandler, Sv2TemplateDistributionClientHandler,
 };
-use tower_stratum_core::stratum_core::binary_sv2::{U256Owned, B032Owned};
+use tower_stratum_core::session::{REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING};
+use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, U256Owned};
 use tower_stratum_core::stratum_core::mining_sv2::{
     OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
     OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
-use tower_stratum_core::session::{REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING};
 use tower_stratum_core::{
     Action, Actions, CloseReason, ConnectionContext, SetupSupport, SiblingMessage, Sv2Message,
 };
@@ -85,7 +85,11 @@ impl Sv2MiningServerHandler for MinimalMiningServer {
         Actions::none()
     }
 
-    async fn on_connection_removed(&mut self, ctx: ConnectionContext, reason: CloseReason) -> Actions {
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
         self.events.emit(Event::Removed(ctx, reason));
         Actions::none()
     }
@@ -95,17 +99,18 @@ impl Sv2MiningServerHandler for MinimalMiningServer {
         ctx: ConnectionContext,
         msg: OpenStandardMiningChannelOwned,
     ) -> Actions {
-        self.events.emit(Event::Message(ctx, "OpenStandardMiningChannel"));
+        self.events
+            .emit(Event::Message(ctx, "OpenStandardMiningChannel"));
         let channel_id = self.channel();
-        Actions::reply(Sv2Message::Mining(MiningOwned::OpenStandardMiningChannelSuccess(
-            OpenStandardMiningChannelSuccessOwned {
+        Actions::reply(Sv2Message::Mining(
+            MiningOwned::OpenStandardMiningChannelSuccess(OpenStandardMiningChannelSuccessOwned {
                 request_id: msg.request_id,
                 channel_id,
                 target: easy_target(),
                 extranonce_prefix: B032Owned::try_from(channel_id.to_le_bytes().to_vec()).unwrap(),
                 group_channel_id: 0,
-            },
-        )))
+            }),
+        ))
     }
 
     async fn handle_open_extended_mining_channel(
@@ -113,18 +118,19 @@ impl Sv2MiningServerHandler for MinimalMiningServer {
         ctx: ConnectionContext,
         msg: OpenExtendedMiningChannelOwned,
     ) -> Actions {
-        self.events.emit(Event::Message(ctx, "OpenExtendedMiningChannel"));
+        self.events
+            .emit(Event::Message(ctx, "OpenExtendedMiningChannel"));
         let channel_id = self.channel();
-        Actions::reply(Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(
-            OpenExtendedMiningChannelSuccessOwned {
+        Actions::reply(Sv2Message::Mining(
+            MiningOwned::OpenExtendedMiningChannelSuccess(OpenExtendedMiningChannelSuccessOwned {
                 request_id: msg.request_id,
                 channel_id,
                 target: easy_target(),
                 extranonce_size: msg.min_extranonce_size.max(4),
                 extranonce_prefix: B032Owned::try_from(channel_id.to_le_bytes().to_vec()).unwrap(),
                 group_channel_id: 0,
-            },
-        )))
+            }),
+        ))
     }
 
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
@@ -159,7 +165,11 @@ impl Sv2MiningClientHandler for RecordingMiningClient {
         self.events.emit(Event::Added(ctx));
         Actions::none()
     }
-    async fn on_connection_removed(&mut self, ctx: ConnectionContext, reason: CloseReason) -> Actions {
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
         self.events.emit(Event::Removed(ctx, reason));
         Actions::none()
     }
@@ -168,7 +178,8 @@ impl Sv2MiningClientHandler for RecordingMiningClient {
         ctx: ConnectionContext,
         _msg: OpenStandardMiningChannelSuccessOwned,
     ) -> Actions {
-        self.events.emit(Event::Message(ctx, "OpenStandardMiningChannelSuccess"));
+        self.events
+            .emit(Event::Message(ctx, "OpenStandardMiningChannelSuccess"));
         Actions::none()
     }
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
@@ -192,7 +203,11 @@ impl Sv2TemplateDistributionClientHandler for RecordingTdClient {
         self.events.emit(Event::Added(ctx));
         Actions::none()
     }
-    async fn on_connection_removed(&mut self, ctx: ConnectionContext, reason: CloseReason) -> Actions {
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
         self.events.emit(Event::Removed(ctx, reason));
         Actions::none()
     }

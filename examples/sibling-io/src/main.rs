@@ -13,8 +13,7 @@ use tower::{Service, ServiceExt};
 use tower_stratum::handler::{Sv2MiningClientHandler, Sv2MiningServerHandler};
 use tower_stratum::{
     Action, Actions, ClientConfig, ConnectionContext, Endpoint, Request, ServerConfig,
-    ServerTransport, SetupSupport, SiblingMessage, Subprotocol, Sv2ClientService,
-    Sv2ServerService,
+    ServerTransport, SetupSupport, SiblingMessage, Subprotocol, Sv2ClientService, Sv2ServerService,
 };
 
 /// Server side of the proxy: prints sibling events and answers "hello" with "welcome".
@@ -25,7 +24,10 @@ struct Downstream {
 impl Sv2MiningServerHandler for Downstream {
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
         if let Some(text) = msg.downcast_ref::<String>() {
-            let _ = self.log.send(format!("server got from sibling: {text}")).await;
+            let _ = self
+                .log
+                .send(format!("server got from sibling: {text}"))
+                .await;
             if text.starts_with("upstream connected") {
                 return Action::ToSibling(SiblingMessage::custom(String::from("welcome"))).into();
             }
@@ -52,7 +54,10 @@ impl Sv2MiningClientHandler for Upstream {
 
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
         if let Some(text) = msg.downcast_ref::<String>() {
-            let _ = self.log.send(format!("client got from sibling: {text}")).await;
+            let _ = self
+                .log
+                .send(format!("client got from sibling: {text}"))
+                .await;
         }
         Actions::none()
     }
@@ -78,7 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let pool_addr = pool_listener.local_addr()?;
     let (_pool, pool_handle) = Sv2ServerService::builder()
-        .config(ServerConfig::with_transport(ServerTransport::noise(keys.clone())))
+        .config(ServerConfig::with_transport(ServerTransport::noise(
+            keys.clone(),
+        )))
         .mining(Pool)
         .serve(pool_listener);
 
@@ -106,19 +113,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let deadline = Duration::from_secs(10);
     for _ in 0..2 {
-        let line = tokio::time::timeout(deadline, events.recv()).await?.ok_or("log closed")?;
+        let line = tokio::time::timeout(deadline, events.recv())
+            .await?
+            .ok_or("log closed")?;
         println!("{line}");
     }
     // The application can also talk to the sibling through the server's tower::Service.
     server
         .ready()
         .await?
-        .call(Request::ToSibling(SiblingMessage::custom(String::from("from the app"))))
+        .call(Request::ToSibling(SiblingMessage::custom(String::from(
+            "from the app",
+        ))))
         .await?;
-    println!("{}", tokio::time::timeout(deadline, events.recv()).await?.ok_or("log closed")?);
+    println!(
+        "{}",
+        tokio::time::timeout(deadline, events.recv())
+            .await?
+            .ok_or("log closed")?
+    );
 
     client_handle.shutdown().await;
-    println!("{}", tokio::time::timeout(deadline, events.recv()).await?.ok_or("log closed")?);
+    println!(
+        "{}",
+        tokio::time::timeout(deadline, events.recv())
+            .await?
+            .ok_or("log closed")?
+    );
     server_handle.shutdown().await;
     pool_handle.shutdown().await;
     Ok(())
