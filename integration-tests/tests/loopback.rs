@@ -544,3 +544,57 @@ async fn slow_client_is_disconnected_without_stalling_others() {
     assert_eq!(reason, CloseReason::SlowConsumer);
     handle.shutdown().await;
 }
+
+/// A mining server that tells every client to reconnect to `port` (spec 3.6.5 Reconnect).
+struct Redirect {
+    port: u16,
+}
+
+impl tower_stratum::handler::Sv2MiningServerHandler for Redirect {
+    async fn on_connection_added(
+        &mut self,
+        _ctx: tower_stratum::ConnectionContext,
+    ) -> tower_stratum::Actions {
+        tower_stratum::Actions::reply(msg::reconnect("127.0.0.1", self.port))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_follows_reconnect_with_the_same_authority_key() {
+    let keys = AuthorityKeypair::generate();
+    let (lb, addr_b) = listener().await;
+    let (events_b, mut rx_b) = Events::new(100);
+    let (_b, handle_b) = Sv2ServerService::builder()
+        .config(noise_config(&keys))
+        .mining(MinimalMiningServer::new(events_b))
+        .serve(lb);
+    let (la, addr_a) = listener().await;
+    let (_a, handle_a) = Sv2ServerService::builder()
+        .config(noise_config(&keys))
+        .mining(Redirect { port: addr_b.port() })
+        .serve(la);
+    let (events, mut rx) = Events::new(100);
+    let (_client, client_handle) = Sv2ClientService::builder()
+        .config(
+            ClientConfig::default()
+                .endpoint(Subprotocol::Mining, Endpoint::noise(addr_a.to_string(), keys.public())),
+        )
+        .mining(RecordingMiningClient { events, flags: 0 })
+        .start();
+    let first = wait_added(&mut rx).await;
+    assert_eq!(first.peer, Some(addr_a));
+    let (_, reason) = wait_removed(&mut rx).await;
+    assert_eq!(
+        reason,
+        CloseReason::Reconnect {
+            host: "127.0.0.1".into(),
+            port: addr_b.port()
+        }
+    );
+    let second = wait_added(&mut rx).await;
+    assert_eq!(second.peer, Some(addr_b));
+    wait_added(&mut rx_b).await;
+    client_handle.shutdown().await;
+    handle_a.shutdown().await;
+    handle_b.shutdown().await;
+}
