@@ -29,7 +29,10 @@ pub struct Frame {
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Frame")
-            .field("extension_type", &format_args!("{:#06x}", self.extension_type))
+            .field(
+                "extension_type",
+                &format_args!("{:#06x}", self.extension_type),
+            )
             .field("msg_type", &format_args!("{:#04x}", self.msg_type))
             .field("len", &self.payload.len())
             .finish()

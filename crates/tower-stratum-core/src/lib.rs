@@ -13,11 +13,10 @@ pub mod message;
 pub use frame::Frame;
 pub use message::{ExtensionMessage, MessageError, Subprotocol, Sv2Message};
 pub use stratum_core;
-pub mod session;
 pub mod handler;
+pub mod session;
 
 pub use handler::{
-    Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport,
-    SiblingMessage,
+    Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport, SiblingMessage,
 };
 pub use session::{CloseReason, ConnectionInfo, Role, Session, SessionConfig, SessionOutput};

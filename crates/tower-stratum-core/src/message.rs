@@ -186,7 +186,11 @@ impl Sv2Message {
 
     /// Parses a core message of subprotocol `p` (the caller decided which subprotocol applies,
     /// e.g. from the connection's negotiated protocol).
-    pub fn decode_in(p: Subprotocol, msg_type: u8, payload: &mut [u8]) -> Result<Self, MessageError> {
+    pub fn decode_in(
+        p: Subprotocol,
+        msg_type: u8,
+        payload: &mut [u8],
+    ) -> Result<Self, MessageError> {
         let r = match p {
             Subprotocol::Mining => {
                 Mining::try_from((msg_type, payload)).map(|m| Sv2Message::Mining(m.into_owned()))

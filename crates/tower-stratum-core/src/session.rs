@@ -65,10 +65,29 @@ impl Role {
             Role::Client => matches!(
                 msg_type,
                 0x01..=0x04
-                    | 0x11 | 0x12 | 0x14 | 0x15 | 0x17 | 0x18 | 0x19 | 0x1c | 0x1d | 0x1f
-                    | 0x20 | 0x21 | 0x23 | 0x24 | 0x25
-                    | 0x51 | 0x55 | 0x58 | 0x59
-                    | 0x71 | 0x72 | 0x74 | 0x75
+                    | 0x11
+                    | 0x12
+                    | 0x14
+                    | 0x15
+                    | 0x17
+                    | 0x18
+                    | 0x19
+                    | 0x1c
+                    | 0x1d
+                    | 0x1f
+                    | 0x20
+                    | 0x21
+                    | 0x23
+                    | 0x24
+                    | 0x25
+                    | 0x51
+                    | 0x55
+                    | 0x58
+                    | 0x59
+                    | 0x71
+                    | 0x72
+                    | 0x74
+                    | 0x75
             ),
         }
     }
@@ -408,9 +427,8 @@ impl Session {
             Setup::Client { setup, .. } => {
                 let protocol = Subprotocol::from_sri(setup.protocol);
                 let flags = setup.flags;
-                let msg = Sv2Message::Common(CommonMessagesOwned::SetupConnection(
-                    (**setup).clone(),
-                ));
+                let msg =
+                    Sv2Message::Common(CommonMessagesOwned::SetupConnection((**setup).clone()));
                 self.outputs.push_back(SessionOutput::Transmit(msg));
                 self.state = State::AwaitSetupReply { protocol, flags };
             }
