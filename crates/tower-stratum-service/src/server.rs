@@ -133,6 +133,21 @@ pub struct SiblingIo {
     pub(crate) end: SiblingEnd,
 }
 
+impl SiblingIo {
+    /// Takes the raw bounded channels, for a sibling that is not a `Sv2ClientService` (e.g. an
+    /// in-process template source): the sender reaches the server's handlers'
+    /// `handle_sibling_message`; the receiver yields what they send with `Action::ToSibling`.
+    /// Dropping both makes the server see one `handle_sibling_closed`.
+    pub fn into_channels(
+        self,
+    ) -> (
+        mpsc::Sender<tower_stratum_core::SiblingMessage>,
+        mpsc::Receiver<tower_stratum_core::SiblingMessage>,
+    ) {
+        (self.end.tx, self.end.rx)
+    }
+}
+
 /// Builds and starts a [`Sv2ServerService`]. Setters that change a handler or add a layer
 /// change the builder's type.
 #[derive(Debug)]
