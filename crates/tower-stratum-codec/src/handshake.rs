@@ -84,7 +84,10 @@ impl NoiseResponder {
             .handshake
             .step_1(act1)
             .map_err(HandshakeError::from_sri)?;
-        Ok((act2(message.payload())?, NoiseCodec::new(transport, self.max_payload)))
+        Ok((
+            act2(message.payload())?,
+            NoiseCodec::new(transport, self.max_payload),
+        ))
     }
 
     /// [`Self::respond`] with the certificate's `valid_from` given as `now_unix_secs` (seconds
@@ -99,7 +102,10 @@ impl NoiseResponder {
             .handshake
             .step_1_with_now_rng(act1, now_unix_secs, &mut rand::thread_rng())
             .map_err(HandshakeError::from_sri)?;
-        Ok((act2(message.payload())?, NoiseCodec::new(transport, self.max_payload)))
+        Ok((
+            act2(message.payload())?,
+            NoiseCodec::new(transport, self.max_payload),
+        ))
     }
 }
 

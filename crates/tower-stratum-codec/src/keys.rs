@@ -33,8 +33,7 @@ pub const SRI_TEST_AUTHORITY_PUBLIC_KEY: &str =
 ///
 /// **Public and insecure**: published in SRI's repositories and configuration examples. A
 /// responder using it can be impersonated by anyone. Tests and local interop only.
-pub const SRI_TEST_AUTHORITY_SECRET_KEY: &str =
-    "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n";
+pub const SRI_TEST_AUTHORITY_SECRET_KEY: &str = "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n";
 
 /// Why an authority key could not be parsed or built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +141,8 @@ impl fmt::Debug for AuthorityPublicKey {
 ///
 /// [`fmt::Display`] prints the secret in SRI's text format (base58check of the 32 bytes), so that
 /// configuration files can be written; [`fmt::Debug`] redacts it so it does not end up in logs.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Not `Copy`, so copies of the secret are explicit.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthoritySecretKey(SecretKey);
 
 impl AuthoritySecretKey {
@@ -204,8 +204,8 @@ impl fmt::Debug for AuthoritySecretKey {
 ///
 /// The two halves always match: build it with [`Self::from_secret`], [`Self::from_parts`]
 /// (checked) or [`Self::generate`]. The fields are private for that reason; read them with
-/// [`Self::public`] and [`Self::secret`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// [`Self::public`] and [`Self::secret`]. Not `Copy`, like [`AuthoritySecretKey`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthorityKeypair {
     public: AuthorityPublicKey,
     secret: AuthoritySecretKey,
@@ -233,12 +233,13 @@ impl AuthorityKeypair {
         Ok(Self { public, secret })
     }
 
-    /// Generates a fresh key pair from the operating system's RNG (`rand::rngs::OsRng`).
+    /// Generates a fresh key pair from the operating system's RNG (`rand::rngs::OsRng`, i.e.
+    /// `getrandom`).
     ///
     /// # Panics
     ///
-    /// Never on supported platforms: an OS RNG failure is not recoverable; like `rand`'s own
-    /// `OsRng::fill_bytes` this would panic inside `rand` (the only failure path).
+    /// Only if the operating system cannot provide random bytes at all (`OsRng::fill_bytes`
+    /// panics then); nothing a peer controls can cause it.
     pub fn generate() -> Self {
         loop {
             let mut bytes = [0u8; 32];
@@ -256,8 +257,8 @@ impl AuthorityKeypair {
     }
 
     /// The secret half.
-    pub fn secret(&self) -> AuthoritySecretKey {
-        self.secret
+    pub fn secret(&self) -> &AuthoritySecretKey {
+        &self.secret
     }
 }
 
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(secret.public_key(), public);
         assert_eq!(public.to_string(), SRI_TEST_AUTHORITY_PUBLIC_KEY);
         assert_eq!(secret.to_string(), SRI_TEST_AUTHORITY_SECRET_KEY);
-        let kp = AuthorityKeypair::from_parts(public, secret).unwrap();
+        let kp = AuthorityKeypair::from_parts(public, secret.clone()).unwrap();
         assert_eq!(kp, AuthorityKeypair::from_secret(secret));
     }
 
@@ -292,7 +293,7 @@ mod tests {
         let public: AuthorityPublicKey = kp.public().to_string().parse().unwrap();
         let secret: AuthoritySecretKey = kp.secret().to_string().parse().unwrap();
         assert_eq!(public, kp.public());
-        assert_eq!(secret, kp.secret());
+        assert_eq!(&secret, kp.secret());
         assert_eq!(secret.public_key(), public);
         assert_ne!(kp, AuthorityKeypair::generate());
     }
@@ -302,7 +303,7 @@ mod tests {
         let a = AuthorityKeypair::generate();
         let b = AuthorityKeypair::generate();
         assert_eq!(
-            AuthorityKeypair::from_parts(a.public(), b.secret()),
+            AuthorityKeypair::from_parts(a.public(), b.secret().clone()),
             Err(KeyError::Mismatch)
         );
     }

@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use tower_stratum_codec::{
-    AuthorityKeypair, KeyError, ACT1_LEN, ENCRYPTED_HEADER_LEN, MAC_LEN, MAX_CIPHERTEXT_CHUNK_LEN, AuthorityPublicKey, AuthoritySecretKey, SRI_TEST_AUTHORITY_PUBLIC_KEY,
+    AuthorityKeypair, AuthorityPublicKey, AuthoritySecretKey, KeyError, ACT1_LEN,
+    ENCRYPTED_HEADER_LEN, MAC_LEN, MAX_CIPHERTEXT_CHUNK_LEN, SRI_TEST_AUTHORITY_PUBLIC_KEY,
     SRI_TEST_AUTHORITY_SECRET_KEY,
 };
 
@@ -13,7 +14,10 @@ fn sri_test_keys_parse_and_secret_derives_public() {
     let public: AuthorityPublicKey = SRI_TEST_AUTHORITY_PUBLIC_KEY.parse().unwrap();
     let secret: AuthoritySecretKey = SRI_TEST_AUTHORITY_SECRET_KEY.parse().unwrap();
     assert_eq!(secret.public_key(), public);
-    assert_eq!(AuthorityKeypair::from_secret(secret).public(), public);
+    assert_eq!(
+        AuthorityKeypair::from_secret(secret.clone()).public(),
+        public
+    );
     assert_eq!(public.to_string(), SRI_TEST_AUTHORITY_PUBLIC_KEY);
     assert_eq!(secret.to_string(), SRI_TEST_AUTHORITY_SECRET_KEY);
 }
@@ -39,7 +43,9 @@ fn spec_test_vector_round_trips() {
 
     // The SRI hosted pool's key (the SRI test key) parses and prints back unchanged.
     let others = &v["other_public_authority_keys_seen_in_configs"];
-    let sri = others["SRI hosted pool 75.119.150.111:34254"].as_str().unwrap();
+    let sri = others["SRI hosted pool 75.119.150.111:34254"]
+        .as_str()
+        .unwrap();
     assert_eq!(sri, SRI_TEST_AUTHORITY_PUBLIC_KEY);
     assert_eq!(sri.parse::<AuthorityPublicKey>().unwrap().to_string(), sri);
     // The Braiins key there is base58check of 32 bytes with no version prefix: not SRI's format,

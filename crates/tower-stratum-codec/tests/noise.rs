@@ -14,9 +14,8 @@ use stratum_core::{codec_sv2::Handshake, noise_sv2::Responder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, Framed};
 use tower_stratum_codec::{
-    accept_noise, connect_noise, encrypted_frame_len, AuthorityKeypair, CodecError,
-    HandshakeError, NoiseInitiator, NoiseResponder, Sv2Codec, ACT1_LEN, ACT2_LEN,
-    MAX_PLAINTEXT_CHUNK_LEN,
+    accept_noise, connect_noise, encrypted_frame_len, AuthorityKeypair, CodecError, HandshakeError,
+    NoiseInitiator, NoiseResponder, Sv2Codec, ACT1_LEN, ACT2_LEN, MAX_PLAINTEXT_CHUNK_LEN,
 };
 use tower_stratum_core::frame::MAX_PAYLOAD_LEN;
 
@@ -113,7 +112,6 @@ fn oversize_frame_is_rejected_before_it_is_buffered() {
         assert_eq!(bound, encrypted_frame_len(max));
         let wire = encode_all(&mut client, &[frame(0, 1, vec![5u8; payload])]);
 
-        let mut consumed = 0;
         let (_, err) = feed_chunked(&mut server, &wire, &[997], |c, src| {
             assert!(c.buffered_len() <= bound);
             assert!(src.len() < 65535);
@@ -134,7 +132,7 @@ fn oversize_frame_is_rejected_before_it_is_buffered() {
             server.decode(&mut src),
             Err(CodecError::FrameTooLarge { .. })
         ));
-        consumed += before - src.len();
+        let consumed = before - src.len();
         assert!(consumed <= bound, "consumed {consumed} > bound {bound}");
         assert!(!server.can_decode());
         assert!(matches!(server.decode(&mut src), Err(CodecError::Dead)));
@@ -148,7 +146,7 @@ fn max_size_frame_is_accepted() {
     let max = 70_000;
     let (mut client, mut server) = noise_pair_sync(MAX, max);
     let f = frame(0, 1, vec![3u8; max]);
-    let mut wire = encode_all(&mut client, &[f.clone()]);
+    let mut wire = encode_all(&mut client, std::slice::from_ref(&f));
     assert_eq!(server.decode(&mut wire).unwrap(), Some(f));
 }
 
@@ -361,7 +359,10 @@ async fn garbage_act2_is_a_noise_error_not_a_certificate_rejection() {
         server,
         connect_noise(&mut client_io, Some(authority.public()), MAX)
     );
-    assert!(matches!(client, Err(HandshakeError::Noise(_))), "{client:?}");
+    assert!(
+        matches!(client, Err(HandshakeError::Noise(_))),
+        "{client:?}"
+    );
 }
 
 #[test]

@@ -90,19 +90,32 @@ fn incomplete_frame_reserves_only_up_to_its_checked_size() {
     src.put_slice(&5000u32.to_le_bytes()[..3]);
     assert_eq!(codec.decode(&mut src).unwrap(), None);
     assert!(src.capacity() >= 5006);
-    assert!(src.capacity() < 2 * 5006, "over-reserved: {}", src.capacity());
+    assert!(
+        src.capacity() < 2 * 5006,
+        "over-reserved: {}",
+        src.capacity()
+    );
 }
 
 #[test]
 fn max_payload_frame_is_accepted_and_one_more_byte_is_not() {
     let max = 300;
     let wire = encode_all(&mut PlainCodec::new(MAX), &[frame(0, 1, vec![1u8; max])]);
-    let f = PlainCodec::new(max).decode(&mut wire.clone()).unwrap().unwrap();
+    let f = PlainCodec::new(max)
+        .decode(&mut wire.clone())
+        .unwrap()
+        .unwrap();
     assert_eq!(f.payload.len(), max);
-    let wire = encode_all(&mut PlainCodec::new(MAX), &[frame(0, 1, vec![1u8; max + 1])]);
+    let wire = encode_all(
+        &mut PlainCodec::new(MAX),
+        &[frame(0, 1, vec![1u8; max + 1])],
+    );
     assert!(matches!(
         PlainCodec::new(max).decode(&mut wire.clone()),
-        Err(CodecError::FrameTooLarge { declared: 301, max: 300 })
+        Err(CodecError::FrameTooLarge {
+            declared: 301,
+            max: 300
+        })
     ));
 }
 

@@ -1,5 +1,11 @@
 //! Helpers shared by this crate's integration tests.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
@@ -57,7 +63,10 @@ pub fn noise_pair_sync(client_max: usize, server_max: usize) -> (NoiseCodec, Noi
     (client, server)
 }
 
-pub fn encode_all<C: Encoder<Frame, Error = CodecError>>(codec: &mut C, frames: &[Frame]) -> BytesMut {
+pub fn encode_all<C: Encoder<Frame, Error = CodecError>>(
+    codec: &mut C,
+    frames: &[Frame],
+) -> BytesMut {
     let mut out = BytesMut::new();
     for f in frames {
         codec.encode(f.clone(), &mut out).unwrap();
@@ -66,7 +75,8 @@ pub fn encode_all<C: Encoder<Frame, Error = CodecError>>(codec: &mut C, frames: 
 }
 
 /// Feeds `bytes` to `codec` in the given chunk sizes (cycled), collecting frames until the first
-/// error. After each call, checks that the read buffer and the codec's own buffer stay bounded.
+/// error. Calls `bound` each time the codec asks for more bytes (`Ok(None)`), to check that the
+/// read buffer and the codec's own buffer stay bounded.
 pub fn feed_chunked<C, B>(
     codec: &mut C,
     bytes: &[u8],
@@ -94,12 +104,13 @@ where
         loop {
             match codec.decode(&mut src) {
                 Ok(Some(f)) => out.push(f),
-                Ok(None) => break,
+                Ok(None) => {
+                    bound(codec, &src);
+                    break;
+                }
                 Err(e) => return (out, Some(e)),
             }
-            bound(codec, &src);
         }
-        bound(codec, &src);
     }
     match codec.decode_eof(&mut src) {
         Ok(Some(f)) => {
