@@ -42,51 +42,6 @@ macro_rules! ignore {
     };
 }
 
-macro_rules! lifecycle {
-    () => {
-        /// The connection to the server finished SetupConnection (also after every reconnect).
-        fn on_connection_added(
-            &mut self,
-            ctx: ConnectionContext,
-        ) -> impl Future<Output = Actions> + Send {
-            let _ = ctx;
-            async { Actions::none() }
-        }
-
-        /// The connection to the server is gone (`reason` says why); the service reconnects
-        /// with backoff if configured, then calls `on_connection_added` again. Called exactly
-        /// once per added connection.
-        fn on_connection_removed(
-            &mut self,
-            ctx: ConnectionContext,
-            reason: CloseReason,
-        ) -> impl Future<Output = Actions> + Send {
-            let _ = (ctx, reason);
-            async { Actions::none() }
-        }
-
-        ignore!(
-            /// An extension message with `channel_msg` set (spec 3.4.1). Default: discard.
-            handle_extension_message,
-            ExtensionMessage
-        );
-
-        /// A message from the sibling service. Default: ignore.
-        fn handle_sibling_message(
-            &mut self,
-            msg: SiblingMessage,
-        ) -> impl Future<Output = Actions> + Send {
-            let _ = msg;
-            async { Actions::none() }
-        }
-
-        /// The sibling service stopped (called once). Default: nothing.
-        fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
-            async { Actions::none() }
-        }
-    };
-}
-
 /// Mining Protocol, client side (spec 5): miners, proxies' upstream side.
 pub trait Sv2MiningClientHandler: Send + 'static {
     /// `SetupConnection.flags` to send for `protocol = 0` (spec 5.2); `None` = this client does
@@ -95,7 +50,7 @@ pub trait Sv2MiningClientHandler: Send + 'static {
         Some(0)
     }
 
-    lifecycle!();
+    common_methods!();
 
     ignore!(
         /// `OpenStandardMiningChannel.Success` (0x11).
@@ -186,7 +141,7 @@ pub trait Sv2JobDeclarationClientHandler: Send + 'static {
         Some(0)
     }
 
-    lifecycle!();
+    common_methods!();
 
     ignore!(
         /// `AllocateMiningJobToken.Success` (0x51).
@@ -218,7 +173,7 @@ pub trait Sv2TemplateDistributionClientHandler: Send + 'static {
         Some(0)
     }
 
-    lifecycle!();
+    common_methods!();
 
     ignore!(
         /// `NewTemplate` (0x71).

@@ -13,6 +13,58 @@
 //! state is keyed by [`ConnectionId`] and freed in `on_connection_removed`, which the service
 //! calls exactly once for every connection it reported with `on_connection_added`.
 
+/// Lifecycle, extension and sibling methods shared by all six handler traits.
+macro_rules! common_methods {
+    () => {
+        /// The connection finished SetupConnection (for a client: also after every
+        /// reconnect). Called exactly once per connection, before any message of it.
+        fn on_connection_added(
+            &mut self,
+            ctx: ConnectionContext,
+        ) -> impl Future<Output = Actions> + Send {
+            let _ = ctx;
+            async { Actions::none() }
+        }
+
+        /// A connection previously passed to `on_connection_added` is gone (`reason` says
+        /// why); free its state. Called exactly once per added connection, never for one that
+        /// was not added. A client service then reconnects with backoff if configured.
+        fn on_connection_removed(
+            &mut self,
+            ctx: ConnectionContext,
+            reason: CloseReason,
+        ) -> impl Future<Output = Actions> + Send {
+            let _ = (ctx, reason);
+            async { Actions::none() }
+        }
+
+        /// An extension message with `channel_msg` set (spec 3.4.1): this handler is the
+        /// channel endpoint or relays it along the channel. Default: discard.
+        fn handle_extension_message(
+            &mut self,
+            ctx: ConnectionContext,
+            msg: ExtensionMessage,
+        ) -> impl Future<Output = Actions> + Send {
+            let _ = (ctx, msg);
+            async { Actions::none() }
+        }
+
+        /// A message from the sibling service. Default: ignore.
+        fn handle_sibling_message(
+            &mut self,
+            msg: SiblingMessage,
+        ) -> impl Future<Output = Actions> + Send {
+            let _ = msg;
+            async { Actions::none() }
+        }
+
+        /// The sibling service stopped (called once). Default: nothing.
+        fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
+            async { Actions::none() }
+        }
+    };
+}
+
 pub mod client;
 pub mod server;
 

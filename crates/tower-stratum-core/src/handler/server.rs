@@ -45,25 +45,7 @@ pub trait Sv2MiningServerHandler: Send + 'static {
         })
     }
 
-    /// A mining connection finished SetupConnection. Called once per connection.
-    fn on_connection_added(
-        &mut self,
-        ctx: ConnectionContext,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = ctx;
-        async { Actions::none() }
-    }
-
-    /// A connection previously passed to `on_connection_added` is gone; free its state.
-    /// Called exactly once per added connection.
-    fn on_connection_removed(
-        &mut self,
-        ctx: ConnectionContext,
-        reason: CloseReason,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, reason);
-        async { Actions::none() }
-    }
+    common_methods!();
 
     /// `OpenStandardMiningChannel` (0x10). Default: `OpenMiningChannel.Error`
     /// `standard-channels-not-supported`.
@@ -169,31 +151,6 @@ pub trait Sv2MiningServerHandler: Send + 'static {
         });
         async move { reply_if(m) }
     }
-
-    /// An extension message with `channel_msg` set (spec 3.4.1): the handler is the channel
-    /// endpoint or relays it. Default: discard.
-    fn handle_extension_message(
-        &mut self,
-        ctx: ConnectionContext,
-        msg: ExtensionMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, msg);
-        async { Actions::none() }
-    }
-
-    /// A message from the sibling service. Default: ignore.
-    fn handle_sibling_message(
-        &mut self,
-        msg: SiblingMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = msg;
-        async { Actions::none() }
-    }
-
-    /// The sibling service stopped (called once). Default: nothing.
-    fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
-        async { Actions::none() }
-    }
 }
 
 fn submit_error(channel_id: u32, sequence_number: u32) -> Option<Sv2Message> {
@@ -216,24 +173,7 @@ pub trait Sv2JobDeclarationServerHandler: Send + 'static {
         })
     }
 
-    /// See [`Sv2MiningServerHandler::on_connection_added`].
-    fn on_connection_added(
-        &mut self,
-        ctx: ConnectionContext,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = ctx;
-        async { Actions::none() }
-    }
-
-    /// See [`Sv2MiningServerHandler::on_connection_removed`].
-    fn on_connection_removed(
-        &mut self,
-        ctx: ConnectionContext,
-        reason: CloseReason,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, reason);
-        async { Actions::none() }
-    }
+    common_methods!();
 
     /// `AllocateMiningJobToken` (0x50). The spec has no error reply, so the default closes the
     /// connection.
@@ -284,30 +224,6 @@ pub trait Sv2JobDeclarationServerHandler: Send + 'static {
         let _ = (ctx, msg);
         async { Actions::none() }
     }
-
-    /// See [`Sv2MiningServerHandler::handle_extension_message`].
-    fn handle_extension_message(
-        &mut self,
-        ctx: ConnectionContext,
-        msg: ExtensionMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, msg);
-        async { Actions::none() }
-    }
-
-    /// A message from the sibling service. Default: ignore.
-    fn handle_sibling_message(
-        &mut self,
-        msg: SiblingMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = msg;
-        async { Actions::none() }
-    }
-
-    /// The sibling service stopped (called once). Default: nothing.
-    fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
-        async { Actions::none() }
-    }
 }
 
 /// Template Distribution Protocol, server side (spec 7): a Template Provider.
@@ -320,24 +236,7 @@ pub trait Sv2TemplateDistributionServerHandler: Send + 'static {
         })
     }
 
-    /// See [`Sv2MiningServerHandler::on_connection_added`].
-    fn on_connection_added(
-        &mut self,
-        ctx: ConnectionContext,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = ctx;
-        async { Actions::none() }
-    }
-
-    /// See [`Sv2MiningServerHandler::on_connection_removed`].
-    fn on_connection_removed(
-        &mut self,
-        ctx: ConnectionContext,
-        reason: CloseReason,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, reason);
-        async { Actions::none() }
-    }
+    common_methods!();
 
     /// `CoinbaseOutputConstraints` (0x70). Default: ignore.
     fn handle_coinbase_output_constraints(
@@ -377,30 +276,6 @@ pub trait Sv2TemplateDistributionServerHandler: Send + 'static {
         msg: SubmitSolutionOwned,
     ) -> impl Future<Output = Actions> + Send {
         let _ = (ctx, msg);
-        async { Actions::none() }
-    }
-
-    /// See [`Sv2MiningServerHandler::handle_extension_message`].
-    fn handle_extension_message(
-        &mut self,
-        ctx: ConnectionContext,
-        msg: ExtensionMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = (ctx, msg);
-        async { Actions::none() }
-    }
-
-    /// A message from the sibling service. Default: ignore.
-    fn handle_sibling_message(
-        &mut self,
-        msg: SiblingMessage,
-    ) -> impl Future<Output = Actions> + Send {
-        let _ = msg;
-        async { Actions::none() }
-    }
-
-    /// The sibling service stopped (called once). Default: nothing.
-    fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
         async { Actions::none() }
     }
 }
