@@ -206,19 +206,8 @@ async fn our_client_sets_up_with_sri_pool() {
         &[("LISTEN_ADDR", pool_addr.to_string()), ("TP_ADDR", tp_addr)],
     );
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
-    // The pool only listens after its first template; wait until a TCP connect succeeds.
-    within(120, "pool_sv2 to listen", async {
-        loop {
-            if tokio::net::TcpStream::connect(pool_addr).await.is_ok() {
-                break;
-            }
-            tokio::select! {
-                _ = pool.lines.recv() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            }
-        }
-    })
-    .await;
+    // The pool accepts miners only after its first template + prev hash (docs/INTEROP.md).
+    pool.wait_for("ready to accept connections", 120).await;
     let (events, mut rx) = Events::new(100);
     let (_client, handle) = Sv2ClientService::builder()
         .config(ClientConfig::default().endpoint(
