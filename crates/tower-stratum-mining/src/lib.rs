@@ -1,0 +1,52 @@
+//! A reusable Stratum V2 mining server handler: [`MiningServer`] implements
+//! [`Sv2MiningServerHandler`](tower_stratum_core::handler::Sv2MiningServerHandler) on SRI's
+//! `channels_sv2` (standard, extended and group channels, job factory and job store,
+//! extranonce allocation, share validation and accounting) following SRI `pool_sv2`'s channel
+//! manager, plus sans-IO classic vardiff, block assembly and stats.
+//!
+//! - [`MiningServer`] / [`MiningServerConfig`]: the handler and its configuration.
+//! - Templates come in, and solutions go out, through the service's sibling link (Template
+//!   Distribution messages); see [`MiningServer`]'s "Wiring".
+//! - [`Tick`]: time for vardiff and the hashrate estimate, sent by the application.
+//! - [`FoundBlock`], [`MiningStats`], [`MiningEvent`]: what the server reports.
+//! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
+//!   known-answer vectors in `tests/vectors.rs`).
+//! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_stratum_core::stratum_core::bitcoin::ScriptBuf;
+//! use tower_stratum_core::SiblingMessage;
+//! use tower_stratum_mining::{MiningServer, MiningServerConfig, Tick};
+//!
+//! # fn payout() -> ScriptBuf { ScriptBuf::new() }
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MiningServerConfig {
+//!     coinbase_output_script: payout(), // your scriptPubKey
+//!     pool_signature: "my-pool".into(),
+//!     ..MiningServerConfig::default()
+//! };
+//! let server = MiningServer::new(config)?.with_event_sink(|event| println!("{event:?}"));
+//! // Serve it: `Sv2ServerService::new_with_sibling_io(cfg, listener, server, ..)`, give the
+//! // sibling channels to a template source, and tick it from a task holding a clone of the
+//! // sibling sender:
+//! //     loop { interval.tick().await; let _ = tx.send(SiblingMessage::custom(Tick::now())).await; }
+//! let _tick = SiblingMessage::custom(Tick::now());
+//! # let _ = (server, Duration::from_secs(1));
+//! # Ok(()) }
+//! ```
+
+mod block;
+mod channel;
+mod config;
+mod server;
+pub mod share_math;
+mod stats;
+pub mod vardiff;
+
+pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
+pub use config::{ConfigError, MiningServerConfig};
+pub use server::{MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL};
+pub use stats::MiningStats;

@@ -1,0 +1,1490 @@
+//! [`MiningServer`]: the Mining Protocol server handler (spec 5) on SRI's `channels_sv2`.
+
+use crate::block::{self, FoundBlock};
+use crate::channel::{Channel, ChannelOps, Connection, JobInfo, UpdateError, GROUP_CHANNEL_ID};
+use crate::config::{ConfigError, MiningServerConfig};
+use crate::share_math;
+use crate::stats::{HashrateEstimator, MiningStats};
+use crate::vardiff::ClassicVardiff;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::Instant;
+use tower_stratum_core::handler::Sv2MiningServerHandler;
+use tower_stratum_core::session::{
+    str0255, CloseReason, REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING,
+};
+use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, U256Owned};
+use tower_stratum_core::stratum_core::bitcoin::consensus::deserialize;
+use tower_stratum_core::stratum_core::bitcoin::hashes::Hash;
+use tower_stratum_core::stratum_core::bitcoin::{Amount, BlockHash, Target, Transaction, TxOut};
+use tower_stratum_core::stratum_core::channels_sv2::extranonce_manager::{
+    ExtranonceAllocator, ExtranonceAllocatorError,
+};
+use tower_stratum_core::stratum_core::channels_sv2::server::error::{
+    ExtendedChannelError, StandardChannelError,
+};
+use tower_stratum_core::stratum_core::channels_sv2::server::extended::ExtendedChannel;
+use tower_stratum_core::stratum_core::channels_sv2::server::group::GroupChannel;
+use tower_stratum_core::stratum_core::channels_sv2::server::share_accounting::{
+    ShareValidationError, ShareValidationResult,
+};
+use tower_stratum_core::stratum_core::channels_sv2::server::standard::StandardChannel;
+use tower_stratum_core::stratum_core::mining_sv2::{
+    CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
+    OpenExtendedMiningChannelSuccessOwned, OpenMiningChannelErrorOwned,
+    OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
+    SetCustomMiningJobErrorOwned, SetCustomMiningJobOwned,
+    SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
+    SubmitSharesExtendedOwned, SubmitSharesStandardOwned, SubmitSharesSuccessOwned,
+    UpdateChannelErrorOwned, UpdateChannelOwned,
+    ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+    ERROR_CODE_OPEN_MINING_CHANNEL_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS,
+    ERROR_CODE_OPEN_MINING_CHANNEL_MIN_EXTRANONCE_SIZE_TOO_LARGE,
+    ERROR_CODE_SET_CUSTOM_MINING_JOB_JD_NOT_SUPPORTED, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID,
+    ERROR_CODE_SUBMIT_SHARES_INVALID_SHARE, ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID,
+    ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED,
+};
+use tower_stratum_core::stratum_core::parsers_sv2::{MiningOwned, TemplateDistributionOwned};
+use tower_stratum_core::stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, NewTemplateOwned, RequestTransactionDataOwned,
+    SetNewPrevHashOwned as TdSetNewPrevHash, SubmitSolutionOwned,
+};
+use tower_stratum_core::{
+    Action, Actions, ConnectionContext, ConnectionId, SetupSupport, SiblingMessage, Sv2Message,
+};
+use tracing::{debug, error, info, warn};
+
+/// Error code for failures that are the server's, not the client's (never expected: the
+/// configuration is validated up front).
+pub const ERROR_CODE_INTERNAL: &str = "internal-error";
+
+/// Future templates kept while waiting for their `SetNewPrevHash` (the same bound as
+/// `channels_sv2`'s per-channel future jobs).
+const MAX_PENDING_FUTURE_TEMPLATES: usize = 16;
+
+/// Drives vardiff and the hashrate estimate: send it to the server as a sibling message
+/// (`SiblingMessage::custom(Tick { now })`) about once per second, or call
+/// [`MiningServer::on_tick`] directly. `now` is monotonic time; the server never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The current time.
+    pub now: Instant,
+}
+
+impl Tick {
+    /// A tick at `Instant::now()`.
+    pub fn now() -> Self {
+        Self {
+            now: Instant::now(),
+        }
+    }
+}
+
+/// What the server reports to an [event sink](MiningServer::with_event_sink).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MiningEvent {
+    /// A share solved a block; `SubmitSolution` went to the template source.
+    /// [`FoundBlock::block`] is `None` if the template has transactions not yet known.
+    BlockFound(FoundBlock),
+    /// The transactions of a found block arrived (`RequestTransactionData.Success`) and
+    /// matched: [`FoundBlock::block`] is now the whole block.
+    BlockCompleted(FoundBlock),
+    /// Sent after every [tick](MiningServer::on_tick): the current [`MiningStats`].
+    Stats(MiningStats),
+}
+
+type EventSink = Box<dyn FnMut(MiningEvent) + Send>;
+
+/// The chain as the template source described it.
+#[derive(Debug, Default)]
+struct ChainState {
+    /// The last Template Distribution `SetNewPrevHash`.
+    prev_hash: Option<TdSetNewPrevHash>,
+    /// The template the channels' active jobs come from: the future template the last
+    /// `SetNewPrevHash` activated, or a later non-future template.
+    current_template: Option<NewTemplateOwned>,
+    /// Future templates received since the last `SetNewPrevHash`, oldest first.
+    pending_future: VecDeque<NewTemplateOwned>,
+}
+
+/// A Stratum V2 mining server handler (spec 5): standard, extended and group channels,
+/// jobs from Template Distribution templates, share validation and accounting, vardiff, block
+/// submission. Built on SRI's `channels_sv2` server channels and following SRI `pool_sv2`'s
+/// channel manager, as a single-owner [`Sv2MiningServerHandler`].
+///
+/// # Wiring
+/// - Templates arrive as sibling messages from a template source: Template Distribution
+///   `NewTemplate`, `SetNewPrevHash`, `RequestTransactionData.Success/Error`. A solved block
+///   goes back as `SubmitSolution` (and `RequestTransactionData` when transactions are needed)
+///   with [`Action::ToSibling`].
+/// - Time: vardiff and the hashrate estimate advance only on [`on_tick`](Self::on_tick),
+///   which the sibling message [`Tick`] also calls. Whoever holds the server's sibling sender
+///   (it is cloneable) should send one about every second.
+/// - Stats and found blocks: [`stats`](Self::stats) and [`found_blocks`](Self::found_blocks)
+///   when you own the value, or an [event sink](Self::with_event_sink) once it is inside a
+///   service.
+///
+/// # Channels and jobs (spec 5.2, as SRI's pool)
+/// - Each connection has one group channel (id 1); its channels are numbered from 2. Unless
+///   the client set `REQUIRES_STANDARD_JOBS`, every channel joins the group and new jobs are
+///   broadcast once per connection as `NewExtendedMiningJob` on the group channel, followed by
+///   `SetNewPrevHash` on the group channel. With `REQUIRES_STANDARD_JOBS`, each standard channel
+///   gets its own `NewMiningJob` / `SetNewPrevHash`, and extended channels are refused with
+///   `extended-channels-not-supported-for-standard-jobs`.
+/// - A channel opened while a template and a chain tip are known first gets its own future job
+///   (from the current template) and a `SetNewPrevHash` activating it (spec 5.3.15: the first
+///   job after opening is a future job), then any future templates still waiting for their
+///   prevhash. A channel opened before any template is open and idle; it gets jobs as soon as
+///   templates arrive.
+/// - Extranonce prefixes come from one `ExtranonceAllocator` for all connections: unique
+///   across connections and channels, released when a channel or connection closes. Extended
+///   channels get the whole rollable space (`extranonce_size`), so every channel of a group
+///   has the same full extranonce size (spec 5.2.3).
+///
+/// # Shares (spec 5.3.11-5.3.14)
+/// Validation is `channels_sv2`'s: known job (`invalid-job-id`), job of an older chain tip
+/// (`stale-share`), `ntime` within `[min_ntime, min_ntime + 2 h]` and version bits within the
+/// BIP323 mask (`invalid-share`, `invalid-non-rollable-version-bit`), extranonce size
+/// (`bad-extranonce-size`), duplicate (`duplicate-share`), channel target
+/// (`difficulty-too-low`); an unknown channel gets `invalid-channel-id`. Accepted shares are
+/// acknowledged every [`share_batch_size`](MiningServerConfig::share_batch_size) with
+/// `SubmitShares.Success`, and at once when they solve a block.
+pub struct MiningServer {
+    config: MiningServerConfig,
+    allocator: ExtranonceAllocator,
+    connections: BTreeMap<ConnectionId, Connection>,
+    chain: ChainState,
+    found_blocks: Vec<FoundBlock>,
+    /// Templates whose transactions were requested for a found block.
+    awaiting_transactions: BTreeSet<u64>,
+    blocks_found: u64,
+    shares_accepted: u64,
+    shares_rejected: u64,
+    hashrate: HashrateEstimator,
+    last_tick: Option<Instant>,
+    last_vardiff_run: Option<Instant>,
+    event_sink: Option<EventSink>,
+}
+
+impl fmt::Debug for MiningServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MiningServer")
+            .field("connections", &self.connections.len())
+            .field("channels", &self.channel_count())
+            .field("allocator", &self.allocator)
+            .field("chain_tip", &self.chain.prev_hash.is_some())
+            .field("blocks_found", &self.blocks_found)
+            .field("shares_accepted", &self.shares_accepted)
+            .field("shares_rejected", &self.shares_rejected)
+            .field("event_sink", &self.event_sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MiningServer {
+    /// A server with `config`. Errors with [`ConfigError`] if the payout script is empty, the
+    /// share rate or batch size is unusable, the extranonce layout does not fit, or the pool
+    /// signature does not fit the coinbase `scriptSig`.
+    pub fn new(config: MiningServerConfig) -> Result<Self, ConfigError> {
+        let allocator = config.validate()?;
+        Ok(Self {
+            hashrate: HashrateEstimator::new(config.hashrate_window),
+            config,
+            allocator,
+            connections: BTreeMap::new(),
+            chain: ChainState::default(),
+            found_blocks: Vec::new(),
+            awaiting_transactions: BTreeSet::new(),
+            blocks_found: 0,
+            shares_accepted: 0,
+            shares_rejected: 0,
+            last_tick: None,
+            last_vardiff_run: None,
+            event_sink: None,
+        })
+    }
+
+    /// Calls `sink` with every [`MiningEvent`] (found blocks, stats after each tick). The sink
+    /// runs inside the handler, one event at a time: keep it short and non-blocking (e.g.
+    /// `try_send` into a bounded channel).
+    pub fn with_event_sink(mut self, sink: impl FnMut(MiningEvent) + Send + 'static) -> Self {
+        self.event_sink = Some(Box::new(sink));
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &MiningServerConfig {
+        &self.config
+    }
+
+    /// Current counters and the hashrate estimate (H/s).
+    pub fn stats(&self) -> MiningStats {
+        MiningStats {
+            connections: self.connections.len(),
+            channels: self.channel_count(),
+            shares_accepted: self.shares_accepted,
+            shares_rejected: self.shares_rejected,
+            blocks_found: self.blocks_found,
+            hashrate_estimate_hs: self.hashrate.hashrate(),
+        }
+    }
+
+    /// The most recent blocks found, oldest first (at most
+    /// [`found_blocks_kept`](MiningServerConfig::found_blocks_kept); [`MiningStats::blocks_found`]
+    /// counts all).
+    pub fn found_blocks(&self) -> &[FoundBlock] {
+        &self.found_blocks
+    }
+
+    /// The `CoinbaseOutputConstraints` (spec 7.1) a Template Distribution client should send
+    /// for this server's coinbase output: its exact serialized size (bytes) and sigop cost.
+    pub fn coinbase_output_constraints(&self) -> CoinbaseOutputConstraintsOwned {
+        use tower_stratum_core::stratum_core::bitcoin::absolute::LockTime;
+        use tower_stratum_core::stratum_core::bitcoin::transaction::Version;
+        use tower_stratum_core::stratum_core::bitcoin::{
+            OutPoint, ScriptBuf, Sequence, TxIn, Witness,
+        };
+        let outputs = self.reward_outputs(0);
+        let size: usize = outputs.iter().map(TxOut::size).sum();
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::from(vec![vec![0; 32]]),
+            }],
+            output: outputs,
+        };
+        CoinbaseOutputConstraintsOwned {
+            coinbase_output_max_additional_size: u32::try_from(size).unwrap_or(u32::MAX),
+            coinbase_output_max_additional_sigops: u16::try_from(tx.total_sigop_cost(|_| None))
+                .unwrap_or(u16::MAX),
+        }
+    }
+
+    /// Advances time to `now` (monotonic): closes a hashrate-estimate interval, runs vardiff on
+    /// every channel when [`vardiff_period`](MiningServerConfig::vardiff_period) has passed
+    /// since the last run (the first tick runs it), and reports [`MiningEvent::Stats`].
+    ///
+    /// Returns the `SetTarget` messages (spec 5.3.21) for channels whose target changed. The
+    /// handler cannot sleep, so the application calls this periodically (about once per
+    /// second), directly or through the sibling message [`Tick`].
+    pub fn on_tick(&mut self, now: Instant) -> Actions {
+        let mut actions = Actions::none();
+        self.last_tick = Some(now);
+        self.hashrate.tick(now);
+        let due = self
+            .last_vardiff_run
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.vardiff_period);
+        if self.config.vardiff && due {
+            self.last_vardiff_run = Some(now);
+            for conn in self.connections.values_mut() {
+                let id = conn.ctx.id;
+                for (&channel_id, ch) in conn.standard.iter_mut() {
+                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                }
+                for (&channel_id, ch) in conn.extended.iter_mut() {
+                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                }
+            }
+        }
+        let stats = self.stats();
+        self.emit(MiningEvent::Stats(stats));
+        actions
+    }
+
+    fn channel_count(&self) -> usize {
+        self.connections
+            .values()
+            .map(Connection::channel_count)
+            .sum()
+    }
+
+    fn emit(&mut self, event: MiningEvent) {
+        if let Some(sink) = self.event_sink.as_mut() {
+            sink(event);
+        }
+    }
+
+    /// The server's coinbase output: the whole `coinbase_tx_value_remaining` to the payout.
+    fn reward_outputs(&self, value_sat: u64) -> Vec<TxOut> {
+        vec![TxOut {
+            value: Amount::from_sat(value_sat),
+            script_pubkey: self.config.coinbase_output_script.clone(),
+        }]
+    }
+
+    /// Applies the configured difficulty floor to a client's maximum target.
+    fn clamp_max_target(&self, max_target: Target) -> Target {
+        match self
+            .config
+            .min_share_difficulty
+            .and_then(share_math::difficulty_to_target)
+        {
+            Some(floor) => max_target.min(floor),
+            None => max_target,
+        }
+    }
+
+    /// The connection's state, created if the service reported a message before
+    /// `on_connection_added` (never expected).
+    fn connection(&mut self, ctx: ConnectionContext) -> Option<&mut Connection> {
+        if !self.connections.contains_key(&ctx.id) {
+            let conn = self.new_connection(ctx)?;
+            self.connections.insert(ctx.id, conn);
+        }
+        self.connections.get_mut(&ctx.id)
+    }
+
+    /// A connection with its group channel, caught up with the current chain state.
+    fn new_connection(&self, ctx: ConnectionContext) -> Option<Connection> {
+        let mut group = match GroupChannel::new_for_pool(
+            GROUP_CHANNEL_ID,
+            usize::from(self.config.extranonce_len),
+            self.config.version_rolling,
+            self.config.pool_signature.clone(),
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                error!(connection = %ctx.id, error = ?e, "cannot create the group channel");
+                return None;
+            }
+        };
+        // Bootstrap: the current template as a future job activated by the current tip, then
+        // the future templates still waiting for their prevhash (SRI bootstraps the group
+        // channel the same way at accept time).
+        if let (Some(template), Some(prev)) = (&self.chain.current_template, &self.chain.prev_hash)
+        {
+            let (future, snph) = as_future(template, prev);
+            let outputs = self.reward_outputs(template.coinbase_tx_value_remaining);
+            if let Err(e) = group.on_new_template(future, outputs) {
+                warn!(connection = %ctx.id, error = ?e, "group channel: current template refused");
+            } else if let Err(e) = group.on_set_new_prev_hash(snph) {
+                warn!(connection = %ctx.id, error = ?e, "group channel: chain tip refused");
+            }
+        }
+        for template in &self.chain.pending_future {
+            let outputs = self.reward_outputs(template.coinbase_tx_value_remaining);
+            if let Err(e) = group.on_new_template(template.clone(), outputs) {
+                warn!(connection = %ctx.id, error = ?e, "group channel: future template refused");
+            }
+        }
+        Some(Connection {
+            ctx,
+            requires_standard_jobs: ctx.info.flags & REQUIRES_STANDARD_JOBS != 0,
+            next_channel_id: GROUP_CHANNEL_ID + 1,
+            group,
+            standard: BTreeMap::new(),
+            extended: BTreeMap::new(),
+        })
+    }
+
+    fn open_standard(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: OpenStandardMiningChannelOwned,
+    ) -> Actions {
+        let request_id = msg.request_id;
+        let prefix = match self.allocator.allocate_standard() {
+            Ok(p) => p,
+            Err(e) => return open_error(request_id, allocation_error_code(&e)),
+        };
+        let max_target = self.clamp_max_target(Target::from_le_bytes(msg.max_target.to_array()));
+        let config = self.config.clone();
+        let outputs_for = |v: u64| self.reward_outputs(v);
+        let current = self.current_job_source();
+        let pending: Vec<NewTemplateOwned> = self.chain.pending_future.iter().cloned().collect();
+        let pending_outputs: Vec<Vec<TxOut>> = pending
+            .iter()
+            .map(|t| outputs_for(t.coinbase_tx_value_remaining))
+            .collect();
+        let current_outputs = current
+            .as_ref()
+            .map(|(t, _)| outputs_for(t.coinbase_tx_value_remaining));
+        let last_tick = self.last_tick;
+        let Some(conn) = self.connection(ctx) else {
+            return open_error(request_id, ERROR_CODE_INTERNAL);
+        };
+        let Some(channel_id) = conn.allocate_channel_id() else {
+            return open_error(
+                request_id,
+                ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+            );
+        };
+        let mut channel = match StandardChannel::new_for_pool(
+            channel_id,
+            msg.user_identity.as_utf8_or_hex(),
+            prefix,
+            max_target,
+            msg.nominal_hash_rate,
+            config.share_batch_size,
+            config.shares_per_minute,
+            config.pool_signature.clone(),
+            config.max_past_jobs,
+        ) {
+            Ok(c) => c,
+            Err(
+                StandardChannelError::OpenChannelInvalidNominalHashrate(code)
+                | StandardChannelError::OpenChannelInvalidMaxTarget(code),
+            ) => return open_error(request_id, code),
+            Err(e) => {
+                error!(connection = %ctx.id, error = ?e, "cannot create a standard channel");
+                return open_error(request_id, ERROR_CODE_INTERNAL);
+            }
+        };
+        let prefix_bytes = channel.get_extranonce_prefix().to_vec();
+        let Ok(extranonce_prefix) = B032Owned::try_from(prefix_bytes.clone()) else {
+            return open_error(request_id, ERROR_CODE_INTERNAL);
+        };
+        let mut actions = Actions::reply(Sv2Message::Mining(
+            MiningOwned::OpenStandardMiningChannelSuccess(OpenStandardMiningChannelSuccessOwned {
+                request_id,
+                channel_id,
+                target: U256Owned::from(channel.get_target().to_le_bytes()),
+                extranonce_prefix,
+                group_channel_id: GROUP_CHANNEL_ID,
+            }),
+        ));
+        // The channel's first job: the current template as a future job, then the tip.
+        if let (Some((template, snph)), Some(outputs)) = (current, current_outputs) {
+            let template_id = template.template_id;
+            match channel.on_new_template(template, outputs) {
+                Ok(()) => {
+                    if let Some(job) = channel
+                        .get_future_job_id_from_template_id(template_id)
+                        .and_then(|id| channel.get_future_job(id))
+                    {
+                        let job_msg = job.get_job_message().clone();
+                        let job_id = job_msg.job_id;
+                        actions.push(Action::Reply(Sv2Message::Mining(
+                            MiningOwned::NewMiningJob(job_msg),
+                        )));
+                        let mining_snph = mining_prev_hash(channel_id, job_id, &snph);
+                        match channel.on_set_new_prev_hash(snph) {
+                            Ok(()) => actions.push(Action::Reply(mining_snph)),
+                            Err(e) => warn!(channel_id, error = ?e, "chain tip refused"),
+                        }
+                    }
+                }
+                Err(e) => warn!(channel_id, error = ?e, "current template refused"),
+            }
+        }
+        // Future templates still waiting for their prevhash.
+        if conn.requires_standard_jobs {
+            for (template, outputs) in pending.into_iter().zip(pending_outputs) {
+                let template_id = template.template_id;
+                if let Err(e) = channel.on_new_template(template, outputs) {
+                    warn!(channel_id, error = ?e, "future template refused");
+                    continue;
+                }
+                if let Some(job) = channel
+                    .get_future_job_id_from_template_id(template_id)
+                    .and_then(|id| channel.get_future_job(id))
+                {
+                    actions.push(Action::Reply(Sv2Message::Mining(
+                        MiningOwned::NewMiningJob(job.get_job_message().clone()),
+                    )));
+                }
+            }
+        } else {
+            let was_empty = conn.group.is_empty();
+            for template in &pending {
+                let Some(job) = conn
+                    .group
+                    .get_future_job_id_from_template_id(template.template_id)
+                    .and_then(|id| conn.group.get_future_job(id))
+                    .cloned()
+                else {
+                    continue;
+                };
+                if was_empty {
+                    actions.push(Action::Reply(new_extended_job(
+                        job.get_job_message().clone(),
+                    )));
+                }
+                if let Err(e) = channel.on_group_channel_job(job) {
+                    warn!(channel_id, error = ?e, "group future job refused");
+                }
+            }
+            if let Err(e) = conn.group.add_channel_id(channel_id, prefix_bytes.len()) {
+                error!(channel_id, error = ?e, "cannot add the channel to its group");
+            }
+        }
+        info!(
+            connection = %ctx.id,
+            channel_id,
+            user = %channel.get_user_identity(),
+            nominal_hash_rate = msg.nominal_hash_rate,
+            "standard channel opened"
+        );
+        conn.standard.insert(
+            channel_id,
+            Channel {
+                inner: channel,
+                vardiff: ClassicVardiff::new(last_tick, config.vardiff_min_hashrate),
+            },
+        );
+        actions
+    }
+
+    fn open_extended(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: OpenExtendedMiningChannelOwned,
+    ) -> Actions {
+        let request_id = msg.request_id;
+        if ctx.info.flags & REQUIRES_STANDARD_JOBS != 0 {
+            return open_error(
+                request_id,
+                ERROR_CODE_OPEN_MINING_CHANNEL_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS,
+            );
+        }
+        let prefix = match self
+            .allocator
+            .allocate_extended(usize::from(msg.min_extranonce_size))
+        {
+            Ok(p) => p,
+            Err(e) => return open_error(request_id, allocation_error_code(&e)),
+        };
+        let rollable = u16::from(self.allocator.rollable_extranonce_size());
+        let max_target = self.clamp_max_target(Target::from_le_bytes(msg.max_target.to_array()));
+        let config = self.config.clone();
+        let current = self.current_job_source();
+        let current_outputs = current
+            .as_ref()
+            .map(|(t, _)| self.reward_outputs(t.coinbase_tx_value_remaining));
+        let pending: Vec<u64> = self
+            .chain
+            .pending_future
+            .iter()
+            .map(|t| t.template_id)
+            .collect();
+        let last_tick = self.last_tick;
+        let Some(conn) = self.connection(ctx) else {
+            return open_error(request_id, ERROR_CODE_INTERNAL);
+        };
+        let Some(channel_id) = conn.allocate_channel_id() else {
+            return open_error(
+                request_id,
+                ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+            );
+        };
+        let mut channel = match ExtendedChannel::new_for_pool(
+            channel_id,
+            msg.user_identity.as_utf8_or_hex(),
+            prefix,
+            max_target,
+            msg.nominal_hash_rate,
+            config.version_rolling,
+            rollable,
+            config.share_batch_size,
+            config.shares_per_minute,
+            config.pool_signature.clone(),
+            config.max_past_jobs,
+        ) {
+            Ok(c) => c,
+            Err(
+                ExtendedChannelError::OpenChannelInvalidNominalHashrate(code)
+                | ExtendedChannelError::OpenChannelInvalidMaxTarget(code)
+                | ExtendedChannelError::RequestedMinExtranonceSizeTooLarge(code),
+            ) => return open_error(request_id, code),
+            Err(e) => {
+                error!(connection = %ctx.id, error = ?e, "cannot create an extended channel");
+                return open_error(request_id, ERROR_CODE_INTERNAL);
+            }
+        };
+        let Ok(extranonce_prefix) = B032Owned::try_from(channel.get_extranonce_prefix().to_vec())
+        else {
+            return open_error(request_id, ERROR_CODE_INTERNAL);
+        };
+        let mut actions = Actions::reply(Sv2Message::Mining(
+            MiningOwned::OpenExtendedMiningChannelSuccess(OpenExtendedMiningChannelSuccessOwned {
+                request_id,
+                channel_id,
+                target: U256Owned::from(channel.get_target().to_le_bytes()),
+                extranonce_size: channel.get_rollable_extranonce_size(),
+                extranonce_prefix,
+                group_channel_id: GROUP_CHANNEL_ID,
+            }),
+        ));
+        if let (Some((template, snph)), Some(outputs)) = (current, current_outputs) {
+            let template_id = template.template_id;
+            match channel.on_new_template(template, outputs) {
+                Ok(()) => {
+                    if let Some(job) = channel
+                        .get_future_job_id_from_template_id(template_id)
+                        .and_then(|id| channel.get_future_job(id))
+                    {
+                        let job_msg = job.get_job_message().clone();
+                        let job_id = job_msg.job_id;
+                        actions.push(Action::Reply(new_extended_job(job_msg)));
+                        let mining_snph = mining_prev_hash(channel_id, job_id, &snph);
+                        match channel.on_set_new_prev_hash(snph) {
+                            Ok(()) => actions.push(Action::Reply(mining_snph)),
+                            Err(e) => warn!(channel_id, error = ?e, "chain tip refused"),
+                        }
+                    }
+                }
+                Err(e) => warn!(channel_id, error = ?e, "current template refused"),
+            }
+        }
+        let was_empty = conn.group.is_empty();
+        for template_id in pending {
+            let Some(job) = conn
+                .group
+                .get_future_job_id_from_template_id(template_id)
+                .and_then(|id| conn.group.get_future_job(id))
+                .cloned()
+            else {
+                continue;
+            };
+            if was_empty {
+                actions.push(Action::Reply(new_extended_job(
+                    job.get_job_message().clone(),
+                )));
+            }
+            if let Err(e) = channel.on_group_channel_job(job) {
+                warn!(channel_id, error = ?e, "group future job refused");
+            }
+        }
+        if let Err(e) = conn
+            .group
+            .add_channel_id(channel_id, channel.get_full_extranonce_size())
+        {
+            error!(channel_id, error = ?e, "cannot add the channel to its group");
+        }
+        info!(
+            connection = %ctx.id,
+            channel_id,
+            user = %channel.get_user_identity(),
+            nominal_hash_rate = msg.nominal_hash_rate,
+            extranonce_size = rollable,
+            "extended channel opened"
+        );
+        conn.extended.insert(
+            channel_id,
+            Channel {
+                inner: channel,
+                vardiff: ClassicVardiff::new(last_tick, config.vardiff_min_hashrate),
+            },
+        );
+        actions
+    }
+
+    /// The current template re-flagged as future plus a Template Distribution
+    /// `SetNewPrevHash` activating it, when both a template and a tip are known.
+    fn current_job_source(&self) -> Option<(NewTemplateOwned, TdSetNewPrevHash)> {
+        let template = self.chain.current_template.as_ref()?;
+        let prev = self.chain.prev_hash.as_ref()?;
+        Some(as_future(template, prev))
+    }
+
+    fn submit_standard(
+        &mut self,
+        ctx: ConnectionContext,
+        share: SubmitSharesStandardOwned,
+    ) -> Actions {
+        let channel_id = share.channel_id;
+        let seq = share.sequence_number;
+        let version_rolling = self.config.version_rolling;
+        let Some(conn) = self.connections.get_mut(&ctx.id) else {
+            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
+        };
+        let Some(ch) = conn.standard.get_mut(&channel_id) else {
+            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
+        };
+        ch.vardiff.add_share();
+        let job = ch.inner.job_info(share.job_id);
+        if !version_rolling && job.as_ref().is_some_and(|j| j.version != share.version) {
+            return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
+        }
+        let work_before = ch.inner.get_share_accounting().get_share_work_sum();
+        let result = ch.inner.validate_share(share.clone());
+        let outcome = ShareOutcome::from_channel(&ch.inner, work_before, result);
+        let header = HeaderParts {
+            version: share.version,
+            ntime: share.ntime,
+            nonce: share.nonce,
+        };
+        self.finish_share(ctx, channel_id, seq, header, job, outcome)
+    }
+
+    fn submit_extended(
+        &mut self,
+        ctx: ConnectionContext,
+        share: SubmitSharesExtendedOwned,
+    ) -> Actions {
+        let channel_id = share.channel_id;
+        let seq = share.sequence_number;
+        let version_rolling = self.config.version_rolling;
+        let Some(conn) = self.connections.get_mut(&ctx.id) else {
+            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
+        };
+        let Some(ch) = conn.extended.get_mut(&channel_id) else {
+            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
+        };
+        ch.vardiff.add_share();
+        let job = ch.inner.job_info(share.job_id);
+        if !version_rolling && job.as_ref().is_some_and(|j| j.version != share.version) {
+            return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
+        }
+        let work_before = ch.inner.get_share_accounting().get_share_work_sum();
+        let header = HeaderParts {
+            version: share.version,
+            ntime: share.ntime,
+            nonce: share.nonce,
+        };
+        let result = ch.inner.validate_share(share);
+        let outcome = ShareOutcome::from_channel(&ch.inner, work_before, result);
+        self.finish_share(ctx, channel_id, seq, header, job, outcome)
+    }
+
+    fn reject(&mut self, channel_id: u32, sequence_number: u32, code: &str) -> Actions {
+        self.shares_rejected = self.shares_rejected.saturating_add(1);
+        debug!(
+            channel_id,
+            sequence_number,
+            error_code = code,
+            "share rejected"
+        );
+        str0255(code)
+            .map(|error_code| {
+                Actions::reply(Sv2Message::Mining(MiningOwned::SubmitSharesError(
+                    SubmitSharesErrorOwned {
+                        channel_id,
+                        sequence_number,
+                        error_code,
+                    },
+                )))
+            })
+            .unwrap_or_default()
+    }
+
+    fn finish_share(
+        &mut self,
+        ctx: ConnectionContext,
+        channel_id: u32,
+        seq: u32,
+        header: HeaderParts,
+        job: Option<JobInfo>,
+        outcome: ShareOutcome,
+    ) -> Actions {
+        match outcome {
+            ShareOutcome::Accepted { difficulty, ack } => {
+                self.shares_accepted = self.shares_accepted.saturating_add(1);
+                self.hashrate.add(difficulty);
+                ack.map(|s| Actions::reply(submit_success(channel_id, s)))
+                    .unwrap_or_default()
+            }
+            ShareOutcome::Block {
+                difficulty,
+                ack,
+                share_hash,
+                template_id,
+                coinbase,
+                tip,
+            } => {
+                self.shares_accepted = self.shares_accepted.saturating_add(1);
+                self.hashrate.add(difficulty);
+                let mut actions = Actions::none();
+                if let Some(template_id) = template_id {
+                    if let Ok(coinbase_tx) = coinbase.clone().try_into() {
+                        actions.push(Action::ToSibling(SiblingMessage::Sv2(
+                            Sv2Message::TemplateDistribution(
+                                TemplateDistributionOwned::SubmitSolution(SubmitSolutionOwned {
+                                    template_id,
+                                    version: header.version,
+                                    header_timestamp: header.ntime,
+                                    header_nonce: header.nonce,
+                                    coinbase_tx,
+                                }),
+                            ),
+                        )));
+                    } else {
+                        error!(template_id, "coinbase too large for SubmitSolution");
+                    }
+                    let found = self.record_block(
+                        ctx.id,
+                        channel_id,
+                        header,
+                        job,
+                        template_id,
+                        share_hash,
+                        coinbase,
+                        tip,
+                    );
+                    if let Some(found) = found {
+                        if found.block.is_none() && self.config.request_transaction_data {
+                            self.awaiting_transactions.insert(template_id);
+                            actions.push(Action::ToSibling(SiblingMessage::Sv2(
+                                Sv2Message::TemplateDistribution(
+                                    TemplateDistributionOwned::RequestTransactionData(
+                                        RequestTransactionDataOwned { template_id },
+                                    ),
+                                ),
+                            )));
+                        }
+                        self.emit(MiningEvent::BlockFound(found));
+                    }
+                }
+                actions.push(Action::Reply(submit_success(channel_id, ack)));
+                actions
+            }
+            ShareOutcome::Rejected(code) => self.reject(channel_id, seq, code),
+            ShareOutcome::BudgetExhausted => {
+                // channels_sv2: the dedup cache is full; the channel must be closed.
+                warn!(connection = %ctx.id, channel_id, "share dedup budget exhausted; closing the channel");
+                self.shares_rejected = self.shares_rejected.saturating_add(1);
+                if let Some(conn) = self.connections.get_mut(&ctx.id) {
+                    conn.remove_channel(channel_id);
+                }
+                str0255("share-budget-exhausted")
+                    .map(|reason_code| {
+                        Actions::reply(Sv2Message::Mining(MiningOwned::CloseChannel(
+                            CloseChannelOwned {
+                                channel_id,
+                                reason_code,
+                            },
+                        )))
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Keeps a found block (assembled if its template is empty) and counts it.
+    #[allow(clippy::too_many_arguments)]
+    fn record_block(
+        &mut self,
+        connection: ConnectionId,
+        channel_id: u32,
+        parts: HeaderParts,
+        job: Option<JobInfo>,
+        template_id: u64,
+        share_hash: [u8; 32],
+        coinbase: Vec<u8>,
+        tip: Option<([u8; 32], u32)>,
+    ) -> Option<FoundBlock> {
+        self.blocks_found = self.blocks_found.saturating_add(1);
+        let hash = BlockHash::from_byte_array(share_hash);
+        let (Some(job), Some((prev_hash, nbits))) = (job, tip) else {
+            error!(%hash, "block found but its job or chain tip is gone; not kept");
+            return None;
+        };
+        let coinbase_txid = match deserialize::<Transaction>(&coinbase) {
+            Ok(tx) => tx.compute_txid().to_byte_array(),
+            Err(e) => {
+                error!(%hash, error = %e, "block found with an unparsable coinbase; not kept");
+                return None;
+            }
+        };
+        let merkle_root = share_math::merkle_root_from_txid(coinbase_txid, &job.merkle_path);
+        let header = share_math::header_bytes(
+            parts.version,
+            &prev_hash,
+            &merkle_root,
+            parts.ntime,
+            nbits,
+            parts.nonce,
+        );
+        if share_math::header_hash(&header) != share_hash {
+            error!(%hash, "reassembled header does not hash to the share hash");
+        }
+        let empty = job.merkle_path.is_empty();
+        let found = FoundBlock {
+            hash,
+            height: block::bip34_height(&job.coinbase_prefix),
+            template_id,
+            connection,
+            channel_id,
+            header,
+            transaction_count: empty.then_some(0),
+            block: empty.then(|| block::serialize_block(&header, &coinbase, &[])),
+            coinbase_tx: coinbase,
+        };
+        info!(
+            %hash,
+            height = ?found.height,
+            template_id,
+            connection = %connection,
+            channel_id,
+            "block found"
+        );
+        if self.config.found_blocks_kept > 0 {
+            let excess =
+                (self.found_blocks.len() + 1).saturating_sub(self.config.found_blocks_kept);
+            self.found_blocks.drain(..excess);
+            self.found_blocks.push(found.clone());
+        }
+        Some(found)
+    }
+
+    fn on_new_template(&mut self, template: NewTemplateOwned) -> Actions {
+        info!(
+            template_id = template.template_id,
+            future = template.future_template,
+            value_sat = template.coinbase_tx_value_remaining,
+            merkle_path_len = template.merkle_path.len(),
+            "NewTemplate"
+        );
+        if template.future_template {
+            let pending = &mut self.chain.pending_future;
+            pending.retain(|t| t.template_id != template.template_id);
+            pending.push_back(template.clone());
+            while pending.len() > MAX_PENDING_FUTURE_TEMPLATES {
+                pending.pop_front();
+            }
+        } else if self.chain.prev_hash.is_some() {
+            self.chain.current_template = Some(template.clone());
+        } else {
+            warn!(
+                template_id = template.template_id,
+                "non-future template before any SetNewPrevHash; ignored"
+            );
+            return Actions::none();
+        }
+        let outputs = self.reward_outputs(template.coinbase_tx_value_remaining);
+        let mut actions = Actions::none();
+        for conn in self.connections.values_mut() {
+            let id = conn.ctx.id;
+            let group_job = match conn
+                .group
+                .on_new_template(template.clone(), outputs.clone())
+            {
+                Ok(()) => {
+                    let job = if template.future_template {
+                        conn.group
+                            .get_future_job_id_from_template_id(template.template_id)
+                            .and_then(|j| conn.group.get_future_job(j))
+                    } else {
+                        conn.group.get_active_job()
+                    };
+                    job.cloned()
+                }
+                Err(e) => {
+                    warn!(connection = %id, error = ?e, "group channel refused the template");
+                    None
+                }
+            };
+            if let Some(job) = &group_job {
+                if !conn.requires_standard_jobs && !conn.group.is_empty() {
+                    actions.push(Action::SendTo(
+                        id,
+                        new_extended_job(job.get_job_message().clone()),
+                    ));
+                }
+            }
+            for (&channel_id, ch) in conn.standard.iter_mut() {
+                if conn.requires_standard_jobs {
+                    if let Err(e) = ch.inner.on_new_template(template.clone(), outputs.clone()) {
+                        warn!(connection = %id, channel_id, error = ?e, "template refused");
+                        continue;
+                    }
+                    let job = if template.future_template {
+                        ch.inner
+                            .get_future_job_id_from_template_id(template.template_id)
+                            .and_then(|j| ch.inner.get_future_job(j))
+                    } else {
+                        ch.inner.get_active_job()
+                    };
+                    if let Some(job) = job {
+                        actions.push(Action::SendTo(
+                            id,
+                            Sv2Message::Mining(MiningOwned::NewMiningJob(
+                                job.get_job_message().clone(),
+                            )),
+                        ));
+                    }
+                } else if let Some(job) = &group_job {
+                    if let Err(e) = ch.inner.on_group_channel_job(job.clone()) {
+                        warn!(connection = %id, channel_id, error = ?e, "group job refused");
+                    }
+                }
+            }
+            if let Some(job) = &group_job {
+                for (&channel_id, ch) in conn.extended.iter_mut() {
+                    if let Err(e) = ch.inner.on_group_channel_job(job.clone()) {
+                        warn!(connection = %id, channel_id, error = ?e, "group job refused");
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    fn on_set_new_prev_hash(&mut self, snph: TdSetNewPrevHash) -> Actions {
+        info!(
+            template_id = snph.template_id,
+            prev_hash = %BlockHash::from_byte_array(snph.prev_hash.to_array()),
+            nbits = format_args!("{:#010x}", snph.n_bits),
+            "SetNewPrevHash"
+        );
+        let pending = &mut self.chain.pending_future;
+        if pending.is_empty() {
+            warn!(
+                template_id = snph.template_id,
+                "SetNewPrevHash without a preceding future template; keeping the tip only"
+            );
+            self.chain.current_template = None;
+        } else if let Some(pos) = pending
+            .iter()
+            .position(|t| t.template_id == snph.template_id)
+        {
+            self.chain.current_template = pending.remove(pos);
+            pending.clear();
+        } else {
+            error!(
+                template_id = snph.template_id,
+                "SetNewPrevHash for an unknown future template; ignored"
+            );
+            return Actions::none();
+        }
+        self.chain.prev_hash = Some(snph.clone());
+        // Found blocks of older tips will get no transactions any more.
+        self.awaiting_transactions.clear();
+        let mut actions = Actions::none();
+        for conn in self.connections.values_mut() {
+            let id = conn.ctx.id;
+            match conn.group.on_set_new_prev_hash(snph.clone()) {
+                Ok(()) => {
+                    if !conn.requires_standard_jobs && !conn.group.is_empty() {
+                        if let Some(job) = conn.group.get_active_job() {
+                            actions.push(Action::SendTo(
+                                id,
+                                mining_prev_hash(GROUP_CHANNEL_ID, job.get_job_id(), &snph),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => warn!(connection = %id, error = ?e, "group channel refused the tip"),
+            }
+            for (&channel_id, ch) in conn.extended.iter_mut() {
+                if let Err(e) = ch.inner.on_set_new_prev_hash(snph.clone()) {
+                    warn!(connection = %id, channel_id, error = ?e, "channel refused the tip");
+                }
+            }
+            for (&channel_id, ch) in conn.standard.iter_mut() {
+                if let Err(e) = ch.inner.on_set_new_prev_hash(snph.clone()) {
+                    warn!(connection = %id, channel_id, error = ?e, "channel refused the tip");
+                    continue;
+                }
+                if conn.requires_standard_jobs {
+                    if let Some(job) = ch.inner.get_active_job() {
+                        actions.push(Action::SendTo(
+                            id,
+                            mining_prev_hash(channel_id, job.get_job_id(), &snph),
+                        ));
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    fn on_transaction_data(&mut self, template_id: u64, transactions: Vec<Vec<u8>>) {
+        if !self.awaiting_transactions.remove(&template_id) {
+            debug!(template_id, "transaction data nobody asked for; ignored");
+            return;
+        }
+        let mut completed = Vec::new();
+        for found in self.found_blocks.iter_mut() {
+            if found.template_id != template_id || found.block.is_some() {
+                continue;
+            }
+            match block::complete_with_transactions(found, &transactions) {
+                Ok(()) => {
+                    info!(hash = %found.hash, transactions = transactions.len(), "found block assembled");
+                    completed.push(found.clone());
+                }
+                Err(e) => warn!(hash = %found.hash, error = %e, "cannot assemble the found block"),
+            }
+        }
+        for found in completed {
+            self.emit(MiningEvent::BlockCompleted(found));
+        }
+    }
+}
+
+/// The header fields a share chose.
+#[derive(Debug, Clone, Copy)]
+struct HeaderParts {
+    version: u32,
+    ntime: u32,
+    nonce: u32,
+}
+
+/// A validation result with what bookkeeping needs, read from the channel right after.
+enum ShareOutcome {
+    Accepted {
+        difficulty: f64,
+        ack: Option<SubmitSharesSuccessOwned>,
+    },
+    Block {
+        difficulty: f64,
+        ack: SubmitSharesSuccessOwned,
+        share_hash: [u8; 32],
+        template_id: Option<u64>,
+        coinbase: Vec<u8>,
+        /// `(prev_hash, nbits)` of the channel's chain tip.
+        tip: Option<([u8; 32], u32)>,
+    },
+    Rejected(&'static str),
+    BudgetExhausted,
+}
+
+impl ShareOutcome {
+    fn from_channel<C: ChannelOps>(
+        channel: &C,
+        work_before: f64,
+        result: Result<ShareValidationResult, ShareValidationError>,
+    ) -> Self {
+        let accounting = channel.accounting();
+        let difficulty = accounting.get_share_work_sum() - work_before;
+        let ack = || SubmitSharesSuccessOwned {
+            channel_id: 0,
+            last_sequence_number: accounting.get_last_share_sequence_number(),
+            new_submits_accepted_count: accounting.get_last_batch_accepted(),
+            new_shares_sum: accounting.get_last_batch_work_sum(),
+        };
+        match result {
+            Ok(ShareValidationResult::Valid(_)) => ShareOutcome::Accepted {
+                difficulty,
+                ack: accounting.should_acknowledge().then(ack),
+            },
+            Ok(ShareValidationResult::BlockFound(hash, template_id, coinbase)) => {
+                ShareOutcome::Block {
+                    difficulty,
+                    ack: ack(),
+                    share_hash: hash.to_byte_array(),
+                    template_id,
+                    coinbase,
+                    tip: channel
+                        .chain_tip()
+                        .map(|t| (t.prev_hash().to_array(), t.nbits())),
+                }
+            }
+            Err(
+                ShareValidationError::Invalid(code)
+                | ShareValidationError::Stale(code)
+                | ShareValidationError::InvalidJobId(code)
+                | ShareValidationError::DoesNotMeetTarget(code)
+                | ShareValidationError::VersionRollingNotAllowed(code)
+                | ShareValidationError::DuplicateShare(code)
+                | ShareValidationError::BadExtranonceSize(code),
+            ) => ShareOutcome::Rejected(code),
+            Err(ShareValidationError::SeenSharesBudgetExhausted) => ShareOutcome::BudgetExhausted,
+            Err(e) => {
+                error!(error = ?e, "share validation failed on the server side");
+                ShareOutcome::Rejected(ERROR_CODE_SUBMIT_SHARES_INVALID_SHARE)
+            }
+        }
+    }
+}
+
+fn submit_success(channel_id: u32, mut ack: SubmitSharesSuccessOwned) -> Sv2Message {
+    ack.channel_id = channel_id;
+    Sv2Message::Mining(MiningOwned::SubmitSharesSuccess(ack))
+}
+
+fn run_vardiff<C: ChannelOps>(
+    connection: ConnectionId,
+    channel_id: u32,
+    ch: &mut Channel<C>,
+    now: Instant,
+    actions: &mut Actions,
+) {
+    let hashrate = ch.inner.nominal_hashrate();
+    let target = ch.inner.target();
+    let spm = ch.inner.shares_per_minute();
+    let Some(new_hashrate) = ch.vardiff.try_vardiff(now, hashrate, &target, spm) else {
+        ch.inner.set_stable_hashrate(true);
+        return;
+    };
+    ch.inner.set_stable_hashrate(false);
+    match ch.inner.update(new_hashrate, None) {
+        Ok(()) => {
+            let new_target = ch.inner.target();
+            debug!(%connection, channel_id, hashrate = new_hashrate, "vardiff: new target");
+            if new_target != target {
+                actions.push(Action::SendTo(
+                    connection,
+                    set_target(channel_id, new_target),
+                ));
+            }
+        }
+        Err(UpdateError::Code(code)) => {
+            warn!(%connection, channel_id, hashrate = new_hashrate, error_code = code, "vardiff update refused")
+        }
+        Err(UpdateError::Internal(e)) => {
+            warn!(%connection, channel_id, hashrate = new_hashrate, error = %e, "vardiff update refused")
+        }
+    }
+}
+
+fn set_target(channel_id: u32, target: Target) -> Sv2Message {
+    Sv2Message::Mining(MiningOwned::SetTarget(SetTargetOwned {
+        channel_id,
+        maximum_target: U256Owned::from(target.to_le_bytes()),
+    }))
+}
+
+fn new_extended_job(job: NewExtendedMiningJobOwned) -> Sv2Message {
+    Sv2Message::Mining(MiningOwned::NewExtendedMiningJob(job))
+}
+
+fn mining_prev_hash(channel_id: u32, job_id: u32, snph: &TdSetNewPrevHash) -> Sv2Message {
+    Sv2Message::Mining(MiningOwned::SetNewPrevHash(MiningSetNewPrevHash {
+        channel_id,
+        job_id,
+        prev_hash: snph.prev_hash.clone(),
+        min_ntime: snph.header_timestamp,
+        nbits: snph.n_bits,
+    }))
+}
+
+fn open_error(request_id: u32, code: &str) -> Actions {
+    str0255(code)
+        .map(|error_code| {
+            Actions::reply(Sv2Message::Mining(MiningOwned::OpenMiningChannelError(
+                OpenMiningChannelErrorOwned {
+                    request_id,
+                    error_code,
+                },
+            )))
+        })
+        .unwrap_or_default()
+}
+
+/// SRI pool's mapping of allocator errors to `OpenMiningChannel.Error` codes.
+fn allocation_error_code(e: &ExtranonceAllocatorError) -> &'static str {
+    match e {
+        ExtranonceAllocatorError::CapacityExhausted => {
+            ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED
+        }
+        ExtranonceAllocatorError::InvalidRollableSize => {
+            ERROR_CODE_OPEN_MINING_CHANNEL_MIN_EXTRANONCE_SIZE_TOO_LARGE
+        }
+        _ => ERROR_CODE_INTERNAL,
+    }
+}
+
+/// `template` re-flagged as a future template, and a Template Distribution `SetNewPrevHash`
+/// for it from the tip `prev` — to give a new channel its first (future) job and activate it.
+fn as_future(
+    template: &NewTemplateOwned,
+    prev: &TdSetNewPrevHash,
+) -> (NewTemplateOwned, TdSetNewPrevHash) {
+    let mut future = template.clone();
+    future.future_template = true;
+    let mut snph = prev.clone();
+    snph.template_id = template.template_id;
+    (future, snph)
+}
+
+impl Sv2MiningServerHandler for MiningServer {
+    fn setup_support(&self) -> Option<SetupSupport> {
+        Some(if self.config.version_rolling {
+            SetupSupport {
+                supported_flags: REQUIRES_STANDARD_JOBS | REQUIRES_VERSION_ROLLING,
+                success_flags: 0,
+            }
+        } else {
+            SetupSupport {
+                supported_flags: REQUIRES_STANDARD_JOBS,
+                success_flags: REQUIRES_FIXED_VERSION,
+            }
+        })
+    }
+
+    async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+        match self.new_connection(ctx) {
+            Some(conn) => {
+                self.connections.insert(ctx.id, conn);
+                Actions::none()
+            }
+            None => Actions::close(ERROR_CODE_INTERNAL),
+        }
+    }
+
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
+        if let Some(conn) = self.connections.remove(&ctx.id) {
+            debug!(connection = %ctx.id, channels = conn.channel_count(), %reason, "mining connection gone");
+        }
+        Actions::none()
+    }
+
+    async fn handle_open_standard_mining_channel(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: OpenStandardMiningChannelOwned,
+    ) -> Actions {
+        self.open_standard(ctx, msg)
+    }
+
+    async fn handle_open_extended_mining_channel(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: OpenExtendedMiningChannelOwned,
+    ) -> Actions {
+        self.open_extended(ctx, msg)
+    }
+
+    async fn handle_update_channel(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: UpdateChannelOwned,
+    ) -> Actions {
+        let channel_id = msg.channel_id;
+        let max_target =
+            self.clamp_max_target(Target::from_le_bytes(msg.maximum_target.to_array()));
+        let result = match self.connections.get_mut(&ctx.id) {
+            Some(conn) => {
+                if let Some(ch) = conn.standard.get_mut(&channel_id) {
+                    Some((
+                        ch.inner.update(msg.nominal_hash_rate, Some(max_target)),
+                        ch.inner.target(),
+                    ))
+                } else if let Some(ch) = conn.extended.get_mut(&channel_id) {
+                    Some((
+                        ch.inner.update(msg.nominal_hash_rate, Some(max_target)),
+                        ch.inner.target(),
+                    ))
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        let error = |code: &str| {
+            str0255(code)
+                .map(|error_code| {
+                    Actions::reply(Sv2Message::Mining(MiningOwned::UpdateChannelError(
+                        UpdateChannelErrorOwned {
+                            channel_id,
+                            error_code,
+                        },
+                    )))
+                })
+                .unwrap_or_default()
+        };
+        match result {
+            None => error(ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID),
+            Some((Ok(()), target)) => Actions::reply(set_target(channel_id, target)),
+            Some((Err(UpdateError::Code(code)), _)) => error(code),
+            Some((Err(UpdateError::Internal(e)), _)) => {
+                error!(channel_id, error = %e, "UpdateChannel failed");
+                error(ERROR_CODE_INTERNAL)
+            }
+        }
+    }
+
+    async fn handle_close_channel(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: CloseChannelOwned,
+    ) -> Actions {
+        if let Some(conn) = self.connections.get_mut(&ctx.id) {
+            if msg.channel_id == GROUP_CHANNEL_ID {
+                // Spec 5.3.9: closing a group channel closes every channel in it.
+                let ids: Vec<u32> = conn
+                    .standard
+                    .keys()
+                    .chain(conn.extended.keys())
+                    .copied()
+                    .collect();
+                for id in ids {
+                    conn.remove_channel(id);
+                }
+            } else if conn.remove_channel(msg.channel_id) {
+                debug!(connection = %ctx.id, channel_id = msg.channel_id, "channel closed by the client");
+            }
+        }
+        Actions::none()
+    }
+
+    async fn handle_submit_shares_standard(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SubmitSharesStandardOwned,
+    ) -> Actions {
+        self.submit_standard(ctx, msg)
+    }
+
+    async fn handle_submit_shares_extended(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SubmitSharesExtendedOwned,
+    ) -> Actions {
+        self.submit_extended(ctx, msg)
+    }
+
+    async fn handle_set_custom_mining_job(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SetCustomMiningJobOwned,
+    ) -> Actions {
+        let _ = ctx;
+        str0255(ERROR_CODE_SET_CUSTOM_MINING_JOB_JD_NOT_SUPPORTED)
+            .map(|error_code| {
+                Actions::reply(Sv2Message::Mining(MiningOwned::SetCustomMiningJobError(
+                    SetCustomMiningJobErrorOwned {
+                        channel_id: msg.channel_id,
+                        request_id: msg.request_id,
+                        error_code,
+                    },
+                )))
+            })
+            .unwrap_or_default()
+    }
+
+    async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
+        if let Some(tick) = msg.downcast_ref::<Tick>() {
+            return self.on_tick(tick.now);
+        }
+        match msg {
+            SiblingMessage::Sv2(Sv2Message::TemplateDistribution(td)) => match td {
+                TemplateDistributionOwned::NewTemplate(t) => self.on_new_template(t),
+                TemplateDistributionOwned::SetNewPrevHash(p) => self.on_set_new_prev_hash(p),
+                TemplateDistributionOwned::RequestTransactionDataSuccess(s) => {
+                    let txs = s
+                        .transaction_list
+                        .into_inner()
+                        .into_iter()
+                        .map(|t| t.as_bytes().to_vec())
+                        .collect();
+                    self.on_transaction_data(s.template_id, txs);
+                    Actions::none()
+                }
+                TemplateDistributionOwned::RequestTransactionDataError(e) => {
+                    warn!(
+                        template_id = e.template_id,
+                        error_code = %e.error_code.as_utf8_or_hex(),
+                        "template source refused RequestTransactionData"
+                    );
+                    self.awaiting_transactions.remove(&e.template_id);
+                    Actions::none()
+                }
+                other => {
+                    debug!(message = ?other, "sibling Template Distribution message ignored");
+                    Actions::none()
+                }
+            },
+            other => {
+                debug!(message = ?other, "sibling message ignored");
+                Actions::none()
+            }
+        }
+    }
+
+    async fn handle_sibling_closed(&mut self) -> Actions {
+        warn!("template source gone: channels keep their current jobs, no new templates");
+        Actions::none()
+    }
+}
