@@ -1,0 +1,166 @@
+//! [`TemplateDistributionClient`]: a Template Distribution client handler (spec 7, client
+//! side) that bridges a Template Provider to a sibling mining server.
+
+use crate::regtest::one_output_constraints;
+use tower_stratum_core::handler::Sv2TemplateDistributionClientHandler;
+use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned;
+use tower_stratum_core::stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, NewTemplateOwned, RequestTransactionDataErrorOwned,
+    RequestTransactionDataSuccessOwned, SetNewPrevHashOwned,
+};
+use tower_stratum_core::{
+    Action, Actions, CloseReason, ConnectionContext, SiblingMessage, Subprotocol, Sv2Message,
+};
+use tracing::{debug, info, warn};
+
+/// Template Distribution client for Bitcoin Core's Sv2 Template Provider or any TD server,
+/// meant to be the sibling of a mining server (`Sv2ClientService::new_from_sibling_io`).
+///
+/// - On connection added (also after every reconnect): sends `CoinbaseOutputConstraints`
+///   (spec 7.1) with the configured values.
+/// - Forwards `NewTemplate`, `SetNewPrevHash` and `RequestTransactionData.Success`/`.Error` to
+///   the sibling unchanged, as `SiblingMessage::Sv2(Sv2Message::TemplateDistribution(..))`.
+/// - Sends `SubmitSolution`, `RequestTransactionData` and `CoinbaseOutputConstraints` it
+///   receives from the sibling (same wrapping) to the Template Provider; constraints from the
+///   sibling also replace the configured ones for later reconnects. A `SubmitSolution` while
+///   disconnected cannot be delivered and is logged as an error.
+#[derive(Debug, Clone)]
+pub struct TemplateDistributionClient {
+    constraints: CoinbaseOutputConstraintsOwned,
+    connected: bool,
+}
+
+impl Default for TemplateDistributionClient {
+    /// Constraints for one payout output of any standard type
+    /// ([`one_output_constraints`]: 43 bytes, 4 sigops).
+    fn default() -> Self {
+        Self::new(one_output_constraints())
+    }
+}
+
+impl TemplateDistributionClient {
+    /// A client that announces `constraints` (spec 7.1: the bytes and sigops the mining server
+    /// adds to the coinbase; see [`crate::regtest::constraints_for_outputs`]).
+    pub fn new(constraints: CoinbaseOutputConstraintsOwned) -> Self {
+        Self {
+            constraints,
+            connected: false,
+        }
+    }
+
+    /// The constraints sent on every connection.
+    pub fn constraints(&self) -> &CoinbaseOutputConstraintsOwned {
+        &self.constraints
+    }
+}
+
+fn to_sibling(m: TemplateDistributionOwned) -> Actions {
+    Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(m))).into()
+}
+
+impl Sv2TemplateDistributionClientHandler for TemplateDistributionClient {
+    async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+        self.connected = true;
+        info!(
+            connection = %ctx.id,
+            peer = ?ctx.peer,
+            size = self.constraints.coinbase_output_max_additional_size,
+            sigops = self.constraints.coinbase_output_max_additional_sigops,
+            "connected to template provider; sending CoinbaseOutputConstraints"
+        );
+        Actions::reply(Sv2Message::TemplateDistribution(
+            TemplateDistributionOwned::CoinbaseOutputConstraints(self.constraints),
+        ))
+    }
+
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
+        self.connected = false;
+        warn!(connection = %ctx.id, %reason, "template provider connection lost");
+        Actions::none()
+    }
+
+    async fn handle_new_template(
+        &mut self,
+        _ctx: ConnectionContext,
+        msg: NewTemplateOwned,
+    ) -> Actions {
+        debug!(
+            template_id = msg.template_id,
+            future = msg.future_template,
+            value_remaining = msg.coinbase_tx_value_remaining,
+            "NewTemplate"
+        );
+        to_sibling(TemplateDistributionOwned::NewTemplate(msg))
+    }
+
+    async fn handle_set_new_prev_hash(
+        &mut self,
+        _ctx: ConnectionContext,
+        msg: SetNewPrevHashOwned,
+    ) -> Actions {
+        debug!(
+            template_id = msg.template_id,
+            n_bits = msg.n_bits,
+            header_timestamp = msg.header_timestamp,
+            "SetNewPrevHash"
+        );
+        to_sibling(TemplateDistributionOwned::SetNewPrevHash(msg))
+    }
+
+    async fn handle_request_transaction_data_success(
+        &mut self,
+        _ctx: ConnectionContext,
+        msg: RequestTransactionDataSuccessOwned,
+    ) -> Actions {
+        to_sibling(TemplateDistributionOwned::RequestTransactionDataSuccess(
+            msg,
+        ))
+    }
+
+    async fn handle_request_transaction_data_error(
+        &mut self,
+        _ctx: ConnectionContext,
+        msg: RequestTransactionDataErrorOwned,
+    ) -> Actions {
+        to_sibling(TemplateDistributionOwned::RequestTransactionDataError(msg))
+    }
+
+    async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
+        let SiblingMessage::Sv2(Sv2Message::TemplateDistribution(m)) = msg else {
+            return Actions::none();
+        };
+        match m {
+            TemplateDistributionOwned::SubmitSolution(s) => {
+                if self.connected {
+                    info!(template_id = s.template_id, "sending SubmitSolution upstream");
+                } else {
+                    tracing::error!(
+                        template_id = s.template_id,
+                        "SubmitSolution while the template provider is disconnected: dropped"
+                    );
+                    return Actions::none();
+                }
+                upstream(TemplateDistributionOwned::SubmitSolution(s))
+            }
+            TemplateDistributionOwned::CoinbaseOutputConstraints(c) => {
+                // Also used after every reconnect from now on.
+                self.constraints = c;
+                upstream(TemplateDistributionOwned::CoinbaseOutputConstraints(c))
+            }
+            m @ TemplateDistributionOwned::RequestTransactionData(_) => upstream(m),
+            _ => Actions::none(),
+        }
+    }
+}
+
+fn upstream(m: TemplateDistributionOwned) -> Actions {
+    Action::Broadcast(
+        Subprotocol::TemplateDistribution,
+        Sv2Message::TemplateDistribution(m),
+    )
+    .into()
+}

@@ -1,0 +1,341 @@
+//! [`TemplateDistributionServer`]: the embedded regtest source served over the wire as a
+//! Template Provider (spec 7, server side).
+
+use crate::driver::{emit, shell_now, sleep_until, SourceEvent};
+use crate::regtest::check_constraints;
+use crate::source::{EmbeddedRegtestSource, EncodeError, FoundBlock, SourceConfig};
+use std::collections::HashMap;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tower_stratum_core::handler::{
+    NullSv2JobDeclarationServerHandler, NullSv2MiningServerHandler,
+    Sv2TemplateDistributionServerHandler,
+};
+use tower_stratum_core::session::str0255;
+use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned;
+use tower_stratum_core::stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, RequestTransactionDataErrorOwned, RequestTransactionDataOwned,
+    RequestTransactionDataSuccessOwned, SubmitSolutionOwned,
+};
+use tower_stratum_core::{
+    Action, Actions, CloseReason, ConnectionContext, ConnectionId, SiblingMessage, Sv2Message,
+};
+use tower_stratum_service::{Listener, ServerConfig, ServerHandle, SiblingIo, Sv2ServerService};
+use tracing::{debug, info, warn};
+
+/// `RequestTransactionData.Error` code for a template of an earlier tip (spec 7.6).
+pub const ERROR_STALE_TEMPLATE_ID: &str = "stale-template-id";
+/// `RequestTransactionData.Error` code for an unknown template (spec 7.6).
+pub const ERROR_TEMPLATE_ID_NOT_FOUND: &str = "template-id-not-found";
+
+/// Configuration of a [`TemplateDistributionServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateServerConfig {
+    /// The embedded source's configuration (simulated-block interval, template fields).
+    pub source: SourceConfig,
+    /// Send the current `NewTemplate` + `SetNewPrevHash` as soon as a connection finishes
+    /// SetupConnection, without waiting for its `CoinbaseOutputConstraints`. A connection that
+    /// already has the current template is not sent it again when its constraints arrive.
+    /// `false` follows spec 7 to the letter (templates only after the constraints). Default
+    /// `true`.
+    pub send_on_connect: bool,
+}
+
+impl Default for TemplateServerConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceConfig::default(),
+            send_on_connect: true,
+        }
+    }
+}
+
+/// Sibling message asking a [`TemplateDistributionServer`] to run its timers (send it with
+/// `SiblingMessage::custom(Tick)`); it answers with [`NextTick`]. [`spawn_ticker`] does this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick;
+
+/// A [`TemplateDistributionServer`]'s answer to [`Tick`] (and after each new tip): when it
+/// next wants a [`Tick`] (`None`: no timer armed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextTick(pub Option<Instant>);
+
+#[derive(Debug, Default)]
+struct ConnState {
+    constraints: Option<CoinbaseOutputConstraintsOwned>,
+    /// The last template id sent on this connection.
+    sent_template: Option<u64>,
+}
+
+/// Template Distribution server handler around an [`EmbeddedRegtestSource`]: a regtest
+/// Template Provider (spec 7).
+///
+/// - On a new connection (with [`TemplateServerConfig::send_on_connect`]) and on
+///   `CoinbaseOutputConstraints` (if that connection does not have it yet): the current
+///   `NewTemplate` (future) and `SetNewPrevHash`. Constraints an empty block cannot honour
+///   close the connection (spec 7 defines no error message for them).
+/// - `SubmitSolution`: the block is rebuilt and validated; if valid it becomes the tip and every
+///   connection that received templates gets the next `NewTemplate` + `SetNewPrevHash`.
+///   Invalid solutions are logged (and reported as [`SourceEvent::SolutionRejected`]).
+/// - `RequestTransactionData`: `.Success` with no transactions for a template of the current
+///   tip, `.Error` `stale-template-id` or `template-id-not-found` otherwise.
+/// - [`Tick`] from the sibling link: simulated blocks (the source's `tip_interval`).
+///
+/// The handler owns the source; the service calls it one message at a time, so there is no
+/// lock. [`TemplateDistributionServer::serve`] starts a server with the ticker linked.
+#[derive(Debug)]
+pub struct TemplateDistributionServer {
+    source: EmbeddedRegtestSource,
+    send_on_connect: bool,
+    conns: HashMap<ConnectionId, ConnState>,
+    events: Option<mpsc::Sender<SourceEvent>>,
+}
+
+/// The service type [`TemplateDistributionServer::serve`] returns.
+pub type TemplateProviderService = Sv2ServerService<
+    NullSv2MiningServerHandler,
+    NullSv2JobDeclarationServerHandler,
+    TemplateDistributionServer,
+>;
+
+impl TemplateDistributionServer {
+    /// A server whose source starts now at the regtest genesis block. Errors only if a
+    /// template field cannot be encoded (not expected).
+    pub fn new(config: TemplateServerConfig) -> Result<Self, EncodeError> {
+        Ok(Self {
+            source: EmbeddedRegtestSource::new(config.source, shell_now())?,
+            send_on_connect: config.send_on_connect,
+            conns: HashMap::new(),
+            events: None,
+        })
+    }
+
+    /// Also report [`SourceEvent`]s (new templates, blocks, rejected solutions) to `events`,
+    /// with `try_send` (a slow observer loses events; the server never waits).
+    pub fn with_events(mut self, events: mpsc::Sender<SourceEvent>) -> Self {
+        emit(
+            &Some(events.clone()),
+            SourceEvent::Templates(self.source.current().clone()),
+        );
+        self.events = Some(events);
+        self
+    }
+
+    /// The source (tip, current template).
+    pub fn source(&self) -> &EmbeddedRegtestSource {
+        &self.source
+    }
+
+    /// Serves this handler on `listener` with `config` and links a ticker ([`spawn_ticker`])
+    /// for simulated blocks. Returns the service, its handle (shut it down to stop; the ticker
+    /// then ends by itself) and the ticker task.
+    pub fn serve<L: Listener>(
+        self,
+        config: ServerConfig,
+        listener: L,
+    ) -> (TemplateProviderService, ServerHandle, JoinHandle<()>) {
+        let (builder, io) = Sv2ServerService::builder()
+            .config(config)
+            .template_distribution(self)
+            .with_sibling_io();
+        let (service, handle) = builder.serve(listener);
+        let ticker = spawn_ticker(io);
+        (service, handle, ticker)
+    }
+
+    fn pair_for(&mut self, id: ConnectionId) -> Actions {
+        let current = self.source.current();
+        let template_id = current.template_id();
+        let mut actions = Actions::none();
+        for m in current.messages() {
+            actions.push(Action::SendTo(id, m));
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.sent_template = Some(template_id);
+        }
+        actions
+    }
+
+    /// Templates after a new tip, to every connection that has received templates.
+    fn on_new_tip(&mut self, found: FoundBlock) -> Actions {
+        let targets: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.sent_template.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut actions = Actions::none();
+        for id in targets {
+            actions.0.extend(self.pair_for(id));
+        }
+        info!(
+            height = found.height,
+            hash = %found.hash,
+            origin = ?found.origin,
+            next_template = found.next.template_id(),
+            "new tip: templates sent"
+        );
+        emit(&self.events, SourceEvent::Templates(found.next.clone()));
+        emit(&self.events, SourceEvent::Block(Box::new(found)));
+        actions.and(next_tick(&self.source))
+    }
+}
+
+fn next_tick(source: &EmbeddedRegtestSource) -> Action {
+    Action::ToSibling(SiblingMessage::custom(NextTick(source.poll_timeout())))
+}
+
+fn td(m: TemplateDistributionOwned) -> Sv2Message {
+    Sv2Message::TemplateDistribution(m)
+}
+
+impl Sv2TemplateDistributionServerHandler for TemplateDistributionServer {
+    async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+        self.conns.insert(ctx.id, ConnState::default());
+        if self.send_on_connect {
+            self.pair_for(ctx.id)
+        } else {
+            Actions::none()
+        }
+    }
+
+    async fn on_connection_removed(
+        &mut self,
+        ctx: ConnectionContext,
+        reason: CloseReason,
+    ) -> Actions {
+        debug!(connection = %ctx.id, %reason, "template client gone");
+        self.conns.remove(&ctx.id);
+        Actions::none()
+    }
+
+    async fn handle_coinbase_output_constraints(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: CoinbaseOutputConstraintsOwned,
+    ) -> Actions {
+        if let Err(e) = check_constraints(&msg) {
+            warn!(connection = %ctx.id, error = %e, "refusing coinbase output constraints");
+            return Actions::close(format!("coinbase output constraints: {e}"));
+        }
+        debug!(
+            connection = %ctx.id,
+            size = msg.coinbase_output_max_additional_size,
+            sigops = msg.coinbase_output_max_additional_sigops,
+            "coinbase output constraints"
+        );
+        let current = self.source.current().template_id();
+        let state = self.conns.entry(ctx.id).or_default();
+        state.constraints = Some(msg);
+        if state.sent_template == Some(current) {
+            Actions::none()
+        } else {
+            self.pair_for(ctx.id)
+        }
+    }
+
+    async fn handle_request_transaction_data(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: RequestTransactionDataOwned,
+    ) -> Actions {
+        let id = msg.template_id;
+        if self.source.template(id).is_some() {
+            let ok = (|| {
+                Some(RequestTransactionDataSuccessOwned {
+                    template_id: id,
+                    excess_data: Vec::new().try_into().ok()?,
+                    transaction_list: Vec::new().try_into().ok()?,
+                })
+            })();
+            return ok
+                .map(|m| {
+                    Actions::reply(td(
+                        TemplateDistributionOwned::RequestTransactionDataSuccess(m),
+                    ))
+                })
+                .unwrap_or_default();
+        }
+        let code = if self.source.is_stale(id) {
+            ERROR_STALE_TEMPLATE_ID
+        } else {
+            ERROR_TEMPLATE_ID_NOT_FOUND
+        };
+        debug!(connection = %ctx.id, template_id = id, code, "RequestTransactionData refused");
+        str0255(code)
+            .map(|error_code| {
+                Actions::reply(td(TemplateDistributionOwned::RequestTransactionDataError(
+                    RequestTransactionDataErrorOwned {
+                        template_id: id,
+                        error_code,
+                    },
+                )))
+            })
+            .unwrap_or_default()
+    }
+
+    async fn handle_submit_solution(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SubmitSolutionOwned,
+    ) -> Actions {
+        let template_id = msg.template_id;
+        match self.source.on_submit_solution(msg, shell_now()) {
+            Ok(found) => {
+                info!(connection = %ctx.id, template_id, hash = %found.hash, "block found");
+                self.on_new_tip(found)
+            }
+            Err(error) => {
+                warn!(connection = %ctx.id, template_id, %error, "solution rejected");
+                emit(
+                    &self.events,
+                    SourceEvent::SolutionRejected { template_id, error },
+                );
+                Actions::none()
+            }
+        }
+    }
+
+    async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
+        if msg.downcast_ref::<Tick>().is_none() {
+            return Actions::none();
+        }
+        match self.source.on_tick(shell_now()) {
+            Some(found) => self.on_new_tip(found),
+            None => next_tick(&self.source).into(),
+        }
+    }
+}
+
+/// Drives a [`TemplateDistributionServer`]'s timers through the server's sibling link: sends
+/// [`Tick`] at once, then whenever the deadline of the last [`NextTick`] passes. Ends when the
+/// server stops (its end of the link closes); never polls a closed link.
+pub fn spawn_ticker(sibling: SiblingIo) -> JoinHandle<()> {
+    let (tx, mut rx) = sibling.into_channels();
+    tokio::spawn(async move {
+        if tx.send(SiblingMessage::custom(Tick)).await.is_err() {
+            return;
+        }
+        // Unknown until the handler answers the first Tick.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(m) => {
+                        if let Some(NextTick(d)) = m.downcast_ref::<NextTick>() {
+                            deadline = *d;
+                        }
+                    }
+                },
+                _ = sleep_until(deadline) => {
+                    deadline = None;
+                    if tx.send(SiblingMessage::custom(Tick)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
