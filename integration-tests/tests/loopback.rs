@@ -571,14 +571,16 @@ async fn client_follows_reconnect_with_the_same_authority_key() {
     let (la, addr_a) = listener().await;
     let (_a, handle_a) = Sv2ServerService::builder()
         .config(noise_config(&keys))
-        .mining(Redirect { port: addr_b.port() })
+        .mining(Redirect {
+            port: addr_b.port(),
+        })
         .serve(la);
     let (events, mut rx) = Events::new(100);
     let (_client, client_handle) = Sv2ClientService::builder()
-        .config(
-            ClientConfig::default()
-                .endpoint(Subprotocol::Mining, Endpoint::noise(addr_a.to_string(), keys.public())),
-        )
+        .config(ClientConfig::default().endpoint(
+            Subprotocol::Mining,
+            Endpoint::noise(addr_a.to_string(), keys.public()),
+        ))
         .mining(RecordingMiningClient { events, flags: 0 })
         .start();
     let first = wait_added(&mut rx).await;
@@ -597,4 +599,33 @@ async fn client_follows_reconnect_with_the_same_authority_key() {
     client_handle.shutdown().await;
     handle_a.shutdown().await;
     handle_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_tcp_when_explicitly_chosen() {
+    let (l, addr) = listener().await;
+    let (server_events, mut server_rx) = Events::new(100);
+    let (_svc, handle) = Sv2ServerService::builder()
+        .config(ServerConfig::with_transport(ServerTransport::Plaintext))
+        .mining(MinimalMiningServer::new(server_events))
+        .serve(l);
+    let (events, mut rx) = Events::new(100);
+    let (_client, client_handle) = Sv2ClientService::builder()
+        .config(
+            ClientConfig::default()
+                .endpoint(Subprotocol::Mining, Endpoint::plaintext(addr.to_string())),
+        )
+        .mining(RecordingMiningClient { events, flags: 0 })
+        .start();
+    wait_added(&mut rx).await;
+    wait_added(&mut server_rx).await;
+    // A Noise client cannot talk to a plaintext server: its handshake fails.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        within(15, "noise against plaintext", RawPeer::noise(tcp, None))
+            .await
+            .is_err()
+    );
+    client_handle.shutdown().await;
+    handle.shutdown().await;
 }
