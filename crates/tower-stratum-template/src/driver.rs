@@ -127,8 +127,9 @@ async fn run(
                 debug!("mining server gone");
                 return;
             }
-            emit(&events, SourceEvent::Templates(found.next.clone()));
+            let next = found.next.clone();
             emit(&events, SourceEvent::Block(Box::new(found)));
+            emit(&events, SourceEvent::Templates(next));
         }
     }
 }

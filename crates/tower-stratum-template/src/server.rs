@@ -176,8 +176,9 @@ impl TemplateDistributionServer {
             next_template = found.next.template_id(),
             "new tip: templates sent"
         );
-        emit(&self.events, SourceEvent::Templates(found.next.clone()));
+        let next = found.next.clone();
         emit(&self.events, SourceEvent::Block(Box::new(found)));
+        emit(&self.events, SourceEvent::Templates(next));
         actions.and(next_tick(&self.source))
     }
 }

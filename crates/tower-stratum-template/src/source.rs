@@ -502,7 +502,7 @@ impl EmbeddedRegtestSource {
         self.templates.insert(id, next.new_template.clone());
         self.current = next.clone();
         self.next_simulated_at = simulated_deadline(&self.config, now);
-        tracing::info!(height, %hash, ?origin, next_template = id, "new chain tip");
+        tracing::debug!(height, %hash, ?origin, next_template = id, "new chain tip");
         Ok(FoundBlock {
             block,
             height,

@@ -1,0 +1,174 @@
+//! `template-provider`: a regtest Sv2 Template Provider (spec 7) serving tower-stratum's
+//! embedded template source over Noise.
+//!
+//! Templates are coinbase-only regtest blocks on a chain that starts at the regtest genesis
+//! block: BIP34 height in `coinbase_prefix`, `nBits` 0x207fffff, the witness commitment as the
+//! only template output, the whole subsidy (50 BTC, halving every 150 blocks) in
+//! `coinbase_tx_value_remaining`. The Template Provider pays nobody: the pool (or JDC) adds its
+//! payout outputs before the template's outputs (spec 7.2). A `SubmitSolution` that rebuilds to
+//! a valid block becomes the new tip; without one, a simulated block from "another miner"
+//! moves the tip every `--interval-secs`.
+//!
+//! Prints `LISTENING <ip:port>` on stdout once the socket is bound, then one status line per
+//! new template and per block; logs go to stderr (`RUST_LOG`, default `info`). Stops on
+//! Ctrl-C or SIGTERM.
+//!
+//! ```sh
+//! cargo run -p template-provider -- --listen 127.0.0.1:8442 --interval-secs 30
+//! ```
+
+use clap::Parser;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tower_stratum::codec::{AuthorityKeypair, SRI_TEST_AUTHORITY_SECRET_KEY};
+use tower_stratum::stratum_core::bitcoin::{hashes::Hash, BlockHash};
+use tower_stratum::{ServerConfig, ServerTransport};
+use tower_stratum_template::{
+    BlockOrigin, SourceConfig, SourceEvent, TemplateDistributionServer, TemplateServerConfig,
+    TemplateUpdate,
+};
+
+/// A regtest Sv2 Template Provider.
+#[derive(Parser, Debug)]
+#[command(name = "template-provider", version, about)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port; see the LISTENING line).
+    #[arg(long, default_value = "127.0.0.1:8442")]
+    listen: SocketAddr,
+    /// Simulate another miner's block this many seconds after the last new tip (0: never).
+    #[arg(long, default_value_t = 600)]
+    interval_secs: u64,
+    /// Authority secret key (base58check, SRI's format) that signs the Noise certificate.
+    /// Default: SRI's PUBLIC test key (anyone can impersonate this server).
+    #[arg(long)]
+    authority_secret_key: Option<String>,
+    /// Noise certificate validity, seconds.
+    #[arg(long, default_value_t = 3600)]
+    cert_validity_secs: u64,
+    /// Send templates only after a client's CoinbaseOutputConstraints (spec 7 to the letter)
+    /// instead of right after SetupConnection.
+    #[arg(long)]
+    wait_for_constraints: bool,
+}
+
+fn hash_hex(u256: &[u8]) -> String {
+    let mut b = [0u8; 32];
+    if u256.len() == 32 {
+        b.copy_from_slice(u256);
+    }
+    BlockHash::from_byte_array(b).to_string()
+}
+
+fn status_template(u: &TemplateUpdate) -> String {
+    let t = &u.new_template;
+    let p = &u.set_new_prev_hash;
+    format!(
+        "template {} height {} prev_hash {} nbits {:08x} header_timestamp {} value_remaining {} sat",
+        t.template_id,
+        u.height,
+        hash_hex(p.prev_hash.as_bytes()),
+        p.n_bits,
+        p.header_timestamp,
+        t.coinbase_tx_value_remaining,
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let secret = match &cli.authority_secret_key {
+        Some(k) => k.parse()?,
+        None => {
+            eprintln!(
+                "\n*** WARNING: using SRI's PUBLIC test authority key ***\n\
+                 *** anyone can impersonate this Template Provider. ***\n\
+                 *** Pass --authority-secret-key for anything but tests. ***\n"
+            );
+            SRI_TEST_AUTHORITY_SECRET_KEY.parse()?
+        }
+    };
+    let keypair = AuthorityKeypair::from_secret(secret);
+    eprintln!("authority public key: {}", keypair.public());
+
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let local = listener.local_addr()?;
+
+    let (events_tx, mut events) = mpsc::channel(256);
+    let server = TemplateDistributionServer::new(TemplateServerConfig {
+        source: SourceConfig::with_tip_interval(Duration::from_secs(cli.interval_secs)),
+        send_on_connect: !cli.wait_for_constraints,
+    })?
+    .with_events(events_tx);
+    let config = ServerConfig::with_transport(ServerTransport::Noise {
+        keypair,
+        cert_validity: Duration::from_secs(cli.cert_validity_secs),
+    });
+    let (_service, handle, ticker) = server.serve(config, listener);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "LISTENING {local}")?;
+        out.flush()?;
+    }
+
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            e = events.recv() => match e {
+                Some(SourceEvent::Templates(u)) => println!("{}", status_template(&u)),
+                Some(SourceEvent::Block(b)) => {
+                    let by = match b.origin {
+                        BlockOrigin::Solution { template_id } => {
+                            format!("solution for template {template_id}")
+                        }
+                        BlockOrigin::Simulated => "simulated other miner".to_string(),
+                    };
+                    println!("block {} height {} ({by})", b.hash, b.height);
+                }
+                Some(SourceEvent::SolutionRejected { template_id, error }) => {
+                    println!("solution for template {template_id} rejected: {error}");
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    handle.shutdown().await;
+    let _ = ticker.await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
