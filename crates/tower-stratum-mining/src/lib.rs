@@ -50,3 +50,7 @@ pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
 pub use config::{ConfigError, MiningServerConfig};
 pub use server::{MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL};
 pub use stats::MiningStats;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+#[cfg(test)]
+mod tests;

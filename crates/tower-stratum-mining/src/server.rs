@@ -152,7 +152,7 @@ struct ChainState {
 /// `SubmitShares.Success`, and at once when they solve a block.
 pub struct MiningServer {
     config: MiningServerConfig,
-    allocator: ExtranonceAllocator,
+    pub(crate) allocator: ExtranonceAllocator,
     connections: BTreeMap<ConnectionId, Connection>,
     chain: ChainState,
     found_blocks: Vec<FoundBlock>,
