@@ -35,9 +35,10 @@ pub fn target_to_difficulty(target: &Target) -> f64 {
     target.difficulty_float()
 }
 
-/// The target of a share difficulty: `floor(DIFF1_TARGET / difficulty)`, computed exactly from
-/// the `f64`'s binary value (no floating-point rounding), saturated to the maximum target
-/// `2^256 - 1` for tiny difficulties.
+/// The target of a share difficulty: `floor(DIFF1_TARGET / difficulty)`, in exact integer
+/// arithmetic on the `f64`'s shortest decimal representation (what `{}` prints), so a
+/// configured `0.001` means exactly 1/1000; saturated to the maximum target `2^256 - 1` for
+/// tiny difficulties.
 ///
 /// Returns `None` when `difficulty` is not finite and positive, or so large that the target
 /// would be zero (no hash could meet it).
@@ -45,60 +46,112 @@ pub fn difficulty_to_target(difficulty: f64) -> Option<Target> {
     if !(difficulty.is_finite() && difficulty > 0.0) {
         return None;
     }
-    // difficulty = m * 2^e exactly, m < 2^53.
-    let bits = difficulty.to_bits();
-    let exp_bits = ((bits >> 52) & 0x7ff) as i64;
-    let fraction = bits & ((1u64 << 52) - 1);
-    let (m, e) = if exp_bits == 0 {
-        (fraction, -1074i64)
-    } else {
-        (fraction | (1u64 << 52), exp_bits - 1075)
-    };
-    // target = floor(0xffff * 2^208 / (m * 2^e)) = floor(0xffff * 2^(208 - e) / m); for a
-    // negative shift, floor(floor(0xffff / 2^-k) / m) is the same number.
-    let shift = 208 - e;
-    let (numerator_top, zeros) = if shift >= 0 {
-        (0xffffu64, shift as u64)
-    } else if -shift >= 16 {
+    // Shortest round-trip decimal: "d.ddddde<exp>" -> mantissa digits M, difficulty = M * 10^e.
+    let repr = format!("{difficulty:e}");
+    let (digits, exp) = repr.split_once('e')?;
+    let exp: i64 = exp.parse().ok()?;
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    let mantissa: u64 = format!("{int_part}{frac_part}").parse().ok()?;
+    let e = exp - frac_part.len() as i64;
+    if mantissa == 0 {
         return None;
-    } else {
-        (0xffffu64 >> (-shift) as u32, 0)
-    };
-    // Binary long division of `numerator_top << zeros` by `m`, quotient in 256 bits.
-    let divisor = u128::from(m);
-    let mut rem: u128 = 0;
-    let mut q = [0u128; 2]; // [high, low]
-    let mut saturated = false;
-    let top_bits = 64 - numerator_top.leading_zeros() as u64;
-    for i in 0..(top_bits + zeros) {
-        let bit = if i < top_bits {
-            (numerator_top >> (top_bits - 1 - i)) & 1
-        } else {
-            0
-        };
-        rem = (rem << 1) | u128::from(bit);
-        let qbit = if rem >= divisor {
-            rem -= divisor;
-            1
-        } else {
-            0
-        };
-        if q[0] >> 127 == 1 {
-            saturated = true;
-            break;
+    }
+    // N = 0xffff * 2^208, as 64-bit limbs (little-endian), with room to grow.
+    let mut n = BigUint::from_u64(0xffff);
+    n.shl_words_bits(208);
+    if e >= 0 {
+        for _ in 0..e {
+            n.div_small(10);
+            if n.is_zero() {
+                return None;
+            }
         }
-        q[0] = (q[0] << 1) | (q[1] >> 127);
-        q[1] = (q[1] << 1) | qbit;
-    }
-    let mut be = [0u8; 32];
-    if saturated {
-        be = [0xff; 32];
     } else {
-        be[..16].copy_from_slice(&q[0].to_be_bytes());
-        be[16..].copy_from_slice(&q[1].to_be_bytes());
+        for _ in 0..(-e) {
+            n.mul_small(10);
+            if n.bits() > 256 + 64 {
+                return Some(Target::from_be_bytes([0xff; 32]));
+            }
+        }
     }
-    let target = Target::from_be_bytes(be);
+    n.div_small(mantissa);
+    if n.bits() > 256 {
+        return Some(Target::from_be_bytes([0xff; 32]));
+    }
+    let target = Target::from_be_bytes(n.to_be_bytes_32());
     (target != Target::ZERO).then_some(target)
+}
+
+/// A minimal unsigned big integer (little-endian 64-bit limbs) for [`difficulty_to_target`].
+struct BigUint(Vec<u64>);
+
+impl BigUint {
+    fn from_u64(v: u64) -> Self {
+        Self(vec![v])
+    }
+
+    fn shl_words_bits(&mut self, bits: usize) {
+        let words = bits / 64;
+        let rest = (bits % 64) as u32;
+        let mut out = vec![0u64; words];
+        let mut carry = 0u64;
+        for &limb in &self.0 {
+            if rest == 0 {
+                out.push(limb);
+            } else {
+                out.push((limb << rest) | carry);
+                carry = limb >> (64 - rest);
+            }
+        }
+        if carry != 0 {
+            out.push(carry);
+        }
+        self.0 = out;
+    }
+
+    fn mul_small(&mut self, m: u64) {
+        let mut carry = 0u128;
+        for limb in self.0.iter_mut() {
+            let v = u128::from(*limb) * u128::from(m) + carry;
+            *limb = v as u64;
+            carry = v >> 64;
+        }
+        if carry != 0 {
+            self.0.push(carry as u64);
+        }
+    }
+
+    fn div_small(&mut self, d: u64) {
+        let mut rem = 0u128;
+        for limb in self.0.iter_mut().rev() {
+            let cur = (rem << 64) | u128::from(*limb);
+            *limb = (cur / u128::from(d)) as u64;
+            rem = cur % u128::from(d);
+        }
+        while self.0.len() > 1 && self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0.iter().all(|l| *l == 0)
+    }
+
+    fn bits(&self) -> usize {
+        match self.0.iter().rposition(|l| *l != 0) {
+            Some(i) => i * 64 + (64 - self.0[i].leading_zeros() as usize),
+            None => 0,
+        }
+    }
+
+    /// The low 256 bits, big-endian.
+    fn to_be_bytes_32(&self) -> [u8; 32] {
+        let mut be = [0u8; 32];
+        for (i, limb) in self.0.iter().take(4).enumerate() {
+            be[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&limb.to_be_bytes());
+        }
+        be
+    }
 }
 
 /// The target a compact `nBits` encodes (the network target of a block header).
