@@ -260,12 +260,20 @@ mod tests {
     };
 
     fn solved() -> Solved {
-        let source =
-            EmbeddedRegtestSource::new(SourceConfig::default(), Now::new(Instant::now(), 1_700_000_000))
-                .unwrap();
+        let source = EmbeddedRegtestSource::new(
+            SourceConfig::default(),
+            Now::new(Instant::now(), 1_700_000_000),
+        )
+        .unwrap();
         let cur = source.current();
         let payout = payout_all(&cur.new_template, op_true_script());
-        solve(&cur.new_template, &cur.set_new_prev_hash, &[payout], b"check").unwrap()
+        solve(
+            &cur.new_template,
+            &cur.set_new_prev_hash,
+            &[payout],
+            b"check",
+        )
+        .unwrap()
     }
 
     /// Re-grinds the nonce after the block changed (keeps the merkle root as it is).
@@ -312,9 +320,8 @@ mod tests {
         ));
         // A valid hash under an nBits easier than regtest allows.
         let mut b = solved().block;
-        b.header.bits = tower_stratum_core::stratum_core::bitcoin::CompactTarget::from_consensus(
-            0x2100_ffff,
-        );
+        b.header.bits =
+            tower_stratum_core::stratum_core::bitcoin::CompactTarget::from_consensus(0x2100_ffff);
         regrind(&mut b);
         assert!(matches!(
             validate_block(&serialize(&b), 1),

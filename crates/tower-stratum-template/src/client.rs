@@ -136,7 +136,10 @@ impl Sv2TemplateDistributionClientHandler for TemplateDistributionClient {
         match m {
             TemplateDistributionOwned::SubmitSolution(s) => {
                 if self.connected {
-                    info!(template_id = s.template_id, "sending SubmitSolution upstream");
+                    info!(
+                        template_id = s.template_id,
+                        "sending SubmitSolution upstream"
+                    );
                 } else {
                     tracing::error!(
                         template_id = s.template_id,

@@ -183,7 +183,10 @@ fn on_message(
         }
         other => {
             let name = Sv2Message::TemplateDistribution(other).name();
-            debug!(message = name, "ignoring Template Distribution message from the mining server");
+            debug!(
+                message = name,
+                "ignoring Template Distribution message from the mining server"
+            );
             None
         }
     }

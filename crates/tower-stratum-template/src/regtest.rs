@@ -7,15 +7,10 @@
 //! subsidy halving every 150 blocks.
 
 use tower_stratum_core::stratum_core::bitcoin::{
-    self,
-    absolute::LockTime,
-    consensus::serialize,
-    constants::genesis_block,
-    hashes::Hash,
-    script::Builder,
-    transaction::Version as TxVersion,
-    Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Target,
-    Transaction, TxIn, TxOut, Witness, WitnessMerkleNode,
+    self, absolute::LockTime, consensus::serialize, constants::genesis_block, hashes::Hash,
+    script::Builder, transaction::Version as TxVersion, Amount, Block, BlockHash, CompactTarget,
+    Network, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxOut, Witness,
+    WitnessMerkleNode,
 };
 use tower_stratum_core::stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
 
@@ -247,7 +242,10 @@ mod tests {
             222, 253, 63, 169, 153, 223, 163, 105, 83, 117, 92, 105, 6, 137, 121, 153, 98, 180,
             139, 235, 216, 54, 151, 78, 140, 249,
         ];
-        assert_eq!(serialize(&empty_block_witness_commitment_output()), expected);
+        assert_eq!(
+            serialize(&empty_block_witness_commitment_output()),
+            expected
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use tower_stratum_core::stratum_core::bitcoin::{
     hashes::Hash,
     script::PushBytesBuf,
     transaction::Version as TxVersion,
-    Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Target, Transaction,
-    TxMerkleNode, TxIn, TxOut, Witness,
+    Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn,
+    TxMerkleNode, TxOut, Witness,
 };
 use tower_stratum_core::stratum_core::template_distribution_sv2::{
     NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
@@ -70,7 +70,12 @@ pub fn build_coinbase(
 ) -> Result<Transaction, SolverError> {
     let mut script_sig = template.coinbase_prefix.as_bytes().to_vec();
     let push = PushBytesBuf::try_from(extranonce.to_vec()).map_err(|_| SolverError::TooLarge)?;
-    script_sig.extend(ScriptBuf::builder().push_slice(push).into_script().into_bytes());
+    script_sig.extend(
+        ScriptBuf::builder()
+            .push_slice(push)
+            .into_script()
+            .into_bytes(),
+    );
     let mut outputs = payouts.to_vec();
     let mut cursor = template.coinbase_tx_outputs.as_bytes();
     for _ in 0..template.coinbase_tx_outputs_count {

@@ -32,8 +32,8 @@ use tower_stratum_core::stratum_core::bitcoin::{
     hashes::Hash,
     script::PushBytesBuf,
     transaction::Version as TxVersion,
-    Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxMerkleNode, TxIn, TxOut, Witness,
+    Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
+    TxMerkleNode, TxOut, Witness,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned;
 use tower_stratum_core::stratum_core::template_distribution_sv2::{
@@ -470,7 +470,12 @@ impl EmbeddedRegtestSource {
         };
         let height = self.tip.height.saturating_add(1);
         validate_decoded_block(&block, height).map_err(SolutionError::InvalidBlock)?;
-        Ok(self.advance(block, height, BlockOrigin::Solution { template_id: id }, now)?)
+        Ok(self.advance(
+            block,
+            height,
+            BlockOrigin::Solution { template_id: id },
+            now,
+        )?)
     }
 
     /// Makes `block` the tip and issues the first template on it.
@@ -544,9 +549,7 @@ impl EmbeddedRegtestSource {
             version: BlockVersion::from_consensus(self.config.version as i32),
             prev_blockhash: self.tip.hash,
             merkle_root: TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
-            time: now
-                .unix_time
-                .max(self.median_time_past().saturating_add(1)),
+            time: now.unix_time.max(self.median_time_past().saturating_add(1)),
             bits: CompactTarget::from_consensus(REGTEST_NBITS),
             nonce: 0,
         };
@@ -630,7 +633,10 @@ fn build_template(
 }
 
 /// Checks that `coinbase` is a coinbase built from `template` (spec 7.2/7.7).
-fn check_coinbase(template: &NewTemplateOwned, coinbase: &Transaction) -> Result<(), SolutionError> {
+fn check_coinbase(
+    template: &NewTemplateOwned,
+    coinbase: &Transaction,
+) -> Result<(), SolutionError> {
     let mismatch = SolutionError::CoinbaseMismatch;
     if !coinbase.is_coinbase() || coinbase.input.len() != 1 {
         return Err(mismatch("not a coinbase"));
@@ -694,7 +700,13 @@ mod tests {
     fn solve_current(source: &EmbeddedRegtestSource, extranonce: &[u8]) -> Solved {
         let cur = source.current();
         let payout = payout_all(&cur.new_template, op_true_script());
-        solve(&cur.new_template, &cur.set_new_prev_hash, &[payout], extranonce).unwrap()
+        solve(
+            &cur.new_template,
+            &cur.set_new_prev_hash,
+            &[payout],
+            extranonce,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -758,7 +770,11 @@ mod tests {
             assert!(found.next.template_id() > template_id);
             assert_eq!(
                 found.next.new_template.coinbase_tx_value_remaining,
-                if height + 1 < 150 { 5_000_000_000 } else { 2_500_000_000 }
+                if height + 1 < 150 {
+                    5_000_000_000
+                } else {
+                    2_500_000_000
+                }
             );
         }
     }
@@ -868,7 +884,10 @@ mod tests {
         assert_eq!(found.origin, BlockOrigin::Simulated);
         assert_eq!(found.height, 1);
         validate_block(&found.block_bytes(), 1).unwrap();
-        assert_eq!(found.block.txdata[0].output[0].script_pubkey, op_true_script());
+        assert_eq!(
+            found.block.txdata[0].output[0].script_pubkey,
+            op_true_script()
+        );
         assert_eq!(source.poll_timeout(), Some(base + Duration::from_secs(60)));
         assert_eq!(source.current().height, 2);
         // A solution for the height-1 template is now stale.
@@ -876,7 +895,9 @@ mod tests {
 
         // A mined block resets the interval.
         let solved = solve_current(&source, b"m");
-        source.on_submit_solution(solved.submit, at(base, 45)).unwrap();
+        source
+            .on_submit_solution(solved.submit, at(base, 45))
+            .unwrap();
         assert_eq!(source.poll_timeout(), Some(base + Duration::from_secs(75)));
         let found = source.on_tick(at(base, 75)).unwrap();
         assert_eq!(found.height, 3);
