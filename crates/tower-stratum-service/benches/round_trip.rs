@@ -200,6 +200,8 @@ fn round_trip(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pipelined_100");
     group.throughput(Throughput::Elements(BATCH));
+    // A Noise batch takes ~1.5 ms: 50 samples fit the 5 s measurement time.
+    group.sample_size(50);
     for (name, noise) in [("plaintext", false), ("noise", true)] {
         let mut s = rt.block_on(setup(noise));
         group.bench_function(name, |b| {
