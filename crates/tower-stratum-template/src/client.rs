@@ -24,6 +24,36 @@ use tracing::{debug, info, warn};
 ///   receives from the sibling (same wrapping) to the Template Provider; constraints from the
 ///   sibling also replace the configured ones for later reconnects. A `SubmitSolution` while
 ///   disconnected cannot be delivered and is logged as an error.
+///
+/// Authenticating the Template Provider: configure the endpoint with the TP's authority public
+/// key (`Endpoint::noise(addr, key)`) when you know it. SRI's scripted TP (`sri-harness tp`)
+/// and this crate's `template-provider` example sign with SRI's public test authority key
+/// (`SRI_TEST_AUTHORITY_PUBLIC_KEY`), which the interop tests verify. When the key is not
+/// known, `ClientTransport::Noise { authority: None }` still encrypts but accepts any server,
+/// which is what SRI's pool does when its config has no TP `public_key`: use it only where the
+/// path to the TP is trusted (usually localhost).
+///
+/// ```no_run
+/// use tower_stratum_core::handler::{NullSv2JobDeclarationClientHandler, NullSv2MiningClientHandler};
+/// use tower_stratum_core::Subprotocol;
+/// use tower_stratum_service::{ClientConfig, ClientTransport, Endpoint, SiblingIo, Sv2ClientService};
+/// use tower_stratum_template::TemplateDistributionClient;
+///
+/// # fn link(sibling: SiblingIo) {
+/// // `sibling` comes from the mining server's `Sv2ServerService::new_with_sibling_io`.
+/// let tp = Endpoint {
+///     address: "127.0.0.1:8442".into(),
+///     transport: ClientTransport::Noise { authority: None }, // encrypted, NOT authenticated
+/// };
+/// let (_client, _handle) = Sv2ClientService::new_from_sibling_io(
+///     ClientConfig::default().endpoint(Subprotocol::TemplateDistribution, tp),
+///     NullSv2MiningClientHandler,
+///     NullSv2JobDeclarationClientHandler,
+///     TemplateDistributionClient::default(),
+///     sibling,
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TemplateDistributionClient {
     constraints: CoinbaseOutputConstraintsOwned,

@@ -1,22 +1,4 @@
-//! [`EmbeddedRegtestSource`]: a sans-IO regtest template source.
-//!
-//! It keeps a chain of valid regtest blocks starting at the genesis block, hands out the
-//! Template Distribution messages for the next block (spec 7.2 `NewTemplate` and 7.3
-//! `SetNewPrevHash`), turns a `SubmitSolution` (7.7) into a full block, validates it, and moves
-//! the tip. It never spawns, sleeps or reads a clock: every input carries a [`Now`], and
-//! [`EmbeddedRegtestSource::poll_timeout`] says when it next wants [`on_tick`] (the simulated
-//! blocks of other miners). The tokio shells are [`spawn_embedded_source`] (sibling of a mining
-//! server) and [`TemplateDistributionServer`] (over the wire).
-//!
-//! Templates contain no transactions: `merkle_path` is empty, `coinbase_tx_value_remaining` is
-//! the whole subsidy, and `coinbase_tx_outputs` is the single zero-value witness commitment
-//! output of an empty block. Per spec 7.2 those outputs go last in the coinbase; the client
-//! (pool, JDC, solo mining server) adds its payout outputs before them, worth up to
-//! `coinbase_tx_value_remaining` satoshis.
-//!
-//! [`on_tick`]: EmbeddedRegtestSource::on_tick
-//! [`spawn_embedded_source`]: crate::spawn_embedded_source
-//! [`TemplateDistributionServer`]: crate::TemplateDistributionServer
+//! [`EmbeddedRegtestSource`]: a sans-IO regtest template source (see its docs).
 
 use crate::check::{validate_decoded_block, BlockError};
 use crate::regtest::{
@@ -275,7 +257,37 @@ pub enum SolutionError {
     Encode(#[from] EncodeError),
 }
 
-/// A sans-IO regtest template source (see the [module docs](self)).
+/// A sans-IO regtest template source.
+///
+/// It keeps a chain of valid regtest blocks starting at the genesis block, hands out the
+/// Template Distribution messages for the next block (spec 7.2 `NewTemplate` and 7.3
+/// `SetNewPrevHash`), turns a `SubmitSolution` (7.7) into a full block, validates it, and moves
+/// the tip. It never spawns, sleeps or reads a clock: every input carries a [`Now`], and
+/// [`EmbeddedRegtestSource::poll_timeout`] says when it next wants [`on_tick`] (the simulated
+/// blocks of other miners). The tokio shells are [`spawn_embedded_source`] (sibling of a mining
+/// server) and [`TemplateDistributionServer`] (over the wire).
+///
+/// Templates contain no transactions: `merkle_path` is empty, `coinbase_tx_value_remaining` is
+/// the whole subsidy, and `coinbase_tx_outputs` is the single zero-value witness commitment
+/// output of an empty block. Per spec 7.2 those outputs go last in the coinbase; the client
+/// (pool, JDC, solo mining server) adds its payout outputs before them, worth up to
+/// `coinbase_tx_value_remaining` satoshis.
+///
+/// `SetNewPrevHash.header_timestamp` is `now` (Unix seconds), or one second after the median
+/// time past of the last 11 blocks if that is later (BIP113), so that rapid test blocks stay
+/// valid. A solution's timestamp must exceed the median time past and be at most 2 h ahead of
+/// `now` (consensus); the spec's stricter client-side rule (not before `header_timestamp`) is
+/// not enforced.
+///
+/// Spec 7 says a Template Provider MUST attempt to broadcast the blocks mined on its work.
+/// This source has no network: every new tip is returned as a [`FoundBlock`] whose
+/// [`block_bytes`](FoundBlock::block_bytes) the application can submit wherever it wants.
+///
+/// [`on_tick`]: EmbeddedRegtestSource::on_tick
+/// [`spawn_embedded_source`]: crate::spawn_embedded_source
+/// [`TemplateDistributionServer`]: crate::TemplateDistributionServer
+///
+/// # Example
 ///
 /// ```
 /// use std::time::{Duration, Instant};
