@@ -1,0 +1,457 @@
+//! `cpu-miner`: a Stratum V2 CPU miner. See `cpu-miner --help` and the `cpu_miner` library
+//! docs.
+//!
+//! Output on stdout (one line each): `channel opened: ...`, `share accepted: ...`,
+//! `share rejected: ...`, a `hashrate: <H/s> H/s ...` line every 5 s, a final `summary: ...`
+//! line, and with `--dump-protocol` every Sv2 message (`<- ` received, `-> ` sent). Logs go to
+//! stderr.
+
+use clap::{Parser, ValueEnum};
+use cpu_miner::dump::DumpLayer;
+use cpu_miner::handler::{HandlerOptions, MinerHandler, Stop};
+use cpu_miner::miner::{self, FoundShare, BATCH};
+use cpu_miner::sha256d::{Engine, Midstate};
+use cpu_miner::state::{ChannelMode, ChannelRequest, MinerState};
+use cpu_miner::stats::{human_rate, Snapshot, Stats};
+use cpu_miner::submit;
+use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tower::util::option_layer;
+use tower_stratum::codec::{AuthorityPublicKey, SRI_TEST_AUTHORITY_PUBLIC_KEY};
+use tower_stratum::session::str0255;
+use tower_stratum::{ClientConfig, Endpoint, Subprotocol, Sv2ClientService};
+use tracing::{error, info};
+
+/// Seconds between two hashrate lines.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ChannelArg {
+    /// OpenStandardMiningChannel (header-only mining; the spec's choice for end devices).
+    Standard,
+    /// OpenExtendedMiningChannel (the miner rolls its own extranonce in the coinbase).
+    Extended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// SHA-NI multi-lane when the CPU has it, else portable.
+    Auto,
+    /// sha2's compression function, one nonce at a time.
+    Portable,
+}
+
+/// A Stratum V2 CPU miner (tower-stratum example).
+#[derive(Debug, Parser)]
+#[command(name = "cpu-miner", version, about)]
+struct Cli {
+    /// Upstream Mining Protocol endpoint: `stratum2+tcp://host:port[/authority_key]`
+    /// (or `host:port`). An authority key in the URL is used unless --authority-key is given.
+    #[arg(long, default_value = "stratum2+tcp://127.0.0.1:34254")]
+    url: String,
+    /// The upstream's authority public key (base58check); its Noise certificate must be signed
+    /// by it. Default: SRI's public test key (also the default of our solo-mining server).
+    #[arg(long)]
+    authority_key: Option<String>,
+    /// Channel type to open.
+    #[arg(long, value_enum, default_value_t = ChannelArg::Standard)]
+    channel: ChannelArg,
+    /// Hashing threads. Default: the number of available cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `user_identity` of the channel (pool account / worker name).
+    #[arg(long, default_value = "cpu-miner")]
+    user_identity: String,
+    /// Print every Sv2 message received (`<- `) and sent (`-> `), one line each.
+    #[arg(long)]
+    dump_protocol: bool,
+    /// `nominal_hash_rate` advertised when opening the channel, H/s. Default: measured at
+    /// startup (1 s on every thread) times --nominal-hashrate-multiplier.
+    #[arg(long)]
+    nominal_hashrate: Option<f32>,
+    /// Multiplier on the measured hashrate for `nominal_hash_rate`. Below 1 makes the upstream
+    /// pick an easier target (more, smaller shares), e.g. for tests.
+    #[arg(long, default_value_t = 1.0)]
+    nominal_hashrate_multiplier: f32,
+    /// Extended channels: `min_extranonce_size` requested (bytes the miner rolls).
+    #[arg(long, default_value_t = 4)]
+    min_extranonce_size: u16,
+    /// Standard channels: do not set REQUIRES_STANDARD_JOBS, so the upstream may put the
+    /// channel in a group channel and send extended jobs (mined with the channel's
+    /// extranonce_prefix).
+    #[arg(long)]
+    accept_group_jobs: bool,
+    /// Set REQUIRES_VERSION_ROLLING in SetupConnection (the miner rolls BIP320 bits whenever
+    /// a job allows it, with or without this flag).
+    #[arg(long)]
+    require_version_rolling: bool,
+    /// Stop after this many accepted shares.
+    #[arg(long)]
+    max_shares: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    exit_after_secs: Option<u64>,
+    /// Do not connect: hash a synthetic header (no shares) and report the hashrate; stops
+    /// after --exit-after-secs (default 20).
+    #[arg(long)]
+    benchmark: bool,
+    /// Hashing engine.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// Debug logs on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// Splits `stratum2+tcp://host:port[/key]` (or `host:port`) into the address and the key.
+fn parse_url(url: &str) -> Result<(String, Option<String>), String> {
+    let rest = match url.split_once("://") {
+        Some(("stratum2+tcp", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!("unsupported scheme {scheme:?} (use stratum2+tcp)"))
+        }
+        None => url,
+    };
+    let (addr, key) = match rest.split_once('/') {
+        Some((a, k)) if !k.is_empty() => (a, Some(k.trim_end_matches('/').to_string())),
+        Some((a, _)) => (a, None),
+        None => (rest, None),
+    };
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!("expected host:port in {url:?}"));
+    }
+    Ok((addr.to_string(), key))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(if cli.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Hashing threads may be mid-batch; the process exit ends them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let engine = match cli.engine {
+        EngineArg::Auto => Engine::detect(),
+        EngineArg::Portable => Engine::Portable,
+    };
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    println!("engine {} threads {threads}", engine.name());
+    if cli.benchmark {
+        return benchmark(engine, threads, cli.exit_after_secs.unwrap_or(20)).await;
+    }
+
+    let (address, url_key) = match parse_url(&cli.url) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("--url: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let key_text = cli
+        .authority_key
+        .clone()
+        .or(url_key)
+        .unwrap_or_else(|| SRI_TEST_AUTHORITY_PUBLIC_KEY.to_string());
+    let authority: AuthorityPublicKey = match key_text.parse() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("authority key {key_text:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let nominal_hash_rate = match cli.nominal_hashrate {
+        Some(h) => h,
+        None => {
+            let measured = tokio::task::spawn_blocking(move || {
+                measure(engine, threads, Duration::from_secs(1))
+            })
+            .await
+            .unwrap_or(0.0);
+            println!(
+                "measured hashrate: {measured:.0} H/s ({})",
+                human_rate(measured)
+            );
+            (measured * f64::from(cli.nominal_hashrate_multiplier)) as f32
+        }
+    };
+
+    let Some(user_identity) = str0255(&cli.user_identity) else {
+        eprintln!("--user-identity: not a valid STR0_255");
+        return ExitCode::from(2);
+    };
+    let stats = Arc::new(Stats::default());
+    let (work_tx, work_rx) = watch::channel(None);
+    let (share_tx, share_rx) = mpsc::channel::<FoundShare>(256);
+    let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(4);
+    let state = MinerState::new(ChannelRequest {
+        mode: match cli.channel {
+            ChannelArg::Standard => ChannelMode::Standard,
+            ChannelArg::Extended => ChannelMode::Extended,
+        },
+        user_identity,
+        nominal_hash_rate,
+        min_extranonce_size: cli.min_extranonce_size,
+    });
+    let handler = MinerHandler::new(
+        state,
+        HandlerOptions {
+            dump_protocol: cli.dump_protocol,
+            accept_group_jobs: cli.accept_group_jobs,
+            require_version_rolling: cli.require_version_rolling,
+            max_shares: cli.max_shares,
+        },
+        work_tx,
+        stats.clone(),
+        stop_tx,
+    );
+    let config = ClientConfig {
+        vendor: "tower-stratum cpu-miner".into(),
+        ..ClientConfig::default()
+    }
+    .endpoint(
+        Subprotocol::Mining,
+        Endpoint::noise(address.clone(), authority),
+    );
+    info!(%address, channel = ?cli.channel, nominal_hash_rate, "connecting");
+    let (service, handle) = Sv2ClientService::builder()
+        .config(config)
+        .layer(option_layer(cli.dump_protocol.then_some(DumpLayer)))
+        .mining(handler)
+        .start();
+
+    tokio::spawn(submit::run(
+        share_rx,
+        service,
+        work_rx.clone(),
+        stats.clone(),
+        cli.dump_protocol,
+    ));
+    if let Err(e) = miner::spawn(
+        threads,
+        engine,
+        &work_rx,
+        share_tx,
+        stats.clone(),
+        tokio::runtime::Handle::current(),
+    ) {
+        error!(error = %e, "cannot start hashing threads");
+        handle.shutdown().await;
+        return ExitCode::FAILURE;
+    }
+    drop(work_rx);
+
+    let started = Instant::now();
+    let reporter = tokio::spawn(report(stats.clone()));
+    let deadline = cli.exit_after_secs.map(Duration::from_secs);
+    let code = tokio::select! {
+        s = stop_rx.recv() => match s {
+            Some(Stop::MaxShares) => ExitCode::SUCCESS,
+            Some(Stop::ChannelRefused(_)) | None => ExitCode::from(3),
+        },
+        _ = sleep_opt(deadline) => ExitCode::SUCCESS,
+        _ = terminated() => ExitCode::SUCCESS,
+    };
+    reporter.abort();
+    print_summary(&stats.snapshot(), started.elapsed());
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
+    code
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C or (Unix) SIGTERM.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints a hashrate line every [`REPORT_EVERY`].
+async fn report(stats: Arc<Stats>) {
+    let mut last = (Instant::now(), stats.snapshot());
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
+    loop {
+        tick.tick().await;
+        let now = (Instant::now(), stats.snapshot());
+        let secs = now.0.duration_since(last.0).as_secs_f64();
+        let rate = (now.1.hashes - last.1.hashes) as f64 / secs.max(1e-9);
+        println!(
+            "hashrate: {rate:.0} H/s ({}) over {secs:.1} s | {}",
+            human_rate(rate),
+            now.1
+        );
+        last = now;
+    }
+}
+
+fn print_summary(s: &Snapshot, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let rate = s.hashes as f64 / secs.max(1e-9);
+    println!(
+        "summary: {secs:.1} s, {} hashes, average {rate:.0} H/s ({}) | {s}",
+        s.hashes,
+        human_rate(rate)
+    );
+}
+
+/// A header that is not any real block's.
+fn synthetic_header() -> [u8; 80] {
+    let mut h = [0u8; 80];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(11);
+    }
+    h
+}
+
+/// Hashes for `duration` on `threads` threads; returns H/s (all threads).
+fn measure(engine: Engine, threads: usize, duration: Duration) -> f64 {
+    let midstate = Midstate::new(&synthetic_header());
+    let start = Instant::now();
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut n = 0u64;
+                    let mut nonce = (t as u32) << 28;
+                    while start.elapsed() < duration {
+                        n += engine.scan(&midstate, nonce, BATCH, 0, &mut out);
+                        nonce = nonce.wrapping_add(BATCH);
+                        out.clear();
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `--benchmark`: the real hashing threads on a synthetic work with an impossible target.
+async fn benchmark(engine: Engine, threads: usize, secs: u64) -> ExitCode {
+    let header = synthetic_header();
+    let mut prev_hash = [0u8; 32];
+    prev_hash.copy_from_slice(&header[4..36]);
+    let work = Work {
+        tip_epoch: 1,
+        channel_id: 0,
+        job_id: 0,
+        share_kind: ShareKind::Standard,
+        version: 0x2000_0000,
+        version_mask: BIP320_VERSION_MASK,
+        prev_hash,
+        nbits: 0x1d00_ffff,
+        min_ntime: 1_700_000_000,
+        min_ntime_received: Instant::now(),
+        target: [0u8; 32],
+        merkle: MerkleSource::Fixed([7u8; 32]),
+        next_unit: Arc::new(AtomicU64::new(0)),
+    };
+    let stats = Arc::new(Stats::default());
+    let (work_tx, work_rx) = watch::channel(Some(Arc::new(work)));
+    let (share_tx, _share_rx) = mpsc::channel(1);
+    if let Err(e) = miner::spawn(
+        threads,
+        engine,
+        &work_rx,
+        share_tx,
+        stats.clone(),
+        tokio::runtime::Handle::current(),
+    ) {
+        eprintln!("cannot start hashing threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let started = Instant::now();
+    let reporter = tokio::spawn(report(stats.clone()));
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+        _ = terminated() => {}
+    }
+    reporter.abort();
+    print_summary(&stats.snapshot(), started.elapsed());
+    drop(work_tx);
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("stratum2+tcp://127.0.0.1:34254").unwrap(),
+            ("127.0.0.1:34254".into(), None)
+        );
+        assert_eq!(
+            parse_url("stratum2+tcp://pool.example:3336/9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72").unwrap(),
+            (
+                "pool.example:3336".into(),
+                Some("9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72".into())
+            )
+        );
+        assert_eq!(
+            parse_url("localhost:1").unwrap(),
+            ("localhost:1".into(), None)
+        );
+        assert!(parse_url("stratum+tcp://a:1").is_err());
+        assert!(parse_url("stratum2+tcp://nohost").is_err());
+    }
+}
