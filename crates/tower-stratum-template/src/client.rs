@@ -197,3 +197,87 @@ fn upstream(m: TemplateDistributionOwned) -> Actions {
     )
     .into()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use tower_stratum_core::session::ConnectionInfo;
+    use tower_stratum_core::stratum_core::template_distribution_sv2::SubmitSolutionOwned;
+    use tower_stratum_core::{ConnectionId, Role};
+
+    fn ctx() -> ConnectionContext {
+        ConnectionContext {
+            id: ConnectionId(1),
+            peer: None,
+            role: Role::Client,
+            info: ConnectionInfo {
+                protocol: Subprotocol::TemplateDistribution,
+                version: 2,
+                flags: 0,
+                success_flags: 0,
+            },
+        }
+    }
+
+    fn solution() -> SiblingMessage {
+        SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+            TemplateDistributionOwned::SubmitSolution(SubmitSolutionOwned {
+                template_id: 1,
+                version: 0x2000_0000,
+                header_timestamp: 0,
+                header_nonce: 0,
+                coinbase_tx: vec![0u8; 4].try_into().unwrap(),
+            }),
+        ))
+    }
+
+    #[tokio::test]
+    async fn bridges_template_provider_and_sibling() {
+        let mut c = TemplateDistributionClient::default();
+        // Not connected yet: a solution cannot go anywhere.
+        assert!(c.handle_sibling_message(solution()).await.is_empty());
+
+        let a = c.on_connection_added(ctx()).await;
+        match &a.0[..] {
+            [Action::Reply(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::CoinbaseOutputConstraints(k),
+            ))] => {
+                assert_eq!(k.coinbase_output_max_additional_size, 43);
+                assert_eq!(k.coinbase_output_max_additional_sigops, 4);
+            }
+            other => panic!("expected CoinbaseOutputConstraints, got {other:?}"),
+        }
+
+        let a = c.handle_sibling_message(solution()).await;
+        assert!(matches!(
+            &a.0[..],
+            [Action::Broadcast(
+                Subprotocol::TemplateDistribution,
+                Sv2Message::TemplateDistribution(TemplateDistributionOwned::SubmitSolution(_))
+            )]
+        ));
+
+        // New constraints from the sibling go upstream and are kept for reconnects.
+        let k = CoinbaseOutputConstraintsOwned {
+            coinbase_output_max_additional_size: 100,
+            coinbase_output_max_additional_sigops: 8,
+        };
+        let a = c
+            .handle_sibling_message(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::CoinbaseOutputConstraints(k),
+            )))
+            .await;
+        assert!(matches!(&a.0[..], [Action::Broadcast(..)]));
+        assert_eq!(c.constraints().coinbase_output_max_additional_size, 100);
+
+        // Server messages that are not templates are ignored when they come from the sibling.
+        assert!(c
+            .handle_sibling_message(SiblingMessage::custom("x"))
+            .await
+            .is_empty());
+
+        c.on_connection_removed(ctx(), CloseReason::Shutdown).await;
+        assert!(c.handle_sibling_message(solution()).await.is_empty());
+    }
+}

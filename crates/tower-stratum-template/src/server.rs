@@ -340,3 +340,135 @@ pub fn spawn_ticker(sibling: SiblingIo) -> JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::regtest::op_true_script;
+    use crate::solver::{payout_all, solve};
+    use std::time::Duration;
+    use tower_stratum_core::session::ConnectionInfo;
+    use tower_stratum_core::{Role, Subprotocol};
+
+    fn ctx(id: u64) -> ConnectionContext {
+        ConnectionContext {
+            id: ConnectionId(id),
+            peer: None,
+            role: Role::Server,
+            info: ConnectionInfo {
+                protocol: Subprotocol::TemplateDistribution,
+                version: 2,
+                flags: 0,
+                success_flags: 0,
+            },
+        }
+    }
+
+    fn names(a: &Actions) -> Vec<String> {
+        a.0.iter()
+            .map(|a| match a {
+                Action::SendTo(id, m) => format!("{id} {}", m.name()),
+                Action::Reply(m) => format!("reply {}", m.name()),
+                Action::ToSibling(m) if m.downcast_ref::<NextTick>().is_some() => "NextTick".into(),
+                Action::Close(_) => "close".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn constraints(size: u32) -> CoinbaseOutputConstraintsOwned {
+        CoinbaseOutputConstraintsOwned {
+            coinbase_output_max_additional_size: size,
+            coinbase_output_max_additional_sigops: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_templates_and_moves_the_tip_on_a_solution() {
+        let mut tp = TemplateDistributionServer::new(TemplateServerConfig::default()).unwrap();
+        let a = tp.on_connection_added(ctx(1)).await;
+        assert_eq!(
+            names(&a),
+            [
+                "#1 NewTemplate",
+                "#1 SetNewPrevHashTemplateDistributionProtocol"
+            ]
+        );
+        // Already has the current template: the constraints get no duplicate.
+        let a = tp
+            .handle_coinbase_output_constraints(ctx(1), constraints(43))
+            .await;
+        assert!(a.is_empty());
+        // Infeasible constraints close the connection.
+        let a = tp
+            .handle_coinbase_output_constraints(ctx(1), constraints(1_000_000))
+            .await;
+        assert_eq!(names(&a), ["close"]);
+        tp.on_connection_added(ctx(2)).await;
+
+        let cur = tp.source().current().clone();
+        let payout = payout_all(&cur.new_template, op_true_script());
+        let solved = solve(&cur.new_template, &cur.set_new_prev_hash, &[payout], b"u").unwrap();
+        let mut bad = solved.submit.clone();
+        bad.coinbase_tx = vec![0u8; 4].try_into().unwrap();
+        assert!(tp.handle_submit_solution(ctx(2), bad).await.is_empty());
+        assert_eq!(tp.source().tip().height, 0);
+
+        let mut a = names(&tp.handle_submit_solution(ctx(2), solved.submit).await);
+        a.sort();
+        assert_eq!(
+            a,
+            [
+                "#1 NewTemplate",
+                "#1 SetNewPrevHashTemplateDistributionProtocol",
+                "#2 NewTemplate",
+                "#2 SetNewPrevHashTemplateDistributionProtocol",
+                "NextTick"
+            ]
+        );
+        assert_eq!(tp.source().tip().height, 1);
+
+        // The old template is now stale for RequestTransactionData.
+        let a = tp
+            .handle_request_transaction_data(
+                ctx(1),
+                RequestTransactionDataOwned {
+                    template_id: cur.template_id(),
+                },
+            )
+            .await;
+        match &a.0[..] {
+            [Action::Reply(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::RequestTransactionDataError(e),
+            ))] => assert_eq!(e.error_code.as_bytes(), ERROR_STALE_TEMPLATE_ID.as_bytes()),
+            other => panic!("expected RequestTransactionData.Error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ticks_answer_with_the_next_deadline() {
+        let config = TemplateServerConfig {
+            source: SourceConfig::with_tip_interval(Duration::from_secs(600)),
+            send_on_connect: false,
+        };
+        let mut tp = TemplateDistributionServer::new(config).unwrap();
+        assert!(tp.on_connection_added(ctx(1)).await.is_empty());
+        let a = tp
+            .handle_sibling_message(SiblingMessage::custom(Tick))
+            .await;
+        match &a.0[..] {
+            [Action::ToSibling(m)] => {
+                let NextTick(d) = m.downcast_ref::<NextTick>().unwrap();
+                assert_eq!(*d, tp.source().poll_timeout());
+                assert!(d.is_some());
+            }
+            other => panic!("expected NextTick, got {other:?}"),
+        }
+        // Other sibling messages are ignored.
+        assert!(tp
+            .handle_sibling_message(SiblingMessage::custom(7u32))
+            .await
+            .is_empty());
+    }
+}
