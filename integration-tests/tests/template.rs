@@ -461,10 +461,16 @@ async fn td_server_protocol_details() {
     };
     let (h, addr, _ev, _t) = serve_tp(strict, keys.clone()).await;
     let mut p = raw_td_peer(addr, &keys).await;
+    // The first message after SetupConnection answers this request: no template came first.
+    p.send(td(TemplateDistributionOwned::RequestTransactionData(
+        RequestTransactionDataOwned { template_id: 999 },
+    )))
+    .await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), p.recv())
-            .await
-            .is_err(),
+        matches!(
+            recv_td(&mut p, "RequestTransactionData.Error").await,
+            TemplateDistributionOwned::RequestTransactionDataError(_)
+        ),
         "template before CoinbaseOutputConstraints"
     );
     p.send(constraints(43)).await;
