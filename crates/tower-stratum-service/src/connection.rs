@@ -6,7 +6,8 @@
 
 use crate::hub::{ConnHandle, HubInput, Outbound};
 use crate::inbound::InboundStack;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -54,16 +55,22 @@ pub(crate) struct ConnParams<S> {
 const READ_BUFFER: usize = 512;
 
 /// Runs the connection to completion and returns why it closed.
-pub(crate) async fn run<IO, S>(io: IO, p: ConnParams<S>) -> CloseReason
+///
+/// Plain functions returning the instrumented future (not `async fn` wrappers), so the task
+/// holds one copy of `io` and the parameters, not one per wrapper.
+pub(crate) fn run<IO, S>(io: IO, p: ConnParams<S>) -> impl Future<Output = CloseReason> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: InboundStack,
 {
-    run_reporting(io, p).await.0
+    run_reporting(io, p).map(|(reason, _)| reason)
 }
 
 /// Like [`run`], also telling whether the connection got established.
-pub(crate) async fn run_reporting<IO, S>(io: IO, p: ConnParams<S>) -> (CloseReason, bool)
+pub(crate) fn run_reporting<IO, S>(
+    io: IO,
+    p: ConnParams<S>,
+) -> impl Future<Output = (CloseReason, bool)> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: InboundStack,
@@ -75,7 +82,7 @@ where
         role = %p.session.role(),
         protocol = tracing::field::Empty,
     );
-    run_inner(io, p).instrument(span).await
+    run_inner(io, p).instrument(span)
 }
 
 async fn run_inner<IO, S>(mut io: IO, p: ConnParams<S>) -> (CloseReason, bool)
@@ -133,9 +140,11 @@ where
     };
     session.handshake_complete(now());
 
-    let mut parts = FramedParts::new::<Frame>(io, codec);
-    parts.read_buf = bytes::BytesMut::with_capacity(READ_BUFFER);
-    let mut framed = Framed::from_parts(parts);
+    let mut framed = Framed::from_parts(FramedParts::new::<Frame>(io, codec));
+    // `from_parts` raises both buffers to 8 KiB; an idle connection needs far less (they grow
+    // with traffic). See docs/PERFORMANCE.md, "Idle connections".
+    *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
+    *framed.write_buffer_mut() = bytes::BytesMut::new();
 
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
     let mut out_tx = Some(out_tx);
