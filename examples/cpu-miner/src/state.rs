@@ -112,8 +112,21 @@ pub struct MinerState {
     /// `job_id` of the job being mined.
     active: Option<u32>,
     tip_epoch: u64,
+    /// Unit counter of every search space mined on the current tip: a job whose header space
+    /// equals an earlier one's (same version and merkle source; e.g. a template resent
+    /// unchanged) continues where that one stopped instead of hashing the same headers again.
+    spaces: Vec<(SearchSpace, Arc<AtomicU64>)>,
+    /// Unit counter of the active job.
     next_unit: Arc<AtomicU64>,
     changed: bool,
+}
+
+/// What makes two jobs' headers identical on one chain tip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SearchSpace {
+    version: u32,
+    version_mask: u32,
+    merkle: MerkleSource,
 }
 
 impl MinerState {
@@ -128,6 +141,7 @@ impl MinerState {
             tip: None,
             active: None,
             tip_epoch: 0,
+            spaces: Vec::new(),
             next_unit: Arc::new(AtomicU64::new(0)),
             changed: true,
         }
@@ -156,17 +170,39 @@ impl MinerState {
         self.new_tip_epoch();
     }
 
-    /// A new search space (another job, tip, channel or extranonce): fresh unit counter.
-    fn new_search_space(&mut self) {
-        self.next_unit = Arc::new(AtomicU64::new(0));
-        self.changed = true;
-    }
-
-    /// A new chain tip or connection: shares found before are stale from now on.
+    /// A new chain tip, channel or connection: nothing active, shares found before are stale
+    /// from now on, every search space is new.
     fn new_tip_epoch(&mut self) {
         self.active = None;
         self.tip_epoch += 1;
-        self.new_search_space();
+        self.spaces.clear();
+        self.changed = true;
+    }
+
+    /// Mines `job_id` from now on, continuing the unit counter of an identical search space.
+    fn activate(&mut self, job_id: u32) {
+        let Some(job) = self.jobs.iter().find(|j| j.id == job_id) else {
+            return;
+        };
+        let space = SearchSpace {
+            version: job.version,
+            version_mask: job.version_mask,
+            merkle: job.merkle.clone(),
+        };
+        let counter = match self.spaces.iter().find(|(s, _)| *s == space) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(AtomicU64::new(0));
+                self.spaces.push((space, c.clone()));
+                if self.spaces.len() > MAX_JOBS {
+                    self.spaces.remove(0);
+                }
+                c
+            }
+        };
+        self.next_unit = counter;
+        self.active = Some(job_id);
+        self.changed = true;
     }
 
     fn is_ours(&self, channel_id: u32) -> bool {
@@ -283,8 +319,7 @@ impl MinerState {
         }
         if immediate && self.tip.is_some() {
             // A non-future job: mine it now on the current tip (spec 5.3.x NewMiningJob).
-            self.new_search_space();
-            self.active = Some(id);
+            self.activate(id);
         }
     }
 
@@ -360,7 +395,7 @@ impl MinerState {
             Some(job) => {
                 job.min_ntime = Some(m.min_ntime);
                 job.received = now;
-                self.active = Some(job_id);
+                self.activate(job_id);
                 Ok(())
             }
             None => Err(Ignored::UnknownJob(job_id)),
@@ -446,5 +481,293 @@ impl MinerState {
     /// The epoch of the current search space (see [`Work::tip_epoch`]).
     pub fn tip_epoch(&self) -> u64 {
         self.tip_epoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use tower_stratum::stratum_core::binary_sv2::{
+        B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned, Sv2OptionOwned,
+    };
+
+    fn state(mode: ChannelMode) -> MinerState {
+        MinerState::new(ChannelRequest {
+            mode,
+            user_identity: tower_stratum::session::str0255("w").unwrap(),
+            nominal_hash_rate: 1e6,
+            min_extranonce_size: 4,
+        })
+    }
+
+    fn u256(b: u8) -> U256Owned {
+        U256Owned::from([b; 32])
+    }
+
+    fn request_id(open: &Sv2Message) -> u32 {
+        match open {
+            Sv2Message::Mining(MiningOwned::OpenStandardMiningChannel(m)) => m.request_id,
+            Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannel(m)) => m.request_id,
+            other => panic!("not an open: {other}"),
+        }
+    }
+
+    fn open_standard(s: &mut MinerState, channel_id: u32, group: u32) {
+        let rid = request_id(&s.connected());
+        s.open_standard_success(&OpenStandardMiningChannelSuccessOwned {
+            request_id: rid,
+            channel_id,
+            target: u256(0x11),
+            extranonce_prefix: B032Owned::try_from(vec![0xaa; 8]).unwrap(),
+            group_channel_id: group,
+        })
+        .unwrap();
+    }
+
+    fn open_extended(s: &mut MinerState, channel_id: u32) {
+        let rid = request_id(&s.connected());
+        s.open_extended_success(&OpenExtendedMiningChannelSuccessOwned {
+            request_id: rid,
+            channel_id,
+            target: u256(0x22),
+            extranonce_size: 6,
+            extranonce_prefix: B032Owned::try_from(vec![0xbb; 4]).unwrap(),
+            group_channel_id: 0,
+        })
+        .unwrap();
+    }
+
+    fn job(channel_id: u32, job_id: u32, min_ntime: Option<u32>, root: u8) -> NewMiningJobOwned {
+        NewMiningJobOwned {
+            channel_id,
+            job_id,
+            min_ntime: Sv2OptionOwned::new(min_ntime),
+            version: 0x2000_0000,
+            merkle_root: u256(root),
+        }
+    }
+
+    fn ext_job(channel_id: u32, job_id: u32, rolling: bool) -> NewExtendedMiningJobOwned {
+        NewExtendedMiningJobOwned {
+            channel_id,
+            job_id,
+            min_ntime: Sv2OptionOwned::new(None),
+            version: 0x2000_0000,
+            version_rolling_allowed: rolling,
+            merkle_path: Seq0255Owned::new(vec![u256(0x33)]).unwrap(),
+            coinbase_tx_prefix: B064KOwned::try_from(vec![1, 2, 3]).unwrap(),
+            coinbase_tx_suffix: B064KOwned::try_from(vec![4, 5]).unwrap(),
+        }
+    }
+
+    fn snph(channel_id: u32, job_id: u32, prev: u8) -> SetNewPrevHashOwned {
+        SetNewPrevHashOwned {
+            channel_id,
+            job_id,
+            prev_hash: u256(prev),
+            min_ntime: 1_000,
+            nbits: 0x1d00_ffff,
+        }
+    }
+
+    #[test]
+    fn future_job_waits_for_its_set_new_prev_hash() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        open_standard(&mut s, 7, 0);
+        s.new_mining_job(&job(7, 1, None, 0x01), now).unwrap();
+        s.new_mining_job(&job(7, 2, None, 0x02), now).unwrap();
+        assert!(s.work().is_none(), "future jobs are not mined");
+        assert!(s.take_changed());
+        s.set_new_prev_hash(&snph(7, 2, 0x99), now).unwrap();
+        assert!(s.take_changed());
+        let w = s.work().unwrap();
+        assert_eq!((w.channel_id, w.job_id, w.min_ntime), (7, 2, 1_000));
+        assert_eq!(w.prev_hash, [0x99; 32]);
+        assert_eq!(w.target, [0x11; 32]);
+        assert_eq!(w.merkle, MerkleSource::Fixed([0x02; 32]));
+        assert_eq!(w.share_kind, ShareKind::Standard);
+        assert_eq!(w.version_mask, BIP320_VERSION_MASK);
+        // Job 1 was dropped: a SetNewPrevHash naming it finds nothing.
+        assert_eq!(
+            s.set_new_prev_hash(&snph(7, 1, 0x98), now),
+            Err(Ignored::UnknownJob(1))
+        );
+        assert!(s.work().is_none());
+    }
+
+    #[test]
+    fn new_tip_makes_old_shares_stale_and_non_future_jobs_start_at_once() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        open_standard(&mut s, 7, 0);
+        s.new_mining_job(&job(7, 1, None, 0x01), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 1, 0x99), now).unwrap();
+        let epoch = s.work().unwrap().tip_epoch;
+        s.new_mining_job(&job(7, 2, Some(1_005), 0x02), now)
+            .unwrap();
+        let w = s.work().unwrap();
+        assert_eq!((w.job_id, w.min_ntime, w.tip_epoch), (2, 1_005, epoch));
+        s.new_mining_job(&job(7, 3, None, 0x03), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 3, 0x98), now).unwrap();
+        assert!(s.work().unwrap().tip_epoch > epoch);
+    }
+
+    #[test]
+    fn identical_job_continues_the_unit_counter_and_set_target_keeps_it() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        open_standard(&mut s, 7, 0);
+        s.new_mining_job(&job(7, 1, None, 0x01), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 1, 0x99), now).unwrap();
+        let w1 = s.work().unwrap();
+        w1.next_unit.store(5, Ordering::Relaxed);
+        s.new_mining_job(&job(7, 2, Some(1_000), 0x01), now)
+            .unwrap();
+        assert_eq!(s.work().unwrap().next_unit.load(Ordering::Relaxed), 5);
+        s.new_mining_job(&job(7, 3, Some(1_000), 0x02), now)
+            .unwrap();
+        assert_eq!(s.work().unwrap().next_unit.load(Ordering::Relaxed), 0);
+        s.work().unwrap().next_unit.store(9, Ordering::Relaxed);
+        s.take_changed();
+        s.set_target(&SetTargetOwned {
+            channel_id: 7,
+            maximum_target: u256(0x44),
+        })
+        .unwrap();
+        assert!(s.take_changed());
+        let w = s.work().unwrap();
+        assert_eq!(w.target, [0x44; 32]);
+        assert_eq!(w.next_unit.load(Ordering::Relaxed), 9);
+        assert_eq!(
+            s.set_target(&SetTargetOwned {
+                channel_id: 8,
+                maximum_target: u256(0x55),
+            }),
+            Err(Ignored::OtherChannel(8))
+        );
+    }
+
+    #[test]
+    fn group_channel_extended_job_on_a_standard_channel() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        open_standard(&mut s, 7, 0);
+        // Not in a group yet: a job on channel 3 is not ours.
+        assert_eq!(
+            s.new_extended_mining_job(&ext_job(3, 1, true), now),
+            Err(Ignored::OtherChannel(3))
+        );
+        s.set_group_channel(&SetGroupChannelOwned {
+            group_channel_id: 3,
+            channel_ids: Seq064KOwned::new(vec![5, 7]).unwrap(),
+        })
+        .unwrap();
+        s.new_extended_mining_job(&ext_job(3, 1, false), now)
+            .unwrap();
+        s.set_new_prev_hash(&snph(3, 1, 0x99), now).unwrap();
+        let w = s.work().unwrap();
+        assert_eq!((w.channel_id, w.job_id), (7, 1), "shares go on our channel");
+        assert_eq!(w.share_kind, ShareKind::Standard);
+        assert_eq!(w.version_mask, 0, "version rolling not allowed by the job");
+        let mut prefix = vec![1, 2, 3];
+        prefix.extend_from_slice(&[0xaa; 8]);
+        assert_eq!(
+            w.merkle,
+            MerkleSource::Coinbase {
+                prefix,
+                suffix: vec![4, 5],
+                path: vec![[0x33; 32]],
+                rollable: 0
+            }
+        );
+    }
+
+    #[test]
+    fn extended_channel_rolls_its_extranonce_and_prefix_changes_apply_to_later_jobs() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Extended);
+        open_extended(&mut s, 9);
+        s.new_extended_mining_job(&ext_job(9, 1, true), now)
+            .unwrap();
+        s.set_new_prev_hash(&snph(9, 1, 0x99), now).unwrap();
+        let w = s.work().unwrap();
+        assert_eq!(w.share_kind, ShareKind::Extended);
+        assert_eq!(w.version_mask, BIP320_VERSION_MASK);
+        let MerkleSource::Coinbase {
+            prefix, rollable, ..
+        } = &w.merkle
+        else {
+            panic!()
+        };
+        assert_eq!((&prefix[3..], *rollable), (&[0xbb; 4][..], 6));
+        s.set_extranonce_prefix(&SetExtranoncePrefixOwned {
+            channel_id: 9,
+            extranonce_prefix: B032Owned::try_from(vec![0xcc; 2]).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(s.work().unwrap().merkle, w.merkle, "current job unchanged");
+        s.new_extended_mining_job(&ext_job(9, 2, true), now)
+            .unwrap();
+        s.set_new_prev_hash(&snph(9, 2, 0x98), now).unwrap();
+        let MerkleSource::Coinbase { prefix, .. } = s.work().unwrap().merkle else {
+            panic!()
+        };
+        assert_eq!(&prefix[3..], &[0xcc; 2]);
+        // A prefix that leaves no room for the 6 miner bytes is refused.
+        assert!(s
+            .set_extranonce_prefix(&SetExtranoncePrefixOwned {
+                channel_id: 9,
+                extranonce_prefix: B032Owned::try_from(vec![0; 27]).unwrap(),
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn open_answers_must_match_the_pending_request_and_disconnect_stops_mining() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        let rid = request_id(&s.connected());
+        let ok = OpenStandardMiningChannelSuccessOwned {
+            request_id: rid + 1,
+            channel_id: 1,
+            target: u256(0x11),
+            extranonce_prefix: B032Owned::try_from(vec![]).unwrap(),
+            group_channel_id: 0,
+        };
+        assert_eq!(s.open_standard_success(&ok), Err(Ignored::UnexpectedOpen));
+        let ok = OpenStandardMiningChannelSuccessOwned {
+            request_id: rid,
+            ..ok
+        };
+        s.open_standard_success(&ok).unwrap();
+        assert_eq!(s.open_standard_success(&ok), Err(Ignored::UnexpectedOpen));
+        s.new_mining_job(&job(1, 1, None, 1), now).unwrap();
+        s.set_new_prev_hash(&snph(1, 1, 2), now).unwrap();
+        let epoch = s.tip_epoch();
+        assert!(s.work().is_some());
+        s.disconnected();
+        assert!(s.work().is_none());
+        assert!(s.tip_epoch() > epoch);
+        assert!(s.new_mining_job(&job(1, 2, None, 1), now).is_err());
+    }
+
+    #[test]
+    fn close_channel_reopens() {
+        let mut s = state(ChannelMode::Extended);
+        open_extended(&mut s, 9);
+        let reopen = s
+            .close_channel(&CloseChannelOwned {
+                channel_id: 9,
+                reason_code: tower_stratum::session::str0255("bye").unwrap(),
+            })
+            .unwrap();
+        assert!(matches!(
+            reopen,
+            Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannel(_))
+        ));
+        assert_eq!(s.channel_id(), None);
     }
 }
