@@ -1,0 +1,258 @@
+//! Known-answer tests of the header, coinbase and merkle code and of both sha256d engines,
+//! against the vectors in `tests/data/` (sources in `tests/data/README.md`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cpu_miner::sha256d::{meets_target, sha256d, top_word, Engine, Midstate};
+use cpu_miner::work::{
+    build_header, coinbase_txid, extranonce_for, merkle_root_from_path, version_for, MerkleSource,
+    NextUnit, ShareKind, Work, BIP320_VERSION_MASK,
+};
+use serde_json::Value;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn data(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn arr32(b: &[u8]) -> [u8; 32] {
+    b.try_into().unwrap()
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap()
+}
+
+fn be_u32(v: &Value) -> u32 {
+    u32::from_str_radix(s(v), 16).unwrap()
+}
+
+/// Stratum V1 prevhash (each 4-byte word byte-reversed) to internal byte order, i.e. what a
+/// Sv2 `SetNewPrevHash.prev_hash` carries.
+fn prevhash_internal(stratum: &str) -> [u8; 32] {
+    let b = unhex(stratum);
+    let mut out = [0u8; 32];
+    for w in 0..8 {
+        for i in 0..4 {
+            out[w * 4 + i] = b[w * 4 + 3 - i];
+        }
+    }
+    out
+}
+
+/// The target of a compact `nbits`, little-endian.
+fn nbits_target(nbits: u32) -> [u8; 32] {
+    let exp = (nbits >> 24) as usize;
+    let mant = nbits & 0x00ff_ffff;
+    let mut t = [0u8; 32];
+    for i in 0..3 {
+        let byte = ((mant >> (8 * i)) & 0xff) as u8;
+        let pos = exp - 3 + i;
+        if pos < 32 {
+            t[pos] = byte;
+        }
+    }
+    t
+}
+
+fn display(hash: &[u8; 32]) -> String {
+    let mut r = *hash;
+    r.reverse();
+    hex(&r)
+}
+
+/// Each share vector, fed through the Sv2 inputs of a [`Work`]: the unit with the share's
+/// extranonce (and rolled version) rebuilds the expected coinbase-derived merkle root and
+/// header, the hash matches, and both engines find the share's nonce.
+#[test]
+fn share_vectors_through_work_units_and_engines() {
+    let vectors = data("share_vectors.json");
+    let vectors = vectors.as_array().unwrap();
+    assert_eq!(vectors.len(), 6);
+    for v in vectors {
+        let name = s(&v["name"]);
+        let n = &v["notify_params"];
+        let submit = v["submit_params"].as_array().unwrap();
+        let exp = &v["expected"];
+        let en1 = unhex(s(&v["extranonce1"]));
+        let en2 = unhex(s(&submit[2]));
+        let coinb1 = unhex(s(&n[2]));
+        let coinb2 = unhex(s(&n[3]));
+        let path: Vec<[u8; 32]> = n[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| arr32(&unhex(s(b))))
+            .collect();
+        let job_version = be_u32(&n[5]);
+        let nbits = be_u32(&n[6]);
+        let ntime = be_u32(&submit[3]);
+        let nonce = be_u32(&submit[4]);
+        // Sv1 version rolling: version = job version XOR version bits (see the vector notes);
+        // our BIP320 counter reaches the same version at index `k`.
+        let (version_mask, version_index) = match submit.get(5) {
+            Some(bits) => {
+                let bits = be_u32(bits);
+                assert_eq!(bits & !BIP320_VERSION_MASK, 0);
+                (BIP320_VERSION_MASK, u64::from(bits >> 13))
+            }
+            None => (0, 0),
+        };
+
+        let mut coinbase = coinb1.clone();
+        coinbase.extend_from_slice(&en1);
+        coinbase.extend_from_slice(&en2);
+        coinbase.extend_from_slice(&coinb2);
+        assert_eq!(hex(&coinbase), s(&exp["coinbase_hex"]), "{name}: coinbase");
+
+        let mut prefix = coinb1.clone();
+        prefix.extend_from_slice(&en1);
+        let work = Work {
+            tip_epoch: 1,
+            channel_id: 1,
+            job_id: 1,
+            share_kind: ShareKind::Extended,
+            version: job_version,
+            version_mask,
+            prev_hash: prevhash_internal(s(&n[1])),
+            nbits,
+            min_ntime: ntime,
+            min_ntime_received: Instant::now(),
+            target: nbits_target(nbits),
+            merkle: MerkleSource::Coinbase {
+                prefix,
+                suffix: coinb2,
+                path,
+                rollable: en2.len(),
+            },
+            next_unit: Arc::new(AtomicU64::new(0)),
+        };
+        // The miner's extranonce counter is little-endian: index = en2 read as LE.
+        let mut k = [0u8; 8];
+        k[..en2.len()].copy_from_slice(&en2);
+        let extranonce_index = u64::from_le_bytes(k);
+        let versions = if version_mask == 0 { 1 } else { 1 << 16 };
+        let unit_index = version_index + versions * extranonce_index;
+        let NextUnit::Ready(unit) = work.unit(unit_index, Instant::now()) else {
+            panic!("{name}: unit not ready")
+        };
+        assert_eq!(unit.extranonce, en2, "{name}: extranonce");
+        assert_eq!(unit.ntime, ntime);
+        assert_eq!(
+            hex(&unit.header[36..68]),
+            s(&exp["merkle_root_internal_hex"]),
+            "{name}: merkle root"
+        );
+        let mut header = unit.header;
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        assert_eq!(hex(&header), s(&exp["header_hex"]), "{name}: header");
+        let hash = sha256d(&header);
+        assert_eq!(display(&hash), s(&exp["block_hash_be"]), "{name}: hash");
+        if exp["meets_network_target_nbits"].as_bool() == Some(true) {
+            assert!(meets_target(&hash, &work.target), "{name}: meets nbits");
+        }
+
+        let midstate = Midstate::new(&unit.header);
+        for engine in [Engine::detect(), Engine::Portable] {
+            let mut found = Vec::new();
+            engine.scan(
+                &midstate,
+                nonce.wrapping_sub(13),
+                32,
+                top_word(&hash),
+                &mut found,
+            );
+            assert!(
+                found.contains(&nonce),
+                "{name}: engine {} missed the nonce",
+                engine.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn merkle_roots_with_12_and_5_branches() {
+    let d = data("merkle_and_header_vectors.json");
+    for v in d["merkle_root_vectors"].as_array().unwrap() {
+        let mut coinbase = unhex(s(&v["coinb1"]));
+        coinbase.extend(unhex(s(&v["extranonce1"])));
+        coinbase.extend(unhex(s(&v["extranonce2"])));
+        coinbase.extend(unhex(s(&v["coinb2"])));
+        let path: Vec<[u8; 32]> = v["merkle_branch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| arr32(&unhex(s(b))))
+            .collect();
+        let root = merkle_root_from_path(coinbase_txid(&coinbase).unwrap(), &path);
+        assert_eq!(hex(&root), s(&v["expected_merkle_root_internal_hex"]));
+    }
+}
+
+#[test]
+fn header_serialisation_and_hash() {
+    let d = data("merkle_and_header_vectors.json");
+    for v in d["header_vectors"].as_array().unwrap() {
+        let header = build_header(
+            be_u32(&v["version"]),
+            &prevhash_internal(s(&v["prevhash_stratum"])),
+            &arr32(&unhex(s(&v["merkle_root_internal_hex"]))),
+            be_u32(&v["ntime"]),
+            be_u32(&v["nbits"]),
+            be_u32(&v["nonce"]),
+        );
+        assert_eq!(hex(&header), s(&v["expected_header_hex"]));
+        assert_eq!(display(&sha256d(&header)), s(&v["expected_hash_be"]));
+    }
+}
+
+#[test]
+fn extranonce_counter_and_version_increments() {
+    let d = data("merkle_and_header_vectors.json");
+    for case in d["extranonce2_generation"]["cases"].as_array().unwrap() {
+        let c = case.as_array().unwrap();
+        let got = extranonce_for(c[0].as_u64().unwrap(), c[1].as_u64().unwrap() as usize);
+        assert_eq!(hex(&got), s(&c[2]));
+    }
+    let vr = &d["version_rolling_increment"];
+    let base = be_u32(&vr["version"]);
+    let mask = be_u32(&vr["mask"]);
+    for (k, want) in vr["sequence"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(version_for(base, mask, k as u64 + 1), be_u32(want));
+    }
+}
+
+/// A segwit-serialised coinbase (marker, flag, witness reserved value) has the txid of its
+/// witness-stripped serialisation: the merkle root must never cover the witness.
+#[test]
+fn segwit_coinbase_txid_ignores_the_witness() {
+    let v = &data("share_vectors.json")[3]; // genesis coinbase, legacy serialisation
+    let legacy = unhex(s(&v["expected"]["coinbase_hex"]));
+    let mut segwit = legacy[..4].to_vec();
+    segwit.extend_from_slice(&[0x00, 0x01]);
+    segwit.extend_from_slice(&legacy[4..legacy.len() - 4]);
+    segwit.push(0x01); // one witness item for the single input
+    segwit.push(0x20);
+    segwit.extend_from_slice(&[0u8; 32]);
+    segwit.extend_from_slice(&legacy[legacy.len() - 4..]);
+    assert_eq!(coinbase_txid(&segwit).unwrap(), sha256d(&legacy));
+    assert_eq!(coinbase_txid(&legacy).unwrap(), sha256d(&legacy));
+    assert!(coinbase_txid(&legacy[..20]).is_err());
+}
