@@ -50,6 +50,11 @@ pub struct MiningServerConfig {
     /// allocation bitmap `max_channels / 8` bytes of memory. Default: `16_777_216` (3 bytes,
     /// 2 MiB), as SRI's pool.
     pub max_channels: u32,
+    /// Maximum number of channels one connection may have open at once; further
+    /// `OpenStandardMiningChannel` / `OpenExtendedMiningChannel` get `OpenMiningChannel.Error`
+    /// `channel-capacity-exhausted`, so one client cannot take every extranonce prefix.
+    /// Default: `10_000`.
+    pub max_channels_per_connection: usize,
     /// Whether miners may roll the BIP320 version bits (`0x1fffe000`, plus the other bits of
     /// SRI's mask `0x1fffffe0`). `true`: `SetupConnection` flag `REQUIRES_VERSION_ROLLING` is
     /// honoured and extended jobs set `version_rolling_allowed`. `false`: that flag is refused,
@@ -97,6 +102,7 @@ impl Default for MiningServerConfig {
             extranonce_len: 20,
             server_id: vec![0x00],
             max_channels: 16_777_216,
+            max_channels_per_connection: 10_000,
             version_rolling: true,
             max_past_jobs: None,
             min_share_difficulty: None,

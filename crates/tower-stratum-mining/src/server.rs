@@ -296,6 +296,12 @@ impl MiningServer {
         actions
     }
 
+    fn at_channel_limit(&self, id: ConnectionId) -> bool {
+        self.connections
+            .get(&id)
+            .is_some_and(|c| c.channel_count() >= self.config.max_channels_per_connection)
+    }
+
     fn channel_count(&self) -> usize {
         self.connections
             .values()
@@ -388,6 +394,12 @@ impl MiningServer {
         msg: OpenStandardMiningChannelOwned,
     ) -> Actions {
         let request_id = msg.request_id;
+        if self.at_channel_limit(ctx.id) {
+            return open_error(
+                request_id,
+                ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+            );
+        }
         let prefix = match self.allocator.allocate_standard() {
             Ok(p) => p,
             Err(e) => return open_error(request_id, allocation_error_code(&e)),
@@ -540,6 +552,12 @@ impl MiningServer {
             return open_error(
                 request_id,
                 ERROR_CODE_OPEN_MINING_CHANNEL_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS,
+            );
+        }
+        if self.at_channel_limit(ctx.id) {
+            return open_error(
+                request_id,
+                ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
             );
         }
         let prefix = match self
@@ -819,6 +837,12 @@ impl MiningServer {
                     if let Some(found) = found {
                         if found.block.is_none() && self.config.request_transaction_data {
                             self.awaiting_transactions.insert(template_id);
+                            // Bounded: only blocks still in `found_blocks` can be completed.
+                            while self.awaiting_transactions.len()
+                                > self.config.found_blocks_kept.max(1)
+                            {
+                                self.awaiting_transactions.pop_first();
+                            }
                             actions.push(Action::ToSibling(SiblingMessage::Sv2(
                                 Sv2Message::TemplateDistribution(
                                     TemplateDistributionOwned::RequestTransactionData(
@@ -1043,8 +1067,6 @@ impl MiningServer {
             return Actions::none();
         }
         self.chain.prev_hash = Some(snph.clone());
-        // Found blocks of older tips will get no transactions any more.
-        self.awaiting_transactions.clear();
         let mut actions = Actions::none();
         for conn in self.connections.values_mut() {
             let id = conn.ctx.id;

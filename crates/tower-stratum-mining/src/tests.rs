@@ -1062,3 +1062,37 @@ async fn coinbase_output_constraints_cover_the_payout() {
     // 8-byte value + 1-byte script length + 1-byte script.
     assert_eq!(c.coinbase_output_max_additional_size, 10);
 }
+
+#[tokio::test]
+async fn channels_per_connection_are_capped() {
+    let mut cfg = config();
+    cfg.max_channels_per_connection = 2;
+    let mut s = MiningServer::new(cfg).unwrap();
+    let c = ctx(1, 0);
+    s.on_connection_added(c).await;
+    std_success(
+        &s.handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0))
+            .await,
+    );
+    ext_success(
+        &s.handle_open_extended_mining_channel(c, open_extended_msg(2, 0))
+            .await,
+    );
+    let a = s
+        .handle_open_standard_mining_channel(c, open_standard_msg(3, 1.0))
+        .await;
+    match mining(&a).as_slice() {
+        [(None, MiningOwned::OpenMiningChannelError(e))] => {
+            assert_eq!(e.request_id, 3);
+            assert_eq!(e.error_code.as_utf8_or_hex(), "channel-capacity-exhausted");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another connection is not affected.
+    let c2 = ctx(2, 0);
+    s.on_connection_added(c2).await;
+    std_success(
+        &s.handle_open_standard_mining_channel(c2, open_standard_msg(1, 1.0))
+            .await,
+    );
+}
