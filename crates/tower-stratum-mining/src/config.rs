@@ -55,11 +55,13 @@ pub struct MiningServerConfig {
     /// `channel-capacity-exhausted`, so one client cannot take every extranonce prefix.
     /// Default: `10_000`.
     pub max_channels_per_connection: usize,
-    /// Whether miners may roll the BIP320 version bits (`0x1fffe000`, plus the other bits of
-    /// SRI's mask `0x1fffffe0`). `true`: `SetupConnection` flag `REQUIRES_VERSION_ROLLING` is
-    /// honoured and extended jobs set `version_rolling_allowed`. `false`: that flag is refused,
-    /// `SetupConnection.Success` carries `REQUIRES_FIXED_VERSION`, and a share whose version
-    /// differs from its job's is rejected with `version-rolling-not-allowed`. Default: `true`.
+    /// Whether miners may roll the BIP323 general-purpose version bits (mask `0x1fffffe0`,
+    /// `channels_sv2::VERSION_ROLLING_MASK`; spec 5.1). `true`: the `SetupConnection` flag
+    /// `REQUIRES_VERSION_ROLLING` is honoured and extended jobs set `version_rolling_allowed`.
+    /// `false`: that flag is refused (`unsupported-feature-flags`), `SetupConnection.Success`
+    /// carries `REQUIRES_FIXED_VERSION`, extended jobs clear `version_rolling_allowed`, and a
+    /// share whose version differs from its job's is rejected with
+    /// `version-rolling-not-allowed`. Default: `true`.
     pub version_rolling: bool,
     /// Past jobs kept per channel under the current chain tip, for late shares (`None`: SRI's
     /// default, 16). Default: `None`.

@@ -546,9 +546,17 @@ async fn extended_channel_jobs_and_extranonce_checks() {
     assert_eq!(ch.extranonce_size, 16, "the whole rollable space, as SRI");
     let job = &extended_jobs(&a)[0];
     assert_eq!(job.channel_id, ch.channel_id);
-    // BIP141 data is stripped from what miners get: the prefix has no marker/flag.
+    // BIP141 data is stripped from what miners get (spec 5.3.16): the coinbase they build is a
+    // legacy-serialized transaction, no marker/flag, no witness.
     let prefix = job.coinbase_tx_prefix.as_bytes();
     assert_ne!((prefix[4], prefix[5]), (0x00, 0x01));
+    let mut raw = prefix.to_vec();
+    raw.extend(&ch.prefix);
+    raw.extend([0u8; 16]);
+    raw.extend(job.coinbase_tx_suffix.as_bytes());
+    let tx: Transaction = deserialize(&raw).unwrap();
+    assert!(tx.input[0].witness.is_empty());
+    assert_eq!(serialize(&tx), raw, "no witness bytes anywhere");
     let en = [7u8; 16];
     let share = extended_share(&ch, 1, job, &en, TIP_A, HARD_NBITS, 0);
     submit_success(&s.handle_submit_shares_extended(c, share.clone()).await);
@@ -1095,4 +1103,44 @@ async fn channels_per_connection_are_capped() {
         &s.handle_open_standard_mining_channel(c2, open_standard_msg(1, 1.0))
             .await,
     );
+}
+
+#[tokio::test]
+async fn job_ids_are_never_reused_on_a_channel() {
+    let mut s = server();
+    let c = ctx(1, 0);
+    s.on_connection_added(c).await;
+    // The group channel issues ids before the channel exists.
+    for id in 1..=3u64 {
+        new_block(&mut s, id, [id as u8; 32], HARD_NBITS).await;
+    }
+    let a = s
+        .handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+        .await;
+    let ch = ext_success(&a);
+    let mut seen: Vec<(u32, u32)> = extended_jobs(&a)
+        .iter()
+        .map(|j| (j.channel_id, j.job_id))
+        .collect();
+    let mut next_id = 10u64;
+    for round in 0..10u8 {
+        let a = new_block(&mut s, next_id, [0x40 + round; 32], HARD_NBITS).await;
+        seen.extend(extended_jobs(&a).iter().map(|j| (j.channel_id, j.job_id)));
+        next_id += 1;
+        let a = send_template(
+            &mut s,
+            test_util::template(next_id, false, 200, VALUE - u64::from(round), vec![]),
+        )
+        .await;
+        seen.extend(extended_jobs(&a).iter().map(|j| (j.channel_id, j.job_id)));
+        next_id += 1;
+    }
+    assert_eq!(seen.len(), 21);
+    assert!(seen
+        .iter()
+        .all(|(chan, _)| *chan == ch.channel_id || *chan == 1));
+    let mut ids: Vec<u32> = seen.iter().map(|(_, j)| *j).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 21, "a job id was reused: {seen:?}");
 }
