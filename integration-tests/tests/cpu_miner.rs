@@ -1,0 +1,180 @@
+//! Interop: our `cpu-miner` example (examples/cpu-miner) mining on SRI's `pool_sv2` 0.7.0, fed
+//! by SRI's scripted Template Provider (`sri-harness tp`), all installed by
+//! `scripts/install-peers`. Noise with SRI's public test authority key, on 127.0.0.1.
+//!
+//! Each test: the miner opens its channel, gets a share accepted (`SubmitShares.Success`, seen
+//! through `--dump-protocol`), then the TP announces a new block (`new-block` on its stdin);
+//! the miner must switch to the new job and get a share accepted on it. The only rejection
+//! tolerated is `stale-share` (a share in flight while the pool switches tips).
+//!
+//! The miner runs as a child process. It is built by `cargo build -p cpu-miner` with this
+//! test's profile and target directory (a no-op when `cargo test --workspace` already built
+//! it), because `CARGO_BIN_EXE_*` only exists for a package's own tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tokio::io::AsyncWriteExt;
+use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
+use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
+
+/// Builds (if needed) and locates `target/<profile>/cpu-miner`.
+fn cpu_miner_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // <target>/<profile>/deps/<this test>
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "cpu-miner",
+            "--bin",
+            "cpu-miner",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd.status().expect("cargo build -p cpu-miner");
+        assert!(status.success(), "cargo build -p cpu-miner failed");
+        let bin = profile_dir.join("cpu-miner");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// SRI's scripted TP and SRI's pool, ready for miners.
+struct SriPool {
+    tp: PeerProcess,
+    _pool: PeerProcess,
+    addr: SocketAddr,
+}
+
+impl SriPool {
+    async fn start() -> Self {
+        let mut tp =
+            PeerProcess::spawn(&peer_bin("sri-harness"), &["tp", "--listen", "127.0.0.1:0"]);
+        let line = tp.wait_for("LISTENING ", 60).await;
+        let tp_addr = line.split_whitespace().last().unwrap().to_string();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let cfg = render_config(
+            "pool.toml",
+            &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
+        );
+        let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+        // The pool accepts miners only after its first template + prev hash (docs/INTEROP.md).
+        pool.wait_for("ready to accept connections", 120).await;
+        Self {
+            tp,
+            _pool: pool,
+            addr,
+        }
+    }
+
+    /// A new block on the TP: future template + SetNewPrevHash, which the pool turns into a
+    /// new job + SetNewPrevHash for every channel.
+    async fn new_block(&mut self) {
+        let stdin = self.tp.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"new-block\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+}
+
+/// Runs the miner on a fresh SRI pool with `extra` arguments; see the module docs.
+/// `new_job_line` is the dump line that announces the job of the new block.
+async fn mine_across_a_new_block(extra: &[&str], new_job_line: &str) {
+    let bin = tokio::task::spawn_blocking(cpu_miner_bin).await.unwrap();
+    let mut sri = SriPool::start().await;
+    let url = format!("stratum2+tcp://{}", sri.addr);
+    let mut args = vec![
+        "--url",
+        url.as_str(),
+        "--authority-key",
+        SRI_TEST_AUTHORITY_PUBLIC_KEY,
+        "--threads",
+        "1",
+        // Advertise a tenth of the measured hashrate: the pool (6 shares/min for the nominal
+        // rate) then sets a target giving about one share a second.
+        "--nominal-hashrate-multiplier",
+        "0.1",
+        "--dump-protocol",
+        "--exit-after-secs",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    let mut miner = PeerProcess::spawn(&bin, &args);
+    miner.wait_for("channel opened", 60).await;
+    miner.wait_for("<- SubmitSharesSuccess", 120).await;
+    miner.wait_for("share accepted", 30).await;
+
+    sri.new_block().await;
+    miner.wait_for(new_job_line, 60).await;
+    let snph = miner.wait_for("<- SetNewPrevHash", 60).await;
+    let submit = miner.wait_for("-> SubmitShares", 120).await;
+    miner.wait_for("<- SubmitSharesSuccess", 120).await;
+    miner.wait_for("share accepted", 30).await;
+
+    // The share after the new SetNewPrevHash is for its job.
+    let job_of = |line: &str, key: &str| -> u32 {
+        let at = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            + key.len();
+        line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        job_of(&submit, "job_id="),
+        job_of(&snph, "job_id="),
+        "first share after the new tip:\n{submit}\n{snph}"
+    );
+    for l in &miner.log {
+        if l.starts_with("share rejected") {
+            assert!(l.contains("error=stale-share"), "unexpected rejection: {l}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_standard_channel_gets_shares_accepted_by_sri_pool() {
+    // REQUIRES_STANDARD_JOBS: NewMiningJob (fixed merkle root) for every block.
+    mine_across_a_new_block(&["--channel", "standard"], "<- NewMiningJob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_extended_channel_gets_shares_accepted_by_sri_pool() {
+    mine_across_a_new_block(&["--channel", "extended"], "<- NewExtendedMiningJob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_standard_channel_mines_sri_group_channel_jobs() {
+    // Without REQUIRES_STANDARD_JOBS, SRI's pool sends the next block's job to the group
+    // channel as a NewExtendedMiningJob; the miner completes the coinbase with its
+    // extranonce_prefix and submits standard shares.
+    mine_across_a_new_block(
+        &["--channel", "standard", "--accept-group-jobs"],
+        "<- NewExtendedMiningJob(channel_id: 1,",
+    )
+    .await;
+}
