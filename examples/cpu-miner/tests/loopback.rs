@@ -64,7 +64,7 @@ fn target_bits(zero_bits: u32) -> [u8; 32] {
     for b in t.iter_mut().rev().take(full) {
         *b = 0;
     }
-    if zero_bits % 8 != 0 {
+    if !zero_bits.is_multiple_of(8) {
         t[31 - full] = 0xff >> (zero_bits % 8);
     }
     t
