@@ -561,8 +561,16 @@ async fn sri_pool(tp_addr: SocketAddr) -> (PeerProcess, SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sri_pool_runs_on_our_template_provider_and_its_blocks_are_valid() {
     // Our TD server, in process, with SRI's public test keypair (the pool does not check it).
-    let (tp_handle, tp_addr, mut events, _ticker) =
-        serve_tp(TemplateServerConfig::default(), sri_keys()).await;
+    // Simulated blocks every 10 s: SRI's mining_device fixes each job's ntime at (wall clock +
+    // 60 s) when the job arrives. Right after block 1 the median time past is block 1's own
+    // time, so if block 1 was found within a second of its job, the next job's ntime equals it,
+    // below the new min_ntime: the pool rejects every share of that job. Another tip unsticks
+    // the device.
+    let config = TemplateServerConfig {
+        source: SourceConfig::with_tip_interval(Duration::from_secs(10)),
+        ..TemplateServerConfig::default()
+    };
+    let (tp_handle, tp_addr, mut events, _ticker) = serve_tp(config, sri_keys()).await;
     let (mut pool, pool_addr) = sri_pool(tp_addr).await;
 
     // SRI's CPU miner on the pool: on regtest every share is a block, which the pool sends
@@ -583,29 +591,41 @@ async fn sri_pool_runs_on_our_template_provider_and_its_blocks_are_valid() {
         ],
     );
     dev.wait_for("channel opened", 60).await;
-    let b = next_block(&mut events, "a block mined by SRI's pool + mining_device").await;
-    let BlockOrigin::Solution { template_id } = b.origin else {
-        panic!("expected a solution, got {:?}", b.origin)
-    };
-    assert_eq!(b.height, 1);
-    validate_block(&b.block_bytes(), b.height).unwrap();
-    // The pool added its own payout output before our witness commitment, paying at most the
-    // subsidy.
-    let cb = &b.block.txdata[0];
-    assert!(cb.output.len() >= 2);
-    assert!(cb.output.last().unwrap().script_pubkey.is_op_return());
+
+    // Every tip (the pool's solutions and simulated ones) must be a valid block on the last.
+    let mut prev = BlockHash::from_byte_array(genesis_prev_hash_bytes());
+    let mut solutions = Vec::new();
+    within(
+        120,
+        "two blocks mined by SRI's pool + mining_device",
+        async {
+            while solutions.len() < 2 {
+                let b = next_block_within(&mut events, 120, "a block").await;
+                validate_block(&b.block_bytes(), b.height).unwrap();
+                assert_eq!(
+                    b.block.header.prev_blockhash, prev,
+                    "block {} not on the tip",
+                    b.height
+                );
+                prev = b.hash;
+                if let BlockOrigin::Solution { template_id } = b.origin {
+                    // The pool added its payout before our witness commitment.
+                    let cb = &b.block.txdata[0];
+                    assert!(cb.output.len() >= 2);
+                    assert!(cb.output.last().unwrap().script_pubkey.is_op_return());
+                    eprintln!(
+                        "pool solved template {template_id}: block {} at height {} ({} outputs)",
+                        b.hash,
+                        b.height,
+                        cb.output.len()
+                    );
+                    solutions.push(b.height);
+                }
+            }
+        },
+    )
+    .await;
     pool.wait_for("Block Found", 30).await;
-    eprintln!(
-        "pool solved template {template_id}: block {} at height {} paying {} outputs",
-        b.hash,
-        b.height,
-        cb.output.len()
-    );
-    // Our next templates reached the pool and it mines on them: block 2 builds on block 1.
-    let b2 = next_block(&mut events, "a second block from SRI's pool").await;
-    assert_eq!(b2.height, 2);
-    assert_eq!(b2.block.header.prev_blockhash, b.hash);
-    validate_block(&b2.block_bytes(), 2).unwrap();
     drop(dev);
     drop(pool);
     tp_handle.shutdown().await;
