@@ -62,7 +62,6 @@ impl Connection {
 /// What share bookkeeping and block assembly need from a job.
 #[derive(Debug, Clone)]
 pub(crate) struct JobInfo {
-    pub(crate) version: u32,
     pub(crate) merkle_path: Vec<[u8; 32]>,
     pub(crate) coinbase_prefix: Vec<u8>,
 }
@@ -84,6 +83,8 @@ pub(crate) trait ChannelOps {
     fn chain_tip(&self) -> Option<&ChainTip>;
     /// The active or past job `job_id` (the jobs a share can still be accepted for).
     fn job_info(&self, job_id: u32) -> Option<JobInfo>;
+    /// The version of the active or past job `job_id` (no allocation).
+    fn job_version(&self, job_id: u32) -> Option<u32>;
 }
 
 impl ChannelOps for StandardChannel {
@@ -113,6 +114,12 @@ impl ChannelOps for StandardChannel {
     fn chain_tip(&self) -> Option<&ChainTip> {
         self.get_chain_tip()
     }
+    fn job_version(&self, job_id: u32) -> Option<u32> {
+        self.get_active_job()
+            .filter(|j| j.get_job_id() == job_id)
+            .or_else(|| self.get_past_job(job_id))
+            .map(|j| j.get_version())
+    }
     fn job_info(&self, job_id: u32) -> Option<JobInfo> {
         let job = self
             .get_active_job()
@@ -120,7 +127,6 @@ impl ChannelOps for StandardChannel {
             .or_else(|| self.get_past_job(job_id))?;
         let template = job.get_template();
         Some(JobInfo {
-            version: job.get_version(),
             merkle_path: template.merkle_path.iter().map(|n| n.to_array()).collect(),
             coinbase_prefix: template.coinbase_prefix.as_bytes().to_vec(),
         })
@@ -154,6 +160,12 @@ impl ChannelOps for ExtendedChannel {
     fn chain_tip(&self) -> Option<&ChainTip> {
         self.get_chain_tip()
     }
+    fn job_version(&self, job_id: u32) -> Option<u32> {
+        self.get_active_job()
+            .filter(|j| j.get_job_id() == job_id)
+            .or_else(|| self.get_past_job(job_id))
+            .map(|j| j.get_version())
+    }
     fn job_info(&self, job_id: u32) -> Option<JobInfo> {
         let job = self
             .get_active_job()
@@ -164,7 +176,6 @@ impl ChannelOps for ExtendedChannel {
             JobOrigin::SetCustomMiningJob(c) => c.coinbase_prefix.as_bytes().to_vec(),
         };
         Some(JobInfo {
-            version: job.get_version(),
             merkle_path: job.get_merkle_path().iter().map(|n| n.to_array()).collect(),
             coinbase_prefix,
         })

@@ -715,19 +715,24 @@ impl MiningServer {
             return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
         };
         ch.vardiff.add_share();
-        let job = ch.inner.job_info(share.job_id);
-        if !version_rolling && job.as_ref().is_some_and(|j| j.version != share.version) {
+        let job_id = share.job_id;
+        if !version_rolling
+            && ch
+                .inner
+                .job_version(job_id)
+                .is_some_and(|v| v != share.version)
+        {
             return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
         }
         let work_before = ch.inner.get_share_accounting().get_share_work_sum();
         let result = ch.inner.validate_share(share.clone());
-        let outcome = ShareOutcome::from_channel(&ch.inner, work_before, result);
+        let outcome = ShareOutcome::from_channel(&ch.inner, job_id, work_before, result);
         let header = HeaderParts {
             version: share.version,
             ntime: share.ntime,
             nonce: share.nonce,
         };
-        self.finish_share(ctx, channel_id, seq, header, job, outcome)
+        self.finish_share(ctx, channel_id, seq, header, outcome)
     }
 
     fn submit_extended(
@@ -745,8 +750,13 @@ impl MiningServer {
             return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
         };
         ch.vardiff.add_share();
-        let job = ch.inner.job_info(share.job_id);
-        if !version_rolling && job.as_ref().is_some_and(|j| j.version != share.version) {
+        let job_id = share.job_id;
+        if !version_rolling
+            && ch
+                .inner
+                .job_version(job_id)
+                .is_some_and(|v| v != share.version)
+        {
             return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
         }
         let work_before = ch.inner.get_share_accounting().get_share_work_sum();
@@ -756,8 +766,8 @@ impl MiningServer {
             nonce: share.nonce,
         };
         let result = ch.inner.validate_share(share);
-        let outcome = ShareOutcome::from_channel(&ch.inner, work_before, result);
-        self.finish_share(ctx, channel_id, seq, header, job, outcome)
+        let outcome = ShareOutcome::from_channel(&ch.inner, job_id, work_before, result);
+        self.finish_share(ctx, channel_id, seq, header, outcome)
     }
 
     fn reject(&mut self, channel_id: u32, sequence_number: u32, code: &str) -> Actions {
@@ -787,7 +797,6 @@ impl MiningServer {
         channel_id: u32,
         seq: u32,
         header: HeaderParts,
-        job: Option<JobInfo>,
         outcome: ShareOutcome,
     ) -> Actions {
         match outcome {
@@ -804,6 +813,7 @@ impl MiningServer {
                 template_id,
                 coinbase,
                 tip,
+                job,
             } => {
                 self.shares_accepted = self.shares_accepted.saturating_add(1);
                 self.hashrate.add(difficulty);
@@ -1152,6 +1162,8 @@ enum ShareOutcome {
         coinbase: Vec<u8>,
         /// `(prev_hash, nbits)` of the channel's chain tip.
         tip: Option<([u8; 32], u32)>,
+        /// The solved job (read only for blocks: it allocates).
+        job: Option<JobInfo>,
     },
     Rejected(&'static str),
     BudgetExhausted,
@@ -1160,6 +1172,7 @@ enum ShareOutcome {
 impl ShareOutcome {
     fn from_channel<C: ChannelOps>(
         channel: &C,
+        job_id: u32,
         work_before: f64,
         result: Result<ShareValidationResult, ShareValidationError>,
     ) -> Self {
@@ -1186,6 +1199,7 @@ impl ShareOutcome {
                     tip: channel
                         .chain_tip()
                         .map(|t| (t.prev_hash().to_array(), t.nbits())),
+                    job: channel.job_info(job_id),
                 }
             }
             Err(
