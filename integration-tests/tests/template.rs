@@ -203,7 +203,7 @@ fn displayed(u256: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_source_and_a_sibling_mining_server_mine_valid_blocks() {
     let (miner, mut seen) = SiblingMiner::new(5);
-    let (_svc, handle, io) = sibling_server(miner).await;
+    let (mut svc, handle, io) = sibling_server(miner).await;
     let (ev_tx, mut events) = mpsc::channel(100);
     let source = spawn_embedded_source_with_events(
         SourceConfig::with_tip_interval(Duration::ZERO),
@@ -218,6 +218,7 @@ async fn embedded_source_and_a_sibling_mining_server_mine_valid_blocks() {
     assert_eq!(p.n_bits, REGTEST_NBITS);
 
     let mut prev = BlockHash::from_byte_array(genesis_prev_hash_bytes());
+    let mut current = t.template_id;
     for height in 1..=5u32 {
         let b = next_block(&mut events, "block from the sibling's solution").await;
         assert_eq!(b.height, height);
@@ -228,6 +229,33 @@ async fn embedded_source_and_a_sibling_mining_server_mine_valid_blocks() {
         let (t, p) = next_pair(&mut seen, "template after the block").await;
         assert_eq!(t.template_id, b.next.template_id());
         assert_eq!(p.prev_hash.as_bytes(), &b.hash.to_byte_array());
+        current = t.template_id;
+    }
+    // RequestTransactionData for the current template: answered, no transactions; for the
+    // first (now stale) template: stale-template-id.
+    for (id, ok) in [(current, true), (1, false)] {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Request::ToSibling(SiblingMessage::Sv2(td(
+                TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned {
+                    template_id: id,
+                }),
+            ))))
+            .await
+            .unwrap();
+        match next_td(&mut seen, "RequestTransactionData answer").await {
+            Td::Other(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::RequestTransactionDataSuccess(s),
+            ))) if ok => {
+                assert_eq!(s.template_id, id);
+                assert!(s.transaction_list.is_empty());
+            }
+            Td::Other(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::RequestTransactionDataError(e),
+            ))) if !ok => assert_eq!(e.error_code.as_bytes(), b"stale-template-id"),
+            _ => panic!("unexpected answer to RequestTransactionData({id})"),
+        }
     }
     // The mining server stops: the source sees its sibling link close and ends (no spin).
     handle.shutdown().await;

@@ -48,8 +48,10 @@ pub(crate) fn emit(events: &Option<mpsc::Sender<SourceEvent>>, e: SourceEvent) {
 /// - on `SubmitSolution` from the server, validates the block and, if valid, moves the tip and
 ///   sends the next `NewTemplate` + `SetNewPrevHash` (invalid solutions are logged and
 ///   dropped: the Template Distribution Protocol has no reply to `SubmitSolution`);
-/// - on `CoinbaseOutputConstraints`, checks that an empty block can honour them (logs an error
-///   if not); the templates are coinbase-only, so they do not change;
+/// - on `CoinbaseOutputConstraints`, checks that an empty block can honour them (logs a
+///   warning if not); the templates are coinbase-only, so they do not change;
+/// - answers `RequestTransactionData` (no transactions; see
+///   [`EmbeddedRegtestSource::request_transaction_data`]);
 /// - when `config.tip_interval` elapses without a new tip, simulates another miner's block and
 ///   sends the templates on top of it;
 /// - ends when the server side of the link closes (it stops polling then: no spin), or when
@@ -111,7 +113,16 @@ async fn run(
                     debug!("mining server closed the sibling link");
                     return;
                 }
-                Some(msg) => on_message(&mut source, msg, &events),
+                Some(msg) => {
+                    let (found, reply) = on_message(&mut source, msg, &events);
+                    if let Some(reply) = reply {
+                        if tx.send(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(reply))).await.is_err() {
+                            debug!("mining server gone");
+                            return;
+                        }
+                    }
+                    found
+                }
             },
             _ = sleep_until(deadline) => source.on_tick(shell_now()),
         };
@@ -142,31 +153,32 @@ pub(crate) async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
+/// Handles one message from the mining server: a new tip, and/or a reply to send back.
 fn on_message(
     source: &mut EmbeddedRegtestSource,
     msg: SiblingMessage,
     events: &Option<mpsc::Sender<SourceEvent>>,
-) -> Option<FoundBlock> {
+) -> (Option<FoundBlock>, Option<TemplateDistributionOwned>) {
     let td = match msg {
         SiblingMessage::Sv2(Sv2Message::TemplateDistribution(td)) => td,
         SiblingMessage::Sv2(other) => {
             debug!(message = other.name(), "ignoring sibling message");
-            return None;
+            return (None, None);
         }
         SiblingMessage::Custom(_) => {
             debug!("ignoring custom sibling message");
-            return None;
+            return (None, None);
         }
     };
     match td {
         TemplateDistributionOwned::SubmitSolution(s) => {
             let template_id = s.template_id;
             match source.on_submit_solution(s, shell_now()) {
-                Ok(found) => Some(found),
+                Ok(found) => (Some(found), None),
                 Err(error) => {
                     warn!(template_id, %error, "solution rejected");
                     emit(events, SourceEvent::SolutionRejected { template_id, error });
-                    None
+                    (None, None)
                 }
             }
         }
@@ -179,7 +191,16 @@ fn on_message(
                 ),
                 Err(e) => warn!(error = %e, "coinbase output constraints cannot be honoured"),
             }
-            None
+            (None, None)
+        }
+        TemplateDistributionOwned::RequestTransactionData(r) => {
+            match source.request_transaction_data(&r) {
+                Ok(reply) => (None, Some(reply)),
+                Err(e) => {
+                    warn!(error = %e, "cannot answer RequestTransactionData");
+                    (None, None)
+                }
+            }
         }
         other => {
             let name = Sv2Message::TemplateDistribution(other).name();
@@ -187,7 +208,7 @@ fn on_message(
                 message = name,
                 "ignoring Template Distribution message from the mining server"
             );
-            None
+            (None, None)
         }
     }
 }

@@ -65,9 +65,9 @@ pub use driver::{spawn_embedded_source, spawn_embedded_source_with_events, Sourc
 pub use regtest::ConstraintsError;
 pub use server::{
     spawn_ticker, NextTick, TemplateDistributionServer, TemplateProviderService,
-    TemplateServerConfig, Tick, ERROR_STALE_TEMPLATE_ID, ERROR_TEMPLATE_ID_NOT_FOUND,
+    TemplateServerConfig, Tick,
 };
 pub use source::{
     BlockOrigin, ChainTip, EmbeddedRegtestSource, EncodeError, FoundBlock, Now, SolutionError,
-    SourceConfig, TemplateUpdate,
+    SourceConfig, TemplateUpdate, ERROR_STALE_TEMPLATE_ID, ERROR_TEMPLATE_ID_NOT_FOUND,
 };

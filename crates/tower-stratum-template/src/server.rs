@@ -12,22 +12,15 @@ use tower_stratum_core::handler::{
     NullSv2JobDeclarationServerHandler, NullSv2MiningServerHandler,
     Sv2TemplateDistributionServerHandler,
 };
-use tower_stratum_core::session::str0255;
 use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned;
 use tower_stratum_core::stratum_core::template_distribution_sv2::{
-    CoinbaseOutputConstraintsOwned, RequestTransactionDataErrorOwned, RequestTransactionDataOwned,
-    RequestTransactionDataSuccessOwned, SubmitSolutionOwned,
+    CoinbaseOutputConstraintsOwned, RequestTransactionDataOwned, SubmitSolutionOwned,
 };
 use tower_stratum_core::{
     Action, Actions, CloseReason, ConnectionContext, ConnectionId, SiblingMessage, Sv2Message,
 };
 use tower_stratum_service::{Listener, ServerConfig, ServerHandle, SiblingIo, Sv2ServerService};
 use tracing::{debug, info, warn};
-
-/// `RequestTransactionData.Error` code for a template of an earlier tip (spec 7.6).
-pub const ERROR_STALE_TEMPLATE_ID: &str = "stale-template-id";
-/// `RequestTransactionData.Error` code for an unknown template (spec 7.6).
-pub const ERROR_TEMPLATE_ID_NOT_FOUND: &str = "template-id-not-found";
 
 /// Configuration of a [`TemplateDistributionServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,39 +234,16 @@ impl Sv2TemplateDistributionServerHandler for TemplateDistributionServer {
         ctx: ConnectionContext,
         msg: RequestTransactionDataOwned,
     ) -> Actions {
-        let id = msg.template_id;
-        if self.source.template(id).is_some() {
-            let ok = (|| {
-                Some(RequestTransactionDataSuccessOwned {
-                    template_id: id,
-                    excess_data: Vec::new().try_into().ok()?,
-                    transaction_list: Vec::new().try_into().ok()?,
-                })
-            })();
-            return ok
-                .map(|m| {
-                    Actions::reply(td(
-                        TemplateDistributionOwned::RequestTransactionDataSuccess(m),
-                    ))
-                })
-                .unwrap_or_default();
+        match self.source.request_transaction_data(&msg) {
+            Ok(reply) => {
+                debug!(connection = %ctx.id, template_id = msg.template_id, "RequestTransactionData");
+                Actions::reply(td(reply))
+            }
+            Err(e) => {
+                warn!(connection = %ctx.id, error = %e, "cannot answer RequestTransactionData");
+                Actions::none()
+            }
         }
-        let code = if self.source.is_stale(id) {
-            ERROR_STALE_TEMPLATE_ID
-        } else {
-            ERROR_TEMPLATE_ID_NOT_FOUND
-        };
-        debug!(connection = %ctx.id, template_id = id, code, "RequestTransactionData refused");
-        str0255(code)
-            .map(|error_code| {
-                Actions::reply(td(TemplateDistributionOwned::RequestTransactionDataError(
-                    RequestTransactionDataErrorOwned {
-                        template_id: id,
-                        error_code,
-                    },
-                )))
-            })
-            .unwrap_or_default()
     }
 
     async fn handle_submit_solution(
@@ -347,6 +317,7 @@ mod tests {
     use super::*;
     use crate::regtest::op_true_script;
     use crate::solver::{payout_all, solve};
+    use crate::source::ERROR_STALE_TEMPLATE_ID;
     use std::time::Duration;
     use tower_stratum_core::session::ConnectionInfo;
     use tower_stratum_core::{Role, Subprotocol};

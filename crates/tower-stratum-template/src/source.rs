@@ -7,6 +7,7 @@ use crate::regtest::{
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower_stratum_core::session::str0255;
 use tower_stratum_core::stratum_core::bitcoin::{
     absolute::LockTime,
     block::{Header, Version as BlockVersion},
@@ -19,9 +20,15 @@ use tower_stratum_core::stratum_core::bitcoin::{
 };
 use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned;
 use tower_stratum_core::stratum_core::template_distribution_sv2::{
-    NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
+    NewTemplateOwned, RequestTransactionDataErrorOwned, RequestTransactionDataOwned,
+    RequestTransactionDataSuccessOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
 };
 use tower_stratum_core::Sv2Message;
+
+/// `RequestTransactionData.Error` code for a template of an earlier tip (spec 7.6).
+pub const ERROR_STALE_TEMPLATE_ID: &str = "stale-template-id";
+/// `RequestTransactionData.Error` code for an unknown template (spec 7.6).
+pub const ERROR_TEMPLATE_ID_NOT_FOUND: &str = "template-id-not-found";
 
 /// Seconds a block timestamp may be ahead of the node's clock (`MAX_FUTURE_BLOCK_TIME`, 2 h).
 const MAX_FUTURE_BLOCK_TIME: u32 = 2 * 60 * 60;
@@ -372,6 +379,41 @@ impl EmbeddedRegtestSource {
     /// A template issued on the current tip, if it is still kept.
     pub fn template(&self, template_id: u64) -> Option<&NewTemplateOwned> {
         self.templates.get(&template_id)
+    }
+
+    /// The answer to `RequestTransactionData` (spec 7.4-7.6): `.Success` with no transactions
+    /// and no excess data for a template of the current tip (templates are coinbase-only);
+    /// `.Error` with `stale-template-id` for one of an earlier tip, `template-id-not-found`
+    /// otherwise.
+    pub fn request_transaction_data(
+        &self,
+        request: &RequestTransactionDataOwned,
+    ) -> Result<TemplateDistributionOwned, EncodeError> {
+        let template_id = request.template_id;
+        if self.templates.contains_key(&template_id) {
+            return Ok(TemplateDistributionOwned::RequestTransactionDataSuccess(
+                RequestTransactionDataSuccessOwned {
+                    template_id,
+                    excess_data: Vec::new()
+                        .try_into()
+                        .map_err(|_| EncodeError("excess_data"))?,
+                    transaction_list: Vec::new()
+                        .try_into()
+                        .map_err(|_| EncodeError("transaction_list"))?,
+                },
+            ));
+        }
+        let code = if self.is_stale(template_id) {
+            ERROR_STALE_TEMPLATE_ID
+        } else {
+            ERROR_TEMPLATE_ID_NOT_FOUND
+        };
+        Ok(TemplateDistributionOwned::RequestTransactionDataError(
+            RequestTransactionDataErrorOwned {
+                template_id,
+                error_code: str0255(code).ok_or(EncodeError("error_code"))?,
+            },
+        ))
     }
 
     /// Whether `template_id` was issued for an earlier tip.
