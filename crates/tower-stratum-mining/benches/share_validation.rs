@@ -9,6 +9,9 @@
 //!   `difficulty-too-low` (no insert).
 //! - `handler/extended/accepted`: `MiningServer::handle_submit_shares_extended` (lookup,
 //!   vardiff count, validation, `SubmitShares.Success` per share).
+//! - `baseline/sha256d-header`: one `sha256d` of an 80-byte header (rust-bitcoin's hashes, as
+//!   `channels_sv2` uses): the floor of any share validation. An extended share costs one for
+//!   the header, one for the coinbase txid and one per merkle branch.
 //!
 //! Shares are built outside the timed region; channels are rebuilt every 200 000 shares so the
 //! duplicate set stays below `channels_sv2`'s budget.
@@ -341,6 +344,17 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.bench_function("baseline/sha256d-header", |b| {
+        let mut header = [0x5au8; 80];
+        let mut nonce = 0u32;
+        b.iter(|| {
+            nonce = nonce.wrapping_add(1);
+            header[76..].copy_from_slice(&nonce.to_le_bytes());
+            black_box(tower_stratum_mining::share_math::header_hash(black_box(
+                &header,
+            )))
+        })
+    });
     g.bench_function("handler/extended/accepted", |b| {
         b.iter_custom(|iters| {
             timed(
