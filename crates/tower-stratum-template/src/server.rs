@@ -56,7 +56,6 @@ pub struct NextTick(pub Option<Instant>);
 
 #[derive(Debug, Default)]
 struct ConnState {
-    constraints: Option<CoinbaseOutputConstraintsOwned>,
     /// The last template id sent on this connection.
     sent_template: Option<u64>,
 }
@@ -221,7 +220,6 @@ impl Sv2TemplateDistributionServerHandler for TemplateDistributionServer {
         );
         let current = self.source.current().template_id();
         let state = self.conns.entry(ctx.id).or_default();
-        state.constraints = Some(msg);
         if state.sent_template == Some(current) {
             Actions::none()
         } else {
