@@ -9,7 +9,7 @@
 //!   `difficulty-too-low` (no insert).
 //! - `handler/extended/accepted`: `MiningServer::handle_submit_shares_extended` (lookup,
 //!   vardiff count, validation, `SubmitShares.Success` per share).
-//! - `baseline/sha256d-header`: one `sha256d` of an 80-byte header (rust-bitcoin's hashes, as
+//! - `baseline/sha256d-header`: one `sha256d` of an 80-byte header (`bitcoin_hashes`, as
 //!   `channels_sv2` uses): the floor of any share validation. An extended share costs one for
 //!   the header, one for the coinbase txid and one per merkle branch.
 //!
