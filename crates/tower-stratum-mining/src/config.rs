@@ -83,11 +83,12 @@ pub struct MiningServerConfig {
     /// Window of the hashrate estimate in [`MiningStats`](crate::MiningStats), measured on the
     /// ticks' `now`. Default: 600 s.
     pub hashrate_window: Duration,
-    /// How many [`FoundBlock`](crate::FoundBlock)s [`found_blocks`](crate::MiningServer::found_blocks)
-    /// keeps (oldest dropped first; the counter keeps counting). Default: `16`.
+    /// How many [`FoundBlock`](crate::FoundBlock)s
+    /// [`found_blocks`](crate::MiningServer::found_blocks) keeps (oldest dropped first; the
+    /// counter keeps counting). Default: `16`.
     pub found_blocks_kept: usize,
     /// Whether to ask the template source for a block's transactions
-    /// (`RequestTransactionData`, spec 7.3) when a share solves a template that has any, so the
+    /// (`RequestTransactionData`, spec 7.4) when a share solves a template that has any, so the
     /// full block can be kept in [`FoundBlock::block`](crate::FoundBlock::block). The template
     /// source (Bitcoin Core) assembles and broadcasts the block from `SubmitSolution` either
     /// way. Default: `true`.

@@ -30,9 +30,12 @@
 //! };
 //! let server = MiningServer::new(config)?.with_event_sink(|event| println!("{event:?}"));
 //! // Serve it: `Sv2ServerService::new_with_sibling_io(cfg, listener, server, ..)`, give the
-//! // sibling channels to a template source, and tick it from a task holding a clone of the
-//! // sibling sender:
-//! //     loop { interval.tick().await; let _ = tx.send(SiblingMessage::custom(Tick::now())).await; }
+//! // sibling channels (`SiblingIo::into_channels`) to a template source, and tick it from a
+//! // task holding a clone of the sibling sender `tx`, about once per second:
+//! //     loop {
+//! //         interval.tick().await;
+//! //         let _ = tx.send(SiblingMessage::custom(Tick::now())).await;
+//! //     }
 //! let _tick = SiblingMessage::custom(Tick::now());
 //! # let _ = (server, Duration::from_secs(1));
 //! # Ok(()) }

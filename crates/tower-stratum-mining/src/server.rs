@@ -149,7 +149,25 @@ struct ChainState {
 /// (`bad-extranonce-size`), duplicate (`duplicate-share`), channel target
 /// (`difficulty-too-low`); an unknown channel gets `invalid-channel-id`. Accepted shares are
 /// acknowledged every [`share_batch_size`](MiningServerConfig::share_batch_size) with
-/// `SubmitShares.Success`, and at once when they solve a block.
+/// `SubmitShares.Success`, and at once when they solve a block. A channel whose duplicate set
+/// reaches `channels_sv2`'s budget is closed with `CloseChannel` `share-budget-exhausted`.
+/// Error codes are `mining_sv2`'s constants (spec 3.5 leaves codes to implementations; these
+/// are the ones SRI and earlier spec revisions use).
+///
+/// # Other messages
+/// - `OpenStandardMiningChannel` / `OpenExtendedMiningChannel` errors: `invalid-nominal-hashrate`,
+///   `max-target-out-of-range` (from `channels_sv2`), `min-extranonce-size-too-large`,
+///   `channel-capacity-exhausted` (allocator full or
+///   [`max_channels_per_connection`](MiningServerConfig::max_channels_per_connection) reached),
+///   `extended-channels-not-supported-for-standard-jobs`.
+/// - `UpdateChannel` (spec 5.3.7): new target from the nominal hashrate and `maximum_target`,
+///   answered with `SetTarget`; `UpdateChannel.Error` `invalid-channel-id`,
+///   `invalid-nominal-hashrate` or `max-target-out-of-range`.
+/// - `CloseChannel` (spec 5.3.9): frees the channel and its extranonce prefix; on the group
+///   channel id, closes every channel of the connection. No reply.
+/// - `SetCustomMiningJob`: `SetCustomMiningJob.Error` `jd-not-supported` (no Job Declaration;
+///   `REQUIRES_WORK_SELECTION` is refused at `SetupConnection`).
+/// - Connection closed: all its channels and prefixes are freed.
 pub struct MiningServer {
     config: MiningServerConfig,
     pub(crate) allocator: ExtranonceAllocator,

@@ -4,7 +4,8 @@ use crate::share_math::HASHES_PER_DIFFICULTY_1;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// A snapshot of the server for a status line ([`MiningServer::stats`](crate::MiningServer::stats)).
+/// A snapshot of the server for a status line
+/// ([`MiningServer::stats`](crate::MiningServer::stats)).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MiningStats {
     /// Established Mining connections.
