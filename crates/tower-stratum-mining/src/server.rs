@@ -136,7 +136,11 @@ struct ChainState {
 ///   (from the current template) and a `SetNewPrevHash` activating it (spec 5.3.15: the first
 ///   job after opening is a future job), then any future templates still waiting for their
 ///   prevhash. A channel opened before any template is open and idle; it gets jobs as soon as
-///   templates arrive.
+///   templates arrive. (SRI's pool instead accepts no connection until it has a template and a
+///   prevhash; SRI's own future template + prevhash bootstrap is used for the first job, but
+///   from the *current* template, so a channel opened between a `NewTemplate` update and the
+///   next block mines the freshest template, and future templates still awaiting their
+///   `SetNewPrevHash` are passed on so that prevhash can activate them on the new channel too.)
 /// - Extranonce prefixes come from one `ExtranonceAllocator` for all connections: unique
 ///   across connections and channels, released when a channel or connection closes. Extended
 ///   channels get the whole rollable space (`extranonce_size`), so every channel of a group
