@@ -453,15 +453,14 @@ async fn block_solution_goes_to_the_template_source() {
     p.send(share.clone()).await;
     expect_success(&mut p, ch.id, 1).await;
 
-    let solution: SubmitSolutionOwned = loop {
+    // An empty template: SubmitSolution only (no RequestTransactionData).
+    let solution: SubmitSolutionOwned =
         match within(5, "SubmitSolution", h.template_rx.recv()).await {
             Some(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
                 TemplateDistributionOwned::SubmitSolution(s),
-            ))) => break s,
-            Some(other) => panic!("unexpected sibling message {other:?}"),
-            None => panic!("sibling closed"),
-        }
-    };
+            ))) => s,
+            other => panic!("expected SubmitSolution, got {other:?}"),
+        };
     let Sv2Message::Mining(MiningOwned::SubmitSharesStandard(sent)) = share else {
         unreachable!()
     };
