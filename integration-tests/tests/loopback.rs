@@ -629,3 +629,29 @@ async fn plaintext_tcp_when_explicitly_chosen() {
     client_handle.shutdown().await;
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_handlers_request_reaches_the_services_own_handlers() {
+    let keys = AuthorityKeypair::generate();
+    let (l, _) = listener().await;
+    let (events, mut rx) = Events::new(100);
+    let (mut svc, handle) = Sv2ServerService::builder()
+        .config(noise_config(&keys))
+        .mining(MinimalMiningServer::new(events))
+        .serve(l);
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::ToHandlers(tower_stratum::SiblingMessage::custom(
+            String::from("tick"),
+        )))
+        .await
+        .unwrap();
+    match next_event(&mut rx, "handler sees the app message").await {
+        Event::Sibling(m) => {
+            assert_eq!(m.downcast_ref::<String>().map(String::as_str), Some("tick"))
+        }
+        other => panic!("{other:?}"),
+    }
+    handle.shutdown().await;
+}

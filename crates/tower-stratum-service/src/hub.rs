@@ -251,6 +251,11 @@ impl<H: HandlerSet> Hub<H> {
                 v.sort_by_key(|c| c.id);
                 Ok(Response::Connections(v))
             }
+            Request::ToHandlers(msg) => {
+                let actions = self.handlers.sibling(msg).await;
+                self.apply(None, actions).await;
+                Ok(Response::Done)
+            }
             Request::ToSibling(msg) => {
                 if self.sibling.is_none() {
                     return Err(ServiceError::NoSibling);

@@ -28,6 +28,10 @@ pub enum Request {
     ListConnections,
     /// Send a message to the sibling service. Errors with [`ServiceError::NoSibling`].
     ToSibling(SiblingMessage),
+    /// Deliver a message to THIS service's own handlers, through their
+    /// `handle_sibling_message`, as if the sibling had sent it; the actions they return are
+    /// carried out. For application events such as periodic ticks (a handler cannot sleep).
+    ToHandlers(SiblingMessage),
 }
 
 /// The answer to a [`Request`].
