@@ -2,7 +2,10 @@
 //!
 //! Received messages are printed by [`DumpLayer`], a tower layer on the client's inbound stack
 //! (every message from the upstream passes through it before the handler sees it); sent
-//! messages are printed where the miner sends them ([`outbound`]).
+//! messages are printed where the miner sends them ([`outbound`]). `SetupConnection` and its
+//! answer are exchanged inside the client service and never pass through either place: the
+//! handler prints one `== SetupConnection done ...` line with the negotiated version and flags
+//! instead.
 
 use std::task::{Context, Poll};
 use tower::{Layer, Service};

@@ -122,6 +122,17 @@ impl Sv2MiningClientHandler for MinerHandler {
 
     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
         info!(peer = ?ctx.peer, version = ctx.info.version, flags = ctx.info.success_flags, "connected upstream");
+        if self.options.dump_protocol {
+            // The service runs SetupConnection itself; those two messages never reach the
+            // inbound stack, so report the negotiated result.
+            println!(
+                "== SetupConnection done by the service: protocol={} used_version={} flags={:#x} success_flags={:#x}",
+                ctx.protocol(),
+                ctx.info.version,
+                ctx.info.flags,
+                ctx.info.success_flags
+            );
+        }
         let open = self.state.connected();
         self.publish();
         self.send(open)
