@@ -9,6 +9,9 @@
 //! - Handler traits, one per subprotocol per side ([`handler`]): implement the methods you
 //!   support; the defaults give the spec's rejection. `Null…` handlers refuse a subprotocol.
 //! - [`session`]: the sans-IO per-connection state machine (spec 3.6).
+//! - [`mining`]: `MiningServer`, a ready Mining Protocol server handler (channels, jobs from
+//!   templates, share validation, vardiff, blocks).
+//! - [`template`]: template sources (embedded regtest, Template Distribution client/server).
 //! - [`codec`]: `tokio_util` codecs for plaintext and Noise NX frames, authority keys.
 //!
 //! Messages are SRI's owned types from `stratum-core` 0.6.0 (re-exported as
@@ -47,6 +50,17 @@ pub use tower_stratum_core::{
     SetupSupport, SiblingMessage, Subprotocol, Sv2Message,
 };
 pub use tower_stratum_service::*;
+
+/// A ready Mining Protocol server handler on SRI's `channels_sv2` (`tower-stratum-mining`).
+pub mod mining {
+    pub use tower_stratum_mining::*;
+}
+
+/// Template sources: embedded regtest source, Template Distribution server and client, block
+/// checks (`tower-stratum-template`).
+pub mod template {
+    pub use tower_stratum_template::*;
+}
 
 /// Framing, Noise and authority keys (`tower-stratum-codec`).
 pub mod codec {

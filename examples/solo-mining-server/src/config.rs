@@ -6,29 +6,29 @@ use std::path::Path;
 /// The whole configuration file. Every field has a default, so an empty file is valid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Address the Sv2 mining server listens on.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Authority public key (SRI base58check format) that miners verify.
-    pub authority_public_key: String,
+    pub(crate) authority_public_key: String,
     /// Authority secret key (SRI base58check format).
-    pub authority_secret_key: String,
+    pub(crate) authority_secret_key: String,
     /// Noise certificate validity, seconds.
-    pub cert_validity_secs: u64,
+    pub(crate) cert_validity_secs: u64,
     /// Payout: a Bitcoin address (regtest/testnet/mainnet) or `script:<hex scriptPubKey>`.
-    pub payout: String,
+    pub(crate) payout: String,
     /// Target share rate per channel, shares per minute (vardiff aims at it).
-    pub shares_per_minute: f32,
+    pub(crate) shares_per_minute: f32,
     /// Seconds between status lines; 0 disables them.
-    pub status_interval_secs: u64,
+    pub(crate) status_interval_secs: u64,
     /// Where templates come from.
-    pub template_source: TemplateSource,
+    pub(crate) template_source: TemplateSource,
 }
 
 /// Template source selection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum TemplateSource {
+pub(crate) enum TemplateSource {
     /// Built-in regtest templates (offline); a new chain tip on every block found and every
     /// `interval_secs` (0 = only on blocks found).
     Embedded {
@@ -45,9 +45,9 @@ pub enum TemplateSource {
 }
 
 /// SRI's public test keypair. PUBLIC: anyone can impersonate a server that uses it.
-pub const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
+pub(crate) const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
 /// Secret half of SRI's public test keypair.
-pub const SRI_TEST_SECRET: &str = "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n";
+pub(crate) const SRI_TEST_SECRET: &str = "mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n";
 
 impl Default for Config {
     fn default() -> Self {
@@ -66,19 +66,19 @@ impl Default for Config {
 
 impl Config {
     /// Reads a TOML file.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Whether the configured key is SRI's public test key.
-    pub fn uses_public_test_key(&self) -> bool {
+    pub(crate) fn uses_public_test_key(&self) -> bool {
         self.authority_secret_key == SRI_TEST_SECRET
     }
 }
 
 /// The default configuration as a commented TOML document.
-pub fn commented_default() -> String {
+pub(crate) fn commented_default() -> String {
     format!(
         r#"# solo-mining-server configuration. Every key is optional; these are the defaults.
 

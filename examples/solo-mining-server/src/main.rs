@@ -8,6 +8,8 @@
 //! ```
 
 mod config;
+mod demo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -71,6 +73,29 @@ fn main() -> std::process::ExitCode {
     if let Some(p) = cli.payout {
         cfg.payout = p;
     }
-    eprintln!("error: serving is being wired up (issue 3); config parsed: {}", cfg.listen);
-    std::process::ExitCode::from(1)
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve::run(cfg, cli.demo)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,solo_mining_server=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
