@@ -94,6 +94,13 @@ pub struct SourceConfig {
     /// Templates kept per chain tip, for matching `SubmitSolution` and
     /// `RequestTransactionData` (oldest dropped first). Default 16.
     pub max_templates_per_tip: usize,
+    /// Valid blocks the source mines at start, one second apart and ending one hour in the
+    /// past, before issuing the first template. Default 0 (the first template builds on
+    /// genesis). With 11 (the median-time-past span) the median time past starts an hour back,
+    /// so miners that fix a job's ntime at the wall clock (SRI's `mining_device` uses now +
+    /// 60 s) are not pushed below `min_ntime` when blocks come faster than one a second, as
+    /// they do on regtest where nearly every share is a block.
+    pub history_blocks: u32,
 }
 
 impl Default for SourceConfig {
@@ -106,6 +113,7 @@ impl Default for SourceConfig {
             coinbase_tx_input_sequence: u32::MAX,
             simulated_payout_script: op_true_script(),
             max_templates_per_tip: 16,
+            history_blocks: 0,
         }
     }
 }
@@ -348,7 +356,8 @@ impl EmbeddedRegtestSource {
         let mut templates = BTreeMap::new();
         templates.insert(1, first.new_template.clone());
         let next_simulated_at = simulated_deadline(&config, now);
-        Ok(Self {
+        let history = config.history_blocks;
+        let mut source = Self {
             config,
             tip,
             recent_times,
@@ -357,7 +366,22 @@ impl EmbeddedRegtestSource {
             templates,
             current: first,
             next_simulated_at,
-        })
+        };
+        let start = now.unix_time.saturating_sub(3600).saturating_sub(history);
+        for i in 0..history {
+            let height = source.tip.height.saturating_add(1);
+            let at = Now::new(now.monotonic, start.saturating_add(i));
+            match source.simulate_block(height, at) {
+                Ok(block) => {
+                    source.advance(block, height, BlockOrigin::Simulated, now)?;
+                }
+                Err(e) => {
+                    tracing::warn!(height, error = %e, "cannot mine a history block");
+                    break;
+                }
+            }
+        }
+        Ok(source)
     }
 
     /// The configuration.
@@ -965,6 +989,20 @@ mod tests {
         let mut source = EmbeddedRegtestSource::new(config, at(base, 0)).unwrap();
         assert_eq!(source.poll_timeout(), None);
         assert!(source.on_tick(at(base, 1_000_000)).is_none());
+    }
+
+    #[test]
+    fn history_blocks_put_the_median_time_past_an_hour_back() {
+        let now = Now::new(Instant::now(), 1_800_000_000);
+        let cfg = SourceConfig {
+            history_blocks: 11,
+            ..SourceConfig::default()
+        };
+        let source = EmbeddedRegtestSource::new(cfg, now).unwrap();
+        assert_eq!(source.tip().height, 11);
+        let mtp = source.median_time_past();
+        assert!(mtp < now.unix_time - 3500, "median time past {mtp}");
+        assert!(mtp > now.unix_time - 3700, "median time past {mtp}");
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), String> {
             Some(spawn_embedded_source(
                 SourceConfig {
                     tip_interval: Duration::from_secs(*interval_secs),
+                    // Keeps the median time past an hour back: see `history_blocks`.
+                    history_blocks: 11,
                     ..SourceConfig::default()
                 },
                 sibling,
