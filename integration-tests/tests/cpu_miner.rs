@@ -7,9 +7,12 @@
 //! the miner must switch to the new job and get a share accepted on it. The only rejection
 //! tolerated is `stale-share` (a share in flight while the pool switches tips).
 //!
-//! The miner runs as a child process. It is built by `cargo build -p cpu-miner` with this
+//! Also: the miner with every default (but the port) on our `solo-mining-server` example with
+//! its defaults: the two default to the same authority key.
+//!
+//! The binaries run as child processes. They are built by `cargo build -p <package>` with this
 //! test's profile and target directory (a no-op when `cargo test --workspace` already built
-//! it), because `CARGO_BIN_EXE_*` only exists for a package's own tests.
+//! them), because `CARGO_BIN_EXE_*` only exists for a package's own tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -19,45 +22,40 @@ use tokio::io::AsyncWriteExt;
 use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
 use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
 
-/// Builds (if needed) and locates `target/<profile>/cpu-miner`.
-fn cpu_miner_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // <target>/<profile>/deps/<this test>
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "cpu-miner",
-            "--bin",
-            "cpu-miner",
-            "--manifest-path",
-        ])
+/// Builds (if needed) and locates `target/<profile>/<name>`, the binary `name` of the
+/// workspace package `name`, with this test's profile and target directory.
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/<profile>/deps/<this test>
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", name, "--bin", name, "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
         }
-        let status = cmd.status().expect("cargo build -p cpu-miner");
-        assert!(status.success(), "cargo build -p cpu-miner failed");
-        let bin = profile_dir.join("cpu-miner");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("cargo build");
+    assert!(status.success(), "cargo build -p {name} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+fn cpu_miner_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("cpu-miner")).clone()
 }
 
 /// SRI's scripted TP and SRI's pool, ready for miners.
@@ -177,4 +175,27 @@ async fn cpu_miner_standard_channel_mines_sri_group_channel_jobs() {
         "<- NewExtendedMiningJob(channel_id: 1,",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_defaults_mine_on_solo_mining_server_defaults() {
+    let (miner_bin, server_bin) =
+        tokio::task::spawn_blocking(|| (cpu_miner_bin(), workspace_bin("solo-mining-server")))
+            .await
+            .unwrap();
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = PeerProcess::spawn(&server_bin, &["--listen", &listen]);
+    server.wait_for("listening", 60).await;
+    let url = format!("stratum2+tcp://{listen}");
+    // No --authority-key: the default (SRI's public test key) is also the server's default.
+    let mut miner = PeerProcess::spawn(
+        &miner_bin,
+        &["--url", &url, "--threads", "1", "--max-shares", "2"],
+    );
+    miner.wait_for("channel opened", 60).await;
+    miner.wait_for("share accepted", 120).await;
+    miner.wait_for("summary:", 120).await;
+    let summary = miner.log.last().unwrap().clone();
+    assert!(summary.contains("rejected=0"), "{summary}");
 }
