@@ -133,7 +133,10 @@ impl Sv2MiningClientHandler for MinerHandler {
                 ctx.info.success_flags
             );
         }
-        let open = self.state.connected();
+        let open = self.state.connected(ctx.info.success_flags);
+        if self.state.open_mode() != self.state.mode() {
+            println!("upstream requires extended channels: opening an extended channel");
+        }
         self.publish();
         self.send(open)
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error};
+use tracing::debug;
 
 /// Nonces scanned between two checks for new work: 2^16 (about 4 ms at 18 MH/s).
 pub const BATCH: u32 = 1 << 16;
@@ -139,10 +139,6 @@ impl Hasher {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     continue;
-                }
-                NextUnit::Unusable(e) => {
-                    error!(job_id = work.job_id, error = %e, "cannot mine this job");
-                    return self.wait_for_change();
                 }
             };
             let midstate = Midstate::new(&unit.header);

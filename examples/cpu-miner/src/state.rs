@@ -4,23 +4,29 @@
 //! [`MinerState::take_changed`] says the work changed. Nothing here reads the clock, spawns or
 //! does IO.
 //!
-//! Rules implemented (spec 5.3):
+//! Rules implemented (spec 5.2, 5.3):
 //! - A job is for us when its `channel_id` is our channel or the group channel our channel
-//!   belongs to (`group_channel_id` of the open success, or a later `SetGroupChannel`).
+//!   belongs to (`group_channel_id` of the open success, or a later `SetGroupChannel`, 5.3.22).
 //! - A future job (no `min_ntime`) waits for the `SetNewPrevHash` naming its `job_id`; that
-//!   message activates it, supplies `min_ntime`, and drops every other job (they are stale).
-//! - A non-future job is mined at once on the current chain tip, from its own `min_ntime`.
-//! - `SetTarget` replaces the target and keeps the search position (no unit is hashed twice);
-//!   `SetExtranoncePrefix` applies to jobs received after it.
-//! - Standard channels roll the BIP320 version bits of every job (spec: the general purpose
-//!   bits of `NewMiningJob.version` may be freely manipulated); extended jobs only when
-//!   `version_rolling_allowed`.
+//!   message activates it, supplies `min_ntime`, and drops every other job (5.3.17).
+//! - A non-future job is mined at once on the current chain tip, from its own `min_ntime`
+//!   (5.3.15, 5.3.16).
+//! - `SetTarget` (5.3.21) applies to future jobs and jobs received later; a job received
+//!   with `min_ntime` set keeps the target it was received under. A new target keeps the
+//!   search position (no unit is hashed twice).
+//! - `SetExtranoncePrefix` (5.3.10) applies to jobs received after it.
+//! - Version rolling: the BIP320 bits of every standard job (5.3.15) and of extended jobs with
+//!   `version_rolling_allowed` (5.3.16); none at all if the upstream set
+//!   `REQUIRES_FIXED_VERSION` in `SetupConnection.Success` (5.3.1).
+//! - A standard-mode miner opens an extended channel instead when the upstream set
+//!   `REQUIRES_EXTENDED_CHANNELS` (5.3.1).
 
 use crate::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
+use tower_stratum::session::{REQUIRES_EXTENDED_CHANNELS, REQUIRES_FIXED_VERSION};
 use tower_stratum::stratum_core::binary_sv2::{Str0255Owned, U256Owned};
 use tower_stratum::stratum_core::mining_sv2::{
     CloseChannelOwned, NewExtendedMiningJobOwned, NewMiningJobOwned,
@@ -77,6 +83,9 @@ struct Job {
     min_ntime: Option<u32>,
     received: Instant,
     merkle: MerkleSource,
+    /// The target of a job received with `min_ntime` set (fixed, spec 5.3.21); `None` for a
+    /// future job, which follows the channel's target.
+    target: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +113,11 @@ pub enum Ignored {
 #[derive(Debug)]
 pub struct MinerState {
     request: ChannelRequest,
+    /// Channel type opened on this connection (the requested one, unless the upstream
+    /// requires extended channels).
+    open_mode: ChannelMode,
+    /// `SetupConnection.Success` had `REQUIRES_FIXED_VERSION`: never roll the version.
+    fixed_version: bool,
     next_request_id: u32,
     pending_request: Option<u32>,
     channel: Option<Channel>,
@@ -133,6 +147,8 @@ impl MinerState {
     /// A state with no connection.
     pub fn new(request: ChannelRequest) -> Self {
         Self {
+            open_mode: request.mode,
+            fixed_version: false,
             request,
             next_request_id: 1,
             pending_request: None,
@@ -211,11 +227,23 @@ impl MinerState {
             .is_some_and(|c| c.id == channel_id || (c.group_id != 0 && c.group_id == channel_id))
     }
 
-    /// The upstream connection is established: forget everything and return the channel-open
-    /// request to send.
-    pub fn connected(&mut self) -> Sv2Message {
+    /// The upstream connection is established with `success_flags` (from
+    /// `SetupConnection.Success`): forget everything and return the channel-open request to
+    /// send.
+    pub fn connected(&mut self, success_flags: u32) -> Sv2Message {
         self.reset();
+        self.fixed_version = success_flags & REQUIRES_FIXED_VERSION != 0;
+        self.open_mode = if success_flags & REQUIRES_EXTENDED_CHANNELS != 0 {
+            ChannelMode::Extended
+        } else {
+            self.request.mode
+        };
         self.open_request()
+    }
+
+    /// The channel type opened on the current connection.
+    pub fn open_mode(&self) -> ChannelMode {
+        self.open_mode
     }
 
     /// The open request for a new channel (also after `CloseChannel`).
@@ -225,7 +253,7 @@ impl MinerState {
         self.pending_request = Some(request_id);
         let user_identity = self.request.user_identity.clone();
         let max_target = U256Owned::from([0xffu8; 32]);
-        match self.request.mode {
+        match self.open_mode {
             ChannelMode::Standard => Sv2Message::Mining(MiningOwned::OpenStandardMiningChannel(
                 OpenStandardMiningChannelOwned {
                     request_id,
@@ -252,7 +280,7 @@ impl MinerState {
     }
 
     fn take_pending(&mut self, request_id: u32, mode: ChannelMode) -> Result<(), Ignored> {
-        if self.pending_request != Some(request_id) || self.request.mode != mode {
+        if self.pending_request != Some(request_id) || self.open_mode != mode {
             return Err(Ignored::UnexpectedOpen);
         }
         self.pending_request = None;
@@ -318,9 +346,22 @@ impl MinerState {
             self.jobs.pop_front();
         }
         if immediate && self.tip.is_some() {
-            // A non-future job: mine it now on the current tip (spec 5.3.x NewMiningJob).
+            // A non-future job: mine it now on the current tip (spec 5.3.15).
             self.activate(id);
         }
+    }
+
+    fn version_mask(&self, allowed_by_job: bool) -> u32 {
+        if allowed_by_job && !self.fixed_version {
+            BIP320_VERSION_MASK
+        } else {
+            0
+        }
+    }
+
+    /// A job received with `min_ntime` set keeps the channel's current target.
+    fn job_target(&self, min_ntime: Option<u32>) -> Option<[u8; 32]> {
+        min_ntime.and(self.channel.as_ref().map(|c| c.target))
     }
 
     /// `NewMiningJob` (standard channels).
@@ -328,13 +369,15 @@ impl MinerState {
         if !self.is_ours(m.channel_id) {
             return Err(Ignored::OtherChannel(m.channel_id));
         }
+        let min_ntime = m.min_ntime.clone().into_inner();
         let job = Job {
             id: m.job_id,
             version: m.version,
-            version_mask: BIP320_VERSION_MASK,
-            min_ntime: m.min_ntime.clone().into_inner(),
+            version_mask: self.version_mask(true),
+            min_ntime,
             received: now,
             merkle: MerkleSource::Fixed(m.merkle_root.to_array()),
+            target: self.job_target(min_ntime),
         };
         self.store_job(job);
         Ok(())
@@ -354,22 +397,21 @@ impl MinerState {
         };
         let mut prefix = m.coinbase_tx_prefix.as_bytes().to_vec();
         prefix.extend_from_slice(&ch.extranonce_prefix);
+        let merkle = MerkleSource::Coinbase {
+            prefix,
+            suffix: m.coinbase_tx_suffix.as_bytes().to_vec(),
+            path: m.merkle_path.iter().map(|n| n.to_array()).collect(),
+            rollable: ch.extranonce_size,
+        };
+        let min_ntime = m.min_ntime.clone().into_inner();
         let job = Job {
             id: m.job_id,
             version: m.version,
-            version_mask: if m.version_rolling_allowed {
-                BIP320_VERSION_MASK
-            } else {
-                0
-            },
-            min_ntime: m.min_ntime.clone().into_inner(),
+            version_mask: self.version_mask(m.version_rolling_allowed),
+            min_ntime,
             received: now,
-            merkle: MerkleSource::Coinbase {
-                prefix,
-                suffix: m.coinbase_tx_suffix.as_bytes().to_vec(),
-                path: m.merkle_path.iter().map(|n| n.to_array()).collect(),
-                rollable: ch.extranonce_size,
-            },
+            merkle,
+            target: self.job_target(min_ntime),
         };
         self.store_job(job);
         Ok(())
@@ -409,12 +451,18 @@ impl MinerState {
         }
         if let Some(ch) = &mut self.channel {
             ch.target = m.maximum_target.to_array();
+        }
+        let active_follows_channel = self
+            .jobs
+            .iter()
+            .any(|j| Some(j.id) == self.active && j.target.is_none());
+        if active_follows_channel {
             self.changed = true;
         }
         Ok(())
     }
 
-    /// `SetExtranoncePrefix`: applies to jobs received after it (spec 5.3.x).
+    /// `SetExtranoncePrefix`: applies to jobs received after it (spec 5.3.10).
     pub fn set_extranonce_prefix(&mut self, m: &SetExtranoncePrefixOwned) -> Result<(), Ignored> {
         let Some(ch) = self.channel.as_mut().filter(|c| c.id == m.channel_id) else {
             return Err(Ignored::OtherChannel(m.channel_id));
@@ -462,7 +510,7 @@ impl MinerState {
             tip_epoch: self.tip_epoch,
             channel_id: ch.id,
             job_id: job.id,
-            share_kind: match self.request.mode {
+            share_kind: match self.open_mode {
                 ChannelMode::Standard => ShareKind::Standard,
                 ChannelMode::Extended => ShareKind::Extended,
             },
@@ -472,7 +520,7 @@ impl MinerState {
             nbits: tip.nbits,
             min_ntime,
             min_ntime_received: job.received,
-            target: ch.target,
+            target: job.target.unwrap_or(ch.target),
             merkle: job.merkle.clone(),
             next_unit: self.next_unit.clone(),
         })
@@ -515,7 +563,7 @@ mod tests {
     }
 
     fn open_standard(s: &mut MinerState, channel_id: u32, group: u32) {
-        let rid = request_id(&s.connected());
+        let rid = request_id(&s.connected(0));
         s.open_standard_success(&OpenStandardMiningChannelSuccessOwned {
             request_id: rid,
             channel_id,
@@ -527,7 +575,7 @@ mod tests {
     }
 
     fn open_extended(s: &mut MinerState, channel_id: u32) {
-        let rid = request_id(&s.connected());
+        let rid = request_id(&s.connected(0));
         s.open_extended_success(&OpenExtendedMiningChannelSuccessOwned {
             request_id: rid,
             channel_id,
@@ -616,7 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn identical_job_continues_the_unit_counter_and_set_target_keeps_it() {
+    fn identical_job_continues_the_unit_counter() {
         let now = Instant::now();
         let mut s = state(ChannelMode::Standard);
         open_standard(&mut s, 7, 0);
@@ -630,24 +678,85 @@ mod tests {
         s.new_mining_job(&job(7, 3, Some(1_000), 0x02), now)
             .unwrap();
         assert_eq!(s.work().unwrap().next_unit.load(Ordering::Relaxed), 0);
-        s.work().unwrap().next_unit.store(9, Ordering::Relaxed);
-        s.take_changed();
-        s.set_target(&SetTargetOwned {
+    }
+
+    #[test]
+    fn set_target_applies_to_future_jobs_only_and_keeps_the_search_position() {
+        let now = Instant::now();
+        let target = |b| SetTargetOwned {
             channel_id: 7,
-            maximum_target: u256(0x44),
-        })
-        .unwrap();
-        assert!(s.take_changed());
+            maximum_target: u256(b),
+        };
+        let mut s = state(ChannelMode::Standard);
+        open_standard(&mut s, 7, 0);
+        s.new_mining_job(&job(7, 1, None, 0x01), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 1, 0x99), now).unwrap();
+        // Job 2 arrives with min_ntime set: its target is fixed at 0x11 (spec 5.3.21).
+        s.new_mining_job(&job(7, 2, Some(1_000), 0x02), now)
+            .unwrap();
+        s.take_changed();
+        s.set_target(&target(0x44)).unwrap();
+        assert!(!s.take_changed());
+        assert_eq!(s.work().unwrap().target, [0x11; 32]);
+        // A future job activated later follows the channel target, and later changes of it.
+        s.new_mining_job(&job(7, 3, None, 0x03), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 3, 0x98), now).unwrap();
         let w = s.work().unwrap();
         assert_eq!(w.target, [0x44; 32]);
+        w.next_unit.store(9, Ordering::Relaxed);
+        s.take_changed();
+        s.set_target(&target(0x55)).unwrap();
+        assert!(s.take_changed());
+        let w = s.work().unwrap();
+        assert_eq!(w.target, [0x55; 32]);
         assert_eq!(w.next_unit.load(Ordering::Relaxed), 9);
         assert_eq!(
             s.set_target(&SetTargetOwned {
                 channel_id: 8,
-                maximum_target: u256(0x55),
+                maximum_target: u256(0x66),
             }),
             Err(Ignored::OtherChannel(8))
         );
+    }
+
+    #[test]
+    fn upstream_setup_flags_fix_the_version_or_require_extended_channels() {
+        let now = Instant::now();
+        let mut s = state(ChannelMode::Standard);
+        let open = s.connected(REQUIRES_FIXED_VERSION);
+        s.open_standard_success(&OpenStandardMiningChannelSuccessOwned {
+            request_id: request_id(&open),
+            channel_id: 7,
+            target: u256(0x11),
+            extranonce_prefix: B032Owned::try_from(vec![]).unwrap(),
+            group_channel_id: 0,
+        })
+        .unwrap();
+        s.new_mining_job(&job(7, 1, None, 0x01), now).unwrap();
+        s.set_new_prev_hash(&snph(7, 1, 0x99), now).unwrap();
+        assert_eq!(s.work().unwrap().version_mask, 0);
+
+        let open = s.connected(REQUIRES_EXTENDED_CHANNELS);
+        assert!(matches!(
+            open,
+            Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannel(_))
+        ));
+        assert_eq!(s.open_mode(), ChannelMode::Extended);
+        s.open_extended_success(&OpenExtendedMiningChannelSuccessOwned {
+            request_id: request_id(&open),
+            channel_id: 9,
+            target: u256(0x22),
+            extranonce_size: 4,
+            extranonce_prefix: B032Owned::try_from(vec![1]).unwrap(),
+            group_channel_id: 0,
+        })
+        .unwrap();
+        s.new_extended_mining_job(&ext_job(9, 1, true), now)
+            .unwrap();
+        s.set_new_prev_hash(&snph(9, 1, 0x99), now).unwrap();
+        let w = s.work().unwrap();
+        assert_eq!(w.share_kind, ShareKind::Extended);
+        assert_eq!(w.version_mask, BIP320_VERSION_MASK);
     }
 
     #[test]
@@ -729,7 +838,7 @@ mod tests {
     fn open_answers_must_match_the_pending_request_and_disconnect_stops_mining() {
         let now = Instant::now();
         let mut s = state(ChannelMode::Standard);
-        let rid = request_id(&s.connected());
+        let rid = request_id(&s.connected(0));
         let ok = OpenStandardMiningChannelSuccessOwned {
             request_id: rid + 1,
             channel_id: 1,

@@ -10,8 +10,8 @@
 //! ([`version_for`]), then an extranonce (extended jobs: the miner-owned bytes after
 //! `extranonce_prefix`, see [`extranonce_for`]), then an ntime offset. The offset only grows
 //! once every version and extranonce was used, and never beyond the seconds elapsed since the
-//! message that supplied `min_ntime` (spec 5.3.x: the downstream may roll ntime up to
-//! `min_ntime` + elapsed time).
+//! message that supplied `min_ntime` (spec 5.3.11: a share's ntime is at most `min_ntime` plus
+//! the seconds since that message arrived).
 
 use crate::sha256d::sha256d;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,32 +43,18 @@ pub fn build_header(
     h
 }
 
-/// Why a coinbase cannot be turned into a merkle root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CoinbaseError {
-    /// `coinbase_tx_prefix + extranonce_prefix + extranonce + coinbase_tx_suffix` does not
-    /// deserialise as a Bitcoin transaction.
-    Malformed(String),
-}
-
-impl std::error::Error for CoinbaseError {}
-
-impl std::fmt::Display for CoinbaseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CoinbaseError::Malformed(e) => write!(f, "coinbase does not deserialise: {e}"),
+/// The txid of a coinbase assembled from an extended job (spec 5.3.16): `sha256d` of its
+/// bytes. The spec requires `coinbase_tx_prefix`/`coinbase_tx_suffix` to be stripped of the
+/// BIP141 fields already; if the bytes still parse as a transaction *with* witness data
+/// (marker, flag, witness), the txid of its witness-stripped serialisation is returned
+/// instead, which is what the upstream will compute for the block.
+pub fn coinbase_txid(coinbase: &[u8]) -> [u8; 32] {
+    match deserialize::<Transaction>(coinbase) {
+        Ok(tx) if tx.input.iter().any(|i| !i.witness.is_empty()) => {
+            *AsRef::<[u8; 32]>::as_ref(&tx.compute_txid())
         }
+        _ => sha256d(coinbase),
     }
-}
-
-/// The txid of a serialised coinbase transaction: sha256d of its serialisation *without*
-/// witness data (an Sv2 coinbase prefix may carry the segwit marker and the witness reserved
-/// value; the txid, and so the merkle root, never covers them).
-pub fn coinbase_txid(coinbase: &[u8]) -> Result<[u8; 32], CoinbaseError> {
-    let tx: Transaction =
-        deserialize(coinbase).map_err(|e| CoinbaseError::Malformed(e.to_string()))?;
-    let txid = tx.compute_txid();
-    Ok(*AsRef::<[u8; 32]>::as_ref(&txid))
 }
 
 /// Folds a merkle path (nodes in internal byte order, deepest first, as in
@@ -149,7 +135,7 @@ pub enum MerkleSource {
     },
 }
 
-/// Which SubmitShares message a share of this work goes in (spec 5.3.12/5.3.13).
+/// Which SubmitShares message a share of this work goes in (spec 5.3.11/5.3.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShareKind {
     /// `SubmitShares.Standard` (standard channel).
@@ -211,8 +197,6 @@ pub enum NextUnit {
     Ready(Unit),
     /// The search space at the allowed ntime is exhausted; ntime may advance after this long.
     NotBefore(Duration),
-    /// The job cannot be mined (its coinbase does not deserialise).
-    Unusable(CoinbaseError),
 }
 
 impl Work {
@@ -276,10 +260,10 @@ impl Work {
                 coinbase.extend_from_slice(prefix);
                 coinbase.extend_from_slice(&extranonce);
                 coinbase.extend_from_slice(suffix);
-                match coinbase_txid(&coinbase) {
-                    Ok(txid) => (merkle_root_from_path(txid, path), extranonce),
-                    Err(e) => return NextUnit::Unusable(e),
-                }
+                (
+                    merkle_root_from_path(coinbase_txid(&coinbase), path),
+                    extranonce,
+                )
             }
         };
         NextUnit::Ready(Unit {
