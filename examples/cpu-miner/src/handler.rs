@@ -250,11 +250,12 @@ impl Sv2MiningClientHandler for MinerHandler {
                 Err(Ignored::OtherChannel(m.channel_id)),
             );
         }
+        let count = u64::from(m.new_submits_accepted_count);
         let accepted = self
             .stats
             .accepted
-            .fetch_add(u64::from(m.new_submits_accepted_count), Ordering::Relaxed)
-            + u64::from(m.new_submits_accepted_count);
+            .fetch_add(count, Ordering::Relaxed)
+            .wrapping_add(count);
         println!(
             "share accepted: channel_id={} last_sequence_number={} count={} (accepted total {})",
             m.channel_id, m.last_sequence_number, m.new_submits_accepted_count, accepted
@@ -276,7 +277,11 @@ impl Sv2MiningClientHandler for MinerHandler {
                 Err(Ignored::OtherChannel(m.channel_id)),
             );
         }
-        let rejected = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let rejected = self
+            .stats
+            .rejected
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
         println!(
             "share rejected: channel_id={} sequence_number={} error={} (rejected total {})",
             m.channel_id,

@@ -221,9 +221,12 @@ impl Work {
             NextUnit::NotBefore(d) => {
                 // Give the unit back for later (best effort: another thread may have taken a
                 // later one meanwhile; that one then waits too).
-                let _ =
-                    self.next_unit
-                        .compare_exchange(u + 1, u, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = self.next_unit.compare_exchange(
+                    u.wrapping_add(1),
+                    u,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 NextUnit::NotBefore(d)
             }
             other => other,
