@@ -95,6 +95,20 @@ impl SriPool {
     }
 }
 
+/// The decimal number after `key` in `line`.
+fn field(line: &str, key: &str) -> u32 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 /// Runs the miner on a fresh SRI pool with `extra` arguments; see the module docs.
 /// `new_job_line` is the dump line that announces the job of the new block.
 async fn mine_across_a_new_block(extra: &[&str], new_job_line: &str) {
@@ -125,27 +139,21 @@ async fn mine_across_a_new_block(extra: &[&str], new_job_line: &str) {
     sri.new_block().await;
     miner.wait_for(new_job_line, 60).await;
     let snph = miner.wait_for("<- SetNewPrevHash", 60).await;
-    let submit = miner.wait_for("-> SubmitShares", 120).await;
-    miner.wait_for("<- SubmitSharesSuccess", 120).await;
-    miner.wait_for("share accepted", 30).await;
-
-    // The share after the new SetNewPrevHash is for its job.
-    let job_of = |line: &str, key: &str| -> u32 {
-        let at = line
-            .find(key)
-            .unwrap_or_else(|| panic!("no {key} in {line}"))
-            + key.len();
-        line[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap()
+    let new_job = field(&snph, "job_id=");
+    // A share of the old job may still be in flight (the dump prints SetNewPrevHash before
+    // the handler switches); wait for one on the new job and for its own SubmitShares.Success.
+    let sequence_number = loop {
+        let submit = miner.wait_for("-> SubmitShares", 120).await;
+        if field(&submit, "job_id=") == new_job {
+            break field(&submit, "sequence_number=");
+        }
     };
-    assert_eq!(
-        job_of(&submit, "job_id="),
-        job_of(&snph, "job_id="),
-        "first share after the new tip:\n{submit}\n{snph}"
+    let success = miner
+        .wait_for(&format!("last_sequence_number={sequence_number},"), 120)
+        .await;
+    assert!(
+        success.starts_with("<- SubmitSharesSuccess"),
+        "share {sequence_number} on job {new_job}: {success}"
     );
     for l in &miner.log {
         if l.starts_with("share rejected") {
