@@ -92,6 +92,7 @@ fn translator(upstream: SocketAddr, aggregated: bool) -> PeerProcess {
             ("DOWNSTREAM_PORT", free_port().to_string()),
             ("UPSTREAM_HOST", upstream.ip().to_string()),
             ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("MIN_HASHRATE", "1_000_000.0".into()),
         ],
     );
     PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()])

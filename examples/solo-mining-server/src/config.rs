@@ -19,6 +19,8 @@ pub(crate) struct Config {
     pub(crate) payout: String,
     /// Target share rate per channel, shares per minute (vardiff aims at it).
     pub(crate) shares_per_minute: f32,
+    /// Seconds between vardiff evaluations per channel.
+    pub(crate) vardiff_period_secs: u64,
     /// Seconds between status lines; 0 disables them.
     pub(crate) status_interval_secs: u64,
     /// Where templates come from.
@@ -58,6 +60,7 @@ impl Default for Config {
             cert_validity_secs: 3600,
             payout: "bcrt1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u8nhukw".into(),
             shares_per_minute: 6.0,
+            vardiff_period_secs: 60,
             status_interval_secs: 5,
             template_source: TemplateSource::Embedded { interval_secs: 600 },
         }
@@ -100,6 +103,9 @@ payout = "bcrt1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u8nhukw"
 
 # Vardiff aims each channel at this many shares per minute.
 shares_per_minute = 6.0
+
+# Seconds between vardiff evaluations of each channel (SetTarget when the rate is off).
+vardiff_period_secs = 60
 
 # Seconds between status lines (connections, channels, hashrate, shares, blocks); 0 = off.
 status_interval_secs = 5

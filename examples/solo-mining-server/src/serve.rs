@@ -54,6 +54,7 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), String> {
     let mining_cfg = MiningServerConfig {
         coinbase_output_script: payout_script(&cfg.payout)?,
         shares_per_minute: cfg.shares_per_minute,
+        vardiff_period: Duration::from_secs(cfg.vardiff_period_secs.max(1)),
         ..MiningServerConfig::default()
     };
     let (events_tx, mut events) = mpsc::channel::<MiningEvent>(1024);

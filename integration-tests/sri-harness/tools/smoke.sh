@@ -54,7 +54,7 @@ wait_for "$W/sn.out" '^LISTENING ' 10
 SN_PORT=$(awk '/^LISTENING/{print $2}' "$W/sn.out"); SN_PORT=${SN_PORT##*:}
 SV1_PORT=$(free_port)
 sed -e "s/{{DOWNSTREAM_HOST}}/127.0.0.1/" -e "s/{{DOWNSTREAM_PORT}}/$SV1_PORT/" \
-    -e "s/{{UPSTREAM_HOST}}/127.0.0.1/" -e "s/{{UPSTREAM_PORT}}/$SN_PORT/" \
+    -e "s/{{UPSTREAM_HOST}}/127.0.0.1/" -e "s/{{UPSTREAM_PORT}}/$SN_PORT/" -e "s/{{MIN_HASHRATE}}/10_000.0/" \
     -e "s/min_individual_miner_hashrate = 1_000_000.0/min_individual_miner_hashrate = 10_000.0/" \
     "$C/translator-aggregated.toml" > "$W/tproxy.toml"
 "$B/translator_sv2" -c "$W/tproxy.toml" > "$W/tproxy.log" 2>&1 & pids+=($!)
