@@ -207,3 +207,64 @@ async fn cpu_miner_defaults_mine_on_solo_mining_server_defaults() {
     let summary = miner.log.last().unwrap().clone();
     assert!(summary.contains("rejected=0"), "{summary}");
 }
+
+/// Our `template-provider` binary and SRI's pool fed by it: this also proves SRI's TD client
+/// accepts our TD server.
+async fn sri_pool_on_our_template_provider() -> (PeerProcess, PeerProcess, SocketAddr) {
+    let tp_bin = tokio::task::spawn_blocking(|| workspace_bin("template-provider"))
+        .await
+        .unwrap();
+    let mut tp = PeerProcess::spawn(&tp_bin, &["--listen", "127.0.0.1:0"]);
+    let line = tp.wait_for("LISTENING ", 60).await;
+    let tp_addr = line.split_whitespace().last().unwrap().to_string();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = render_config(
+        "pool.toml",
+        &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
+    );
+    let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.wait_for("ready to accept connections", 120).await;
+    (tp, pool, addr)
+}
+
+async fn mine_on_sri_pool_fed_by_our_tp(channel: &str) {
+    let bin = tokio::task::spawn_blocking(cpu_miner_bin).await.unwrap();
+    let (mut tp, mut pool, addr) = sri_pool_on_our_template_provider().await;
+    let url = format!("stratum2+tcp://{addr}");
+    let mut miner = PeerProcess::spawn(
+        &bin,
+        &[
+            "--url",
+            &url,
+            "--authority-key",
+            SRI_TEST_AUTHORITY_PUBLIC_KEY,
+            "--channel",
+            channel,
+            "--threads",
+            "1",
+            "--nominal-hashrate-multiplier",
+            "0.1",
+            "--max-shares",
+            "3",
+            "--exit-after-secs",
+            "300",
+        ],
+    );
+    miner.wait_for("channel opened", 60).await;
+    miner.wait_for("share accepted", 120).await;
+    // On regtest nearly every share is a block: SRI's pool says so and sends SubmitSolution
+    // to our TP, which validates the block and moves the tip.
+    pool.wait_for("Block Found", 60).await;
+    let block = tp.wait_for("(solution", 60).await;
+    assert!(block.starts_with("block "), "{block}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_standard_channel_on_sri_pool_fed_by_our_template_provider() {
+    mine_on_sri_pool_fed_by_our_tp("standard").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_extended_channel_on_sri_pool_fed_by_our_template_provider() {
+    mine_on_sri_pool_fed_by_our_tp("extended").await;
+}
