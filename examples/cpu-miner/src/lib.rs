@@ -37,3 +37,101 @@ pub mod state;
 pub mod stats;
 pub mod submit;
 pub mod work;
+
+use handler::{HandlerOptions, MinerHandler, Stop};
+use sha256d::Engine;
+use state::{ChannelMode, ChannelRequest, MinerState};
+use stats::Stats;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tower::util::option_layer;
+use tower_stratum::codec::AuthorityPublicKey;
+use tower_stratum::{ClientConfig, ClientHandle, Endpoint, Subprotocol, Sv2ClientService};
+
+/// What [`start`] needs: where to connect and how to mine.
+#[derive(Debug, Clone)]
+pub struct MinerOptions {
+    /// `host:port` of the Sv2 mining server.
+    pub address: String,
+    /// The server's authority public key (its Noise certificate must be signed by it).
+    pub authority: AuthorityPublicKey,
+    /// Standard or extended channel.
+    pub mode: ChannelMode,
+    /// `user_identity` of the channel (at most 255 bytes).
+    pub user_identity: String,
+    /// Advertised nominal hashrate, H/s.
+    pub nominal_hash_rate: f32,
+    /// `min_extranonce_size` for extended channels, bytes.
+    pub min_extranonce_size: u16,
+    /// Hashing threads.
+    pub threads: usize,
+    /// Hashing engine.
+    pub engine: Engine,
+    /// Handler behaviour.
+    pub handler: HandlerOptions,
+}
+
+/// A running miner: its client handle, live counters, and why it stopped (if it does).
+#[derive(Debug)]
+pub struct RunningMiner {
+    /// The Sv2 client; `shutdown()` it to stop.
+    pub handle: ClientHandle,
+    /// Hashes, shares submitted/accepted/rejected.
+    pub stats: Arc<Stats>,
+    /// Receives [`Stop`] when the miner stops by itself (max shares, channel refused).
+    pub stop_rx: mpsc::Receiver<Stop>,
+}
+
+/// Connects, opens the channel and starts the hashing threads and the share submitter on the
+/// current tokio runtime. Errors if `user_identity` is not a valid STR0_255 or the threads
+/// cannot start.
+pub fn start(opts: MinerOptions) -> Result<RunningMiner, String> {
+    let user_identity = tower_stratum::session::str0255(&opts.user_identity)
+        .ok_or("user identity: not a valid STR0_255")?;
+    let dump = opts.handler.dump_protocol;
+    let stats = Arc::new(Stats::default());
+    let (work_tx, work_rx) = watch::channel(None);
+    let (share_tx, share_rx) = mpsc::channel::<miner::FoundShare>(256);
+    let (stop_tx, stop_rx) = mpsc::channel::<Stop>(4);
+    let state = MinerState::new(ChannelRequest {
+        mode: opts.mode,
+        user_identity,
+        nominal_hash_rate: opts.nominal_hash_rate,
+        min_extranonce_size: opts.min_extranonce_size,
+    });
+    let handler = MinerHandler::new(state, opts.handler, work_tx, stats.clone(), stop_tx);
+    let config = ClientConfig {
+        vendor: "tower-stratum cpu-miner".into(),
+        ..ClientConfig::default()
+    }
+    .endpoint(
+        Subprotocol::Mining,
+        Endpoint::noise(opts.address, opts.authority),
+    );
+    let (service, handle) = Sv2ClientService::builder()
+        .config(config)
+        .layer(option_layer(dump.then_some(dump::DumpLayer)))
+        .mining(handler)
+        .start();
+    tokio::spawn(submit::run(
+        share_rx,
+        service,
+        work_rx.clone(),
+        stats.clone(),
+        dump,
+    ));
+    miner::spawn(
+        opts.threads,
+        opts.engine,
+        &work_rx,
+        share_tx,
+        stats.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(|e| format!("cannot start hashing threads: {e}"))?;
+    Ok(RunningMiner {
+        handle,
+        stats,
+        stop_rx,
+    })
+}

@@ -7,23 +7,19 @@
 //! stderr.
 
 use clap::{Parser, ValueEnum};
-use cpu_miner::dump::DumpLayer;
-use cpu_miner::handler::{HandlerOptions, MinerHandler, Stop};
-use cpu_miner::miner::{self, FoundShare, BATCH};
+use cpu_miner::handler::{HandlerOptions, Stop};
+use cpu_miner::{MinerOptions, RunningMiner};
+use cpu_miner::miner::{self, BATCH};
 use cpu_miner::sha256d::{Engine, Midstate};
-use cpu_miner::state::{ChannelMode, ChannelRequest, MinerState};
+use cpu_miner::state::ChannelMode;
 use cpu_miner::stats::{human_rate, Snapshot, Stats};
-use cpu_miner::submit;
 use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tower::util::option_layer;
 use tower_stratum::codec::{AuthorityPublicKey, SRI_TEST_AUTHORITY_PUBLIC_KEY};
-use tower_stratum::session::str0255;
-use tower_stratum::{ClientConfig, Endpoint, Subprotocol, Sv2ClientService};
 use tracing::{error, info};
 
 /// Seconds between two hashrate lines.
@@ -208,70 +204,37 @@ async fn run(cli: Cli) -> ExitCode {
         }
     };
 
-    let Some(user_identity) = str0255(&cli.user_identity) else {
-        eprintln!("--user-identity: not a valid STR0_255");
-        return ExitCode::from(2);
-    };
-    let stats = Arc::new(Stats::default());
-    let (work_tx, work_rx) = watch::channel(None);
-    let (share_tx, share_rx) = mpsc::channel::<FoundShare>(256);
-    let (stop_tx, mut stop_rx) = mpsc::channel::<Stop>(4);
-    let state = MinerState::new(ChannelRequest {
+    let opts = MinerOptions {
+        address: address.clone(),
+        authority,
         mode: match cli.channel {
             ChannelArg::Standard => ChannelMode::Standard,
             ChannelArg::Extended => ChannelMode::Extended,
         },
-        user_identity,
+        user_identity: cli.user_identity.clone(),
         nominal_hash_rate,
         min_extranonce_size: cli.min_extranonce_size,
-    });
-    let handler = MinerHandler::new(
-        state,
-        HandlerOptions {
+        threads,
+        engine,
+        handler: HandlerOptions {
             dump_protocol: cli.dump_protocol,
             accept_group_jobs: cli.accept_group_jobs,
             require_version_rolling: cli.require_version_rolling,
             max_shares: cli.max_shares,
         },
-        work_tx,
-        stats.clone(),
-        stop_tx,
-    );
-    let config = ClientConfig {
-        vendor: "tower-stratum cpu-miner".into(),
-        ..ClientConfig::default()
-    }
-    .endpoint(
-        Subprotocol::Mining,
-        Endpoint::noise(address.clone(), authority),
-    );
+    };
     info!(%address, channel = ?cli.channel, nominal_hash_rate, "connecting");
-    let (service, handle) = Sv2ClientService::builder()
-        .config(config)
-        .layer(option_layer(cli.dump_protocol.then_some(DumpLayer)))
-        .mining(handler)
-        .start();
-
-    tokio::spawn(submit::run(
-        share_rx,
-        service,
-        work_rx.clone(),
-        stats.clone(),
-        cli.dump_protocol,
-    ));
-    if let Err(e) = miner::spawn(
-        threads,
-        engine,
-        &work_rx,
-        share_tx,
-        stats.clone(),
-        tokio::runtime::Handle::current(),
-    ) {
-        error!(error = %e, "cannot start hashing threads");
-        handle.shutdown().await;
-        return ExitCode::FAILURE;
-    }
-    drop(work_rx);
+    let RunningMiner {
+        handle,
+        stats,
+        mut stop_rx,
+    } = match cpu_miner::start(opts) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(error = %e, "cannot start the miner");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let started = Instant::now();
     let reporter = tokio::spawn(report(stats.clone()));

@@ -73,6 +73,11 @@ fn main() -> std::process::ExitCode {
     if let Some(p) = cli.payout {
         cfg.payout = p;
     }
+    if cli.demo && cli.config.is_none() {
+        // Quick start: a share (and, on regtest, a block) every couple of seconds.
+        cfg.shares_per_minute = 30.0;
+        cfg.status_interval_secs = 2;
+    }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
