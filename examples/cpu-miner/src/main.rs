@@ -8,12 +8,12 @@
 
 use clap::{Parser, ValueEnum};
 use cpu_miner::handler::{HandlerOptions, Stop};
-use cpu_miner::{MinerOptions, RunningMiner};
 use cpu_miner::miner::{self, BATCH};
 use cpu_miner::sha256d::{Engine, Midstate};
 use cpu_miner::state::ChannelMode;
 use cpu_miner::stats::{human_rate, Snapshot, Stats};
 use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
+use cpu_miner::{MinerOptions, RunningMiner};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

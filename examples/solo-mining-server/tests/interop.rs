@@ -41,12 +41,18 @@ fn accepted(status_line: &str) -> u64 {
 async fn wait_accepted(server: &mut PeerProcess, n: u64, secs: u64) -> String {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs()
+            .max(1);
         let line = server.wait_for("status:", left).await;
         if accepted(&line) >= n {
             return line;
         }
-        assert!(tokio::time::Instant::now() < deadline, "fewer than {n} shares accepted: {line}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} shares accepted: {line}"
+        );
     }
 }
 
@@ -99,7 +105,8 @@ async fn translator_with_para(aggregated: bool) {
             ("MIN_HASHRATE", "10_000.0".into()),
         ],
     );
-    let mut tproxy = PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    let mut tproxy =
+        PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
     tproxy.wait_for("listening on", 60).await;
     let _para = PeerProcess::spawn(
         &peer_bin("para"),
