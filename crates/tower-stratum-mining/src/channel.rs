@@ -87,39 +87,46 @@ pub(crate) trait ChannelOps {
     fn job_version(&self, job_id: u32) -> Option<u32>;
 }
 
+/// The [`ChannelOps`] methods that read the same on SRI's standard and extended channels.
+macro_rules! channel_ops_common {
+    ($channel:ident, $error:ident) => {
+        fn target(&self) -> Target {
+            *self.get_target()
+        }
+        fn nominal_hashrate(&self) -> f32 {
+            self.get_nominal_hashrate()
+        }
+        fn shares_per_minute(&self) -> f32 {
+            self.get_shares_per_minute()
+        }
+        fn set_stable_hashrate(&mut self, stable: bool) {
+            $channel::set_stable_hashrate(self, stable)
+        }
+        fn update(&mut self, hashrate: f32, max_target: Option<Target>) -> Result<(), UpdateError> {
+            self.update_channel(hashrate, max_target)
+                .map_err(|e| match e {
+                    $error::UpdateChannelInvalidNominalHashrate(c)
+                    | $error::UpdateChannelInvalidMaxTarget(c) => UpdateError::Code(c),
+                    other => UpdateError::Internal(format!("{other:?}")),
+                })
+        }
+        fn accounting(&self) -> &ShareAccounting {
+            self.get_share_accounting()
+        }
+        fn chain_tip(&self) -> Option<&ChainTip> {
+            self.get_chain_tip()
+        }
+        fn job_version(&self, job_id: u32) -> Option<u32> {
+            self.get_active_job()
+                .filter(|j| j.get_job_id() == job_id)
+                .or_else(|| self.get_past_job(job_id))
+                .map(|j| j.get_version())
+        }
+    };
+}
+
 impl ChannelOps for StandardChannel {
-    fn target(&self) -> Target {
-        *self.get_target()
-    }
-    fn nominal_hashrate(&self) -> f32 {
-        self.get_nominal_hashrate()
-    }
-    fn shares_per_minute(&self) -> f32 {
-        self.get_shares_per_minute()
-    }
-    fn set_stable_hashrate(&mut self, stable: bool) {
-        StandardChannel::set_stable_hashrate(self, stable)
-    }
-    fn update(&mut self, hashrate: f32, max_target: Option<Target>) -> Result<(), UpdateError> {
-        self.update_channel(hashrate, max_target)
-            .map_err(|e| match e {
-                StandardChannelError::UpdateChannelInvalidNominalHashrate(c)
-                | StandardChannelError::UpdateChannelInvalidMaxTarget(c) => UpdateError::Code(c),
-                other => UpdateError::Internal(format!("{other:?}")),
-            })
-    }
-    fn accounting(&self) -> &ShareAccounting {
-        self.get_share_accounting()
-    }
-    fn chain_tip(&self) -> Option<&ChainTip> {
-        self.get_chain_tip()
-    }
-    fn job_version(&self, job_id: u32) -> Option<u32> {
-        self.get_active_job()
-            .filter(|j| j.get_job_id() == job_id)
-            .or_else(|| self.get_past_job(job_id))
-            .map(|j| j.get_version())
-    }
+    channel_ops_common!(StandardChannel, StandardChannelError);
     fn job_info(&self, job_id: u32) -> Option<JobInfo> {
         let job = self
             .get_active_job()
@@ -134,38 +141,7 @@ impl ChannelOps for StandardChannel {
 }
 
 impl ChannelOps for ExtendedChannel {
-    fn target(&self) -> Target {
-        *self.get_target()
-    }
-    fn nominal_hashrate(&self) -> f32 {
-        self.get_nominal_hashrate()
-    }
-    fn shares_per_minute(&self) -> f32 {
-        self.get_shares_per_minute()
-    }
-    fn set_stable_hashrate(&mut self, stable: bool) {
-        ExtendedChannel::set_stable_hashrate(self, stable)
-    }
-    fn update(&mut self, hashrate: f32, max_target: Option<Target>) -> Result<(), UpdateError> {
-        self.update_channel(hashrate, max_target)
-            .map_err(|e| match e {
-                ExtendedChannelError::UpdateChannelInvalidNominalHashrate(c)
-                | ExtendedChannelError::UpdateChannelInvalidMaxTarget(c) => UpdateError::Code(c),
-                other => UpdateError::Internal(format!("{other:?}")),
-            })
-    }
-    fn accounting(&self) -> &ShareAccounting {
-        self.get_share_accounting()
-    }
-    fn chain_tip(&self) -> Option<&ChainTip> {
-        self.get_chain_tip()
-    }
-    fn job_version(&self, job_id: u32) -> Option<u32> {
-        self.get_active_job()
-            .filter(|j| j.get_job_id() == job_id)
-            .or_else(|| self.get_past_job(job_id))
-            .map(|j| j.get_version())
-    }
+    channel_ops_common!(ExtendedChannel, ExtendedChannelError);
     fn job_info(&self, job_id: u32) -> Option<JobInfo> {
         let job = self
             .get_active_job()

@@ -727,34 +727,28 @@ impl MiningServer {
         ctx: ConnectionContext,
         share: SubmitSharesStandardOwned,
     ) -> Actions {
-        let channel_id = share.channel_id;
-        let seq = share.sequence_number;
-        let version_rolling = self.config.version_rolling;
-        let Some(conn) = self.connections.get_mut(&ctx.id) else {
-            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
-        };
-        let Some(ch) = conn.standard.get_mut(&channel_id) else {
-            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
-        };
-        ch.vardiff.add_share();
-        let job_id = share.job_id;
-        if !version_rolling
-            && ch
-                .inner
-                .job_version(job_id)
-                .is_some_and(|v| v != share.version)
-        {
-            return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
-        }
-        let work_before = ch.inner.get_share_accounting().get_share_work_sum();
-        let result = ch.inner.validate_share(share.clone());
-        let outcome = ShareOutcome::from_channel(&ch.inner, job_id, work_before, result);
+        let (channel_id, seq) = (share.channel_id, share.sequence_number);
         let header = HeaderParts {
             version: share.version,
             ntime: share.ntime,
             nonce: share.nonce,
         };
-        self.finish_share(ctx, channel_id, seq, header, outcome)
+        let version_rolling = self.config.version_rolling;
+        let ch = self
+            .connections
+            .get_mut(&ctx.id)
+            .and_then(|c| c.standard.get_mut(&channel_id));
+        let outcome = match ch {
+            Some(ch) => {
+                let job_id = share.job_id;
+                pre_validate(ch, version_rolling, job_id, header.version).map(|work_before| {
+                    let result = ch.inner.validate_share(share);
+                    ShareOutcome::from_channel(&ch.inner, job_id, work_before, result)
+                })
+            }
+            None => Err(ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID),
+        };
+        self.share_outcome(ctx, channel_id, seq, header, outcome)
     }
 
     fn submit_extended(
@@ -762,34 +756,44 @@ impl MiningServer {
         ctx: ConnectionContext,
         share: SubmitSharesExtendedOwned,
     ) -> Actions {
-        let channel_id = share.channel_id;
-        let seq = share.sequence_number;
-        let version_rolling = self.config.version_rolling;
-        let Some(conn) = self.connections.get_mut(&ctx.id) else {
-            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
-        };
-        let Some(ch) = conn.extended.get_mut(&channel_id) else {
-            return self.reject(channel_id, seq, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID);
-        };
-        ch.vardiff.add_share();
-        let job_id = share.job_id;
-        if !version_rolling
-            && ch
-                .inner
-                .job_version(job_id)
-                .is_some_and(|v| v != share.version)
-        {
-            return self.reject(channel_id, seq, ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
-        }
-        let work_before = ch.inner.get_share_accounting().get_share_work_sum();
+        let (channel_id, seq) = (share.channel_id, share.sequence_number);
         let header = HeaderParts {
             version: share.version,
             ntime: share.ntime,
             nonce: share.nonce,
         };
-        let result = ch.inner.validate_share(share);
-        let outcome = ShareOutcome::from_channel(&ch.inner, job_id, work_before, result);
-        self.finish_share(ctx, channel_id, seq, header, outcome)
+        let version_rolling = self.config.version_rolling;
+        let ch = self
+            .connections
+            .get_mut(&ctx.id)
+            .and_then(|c| c.extended.get_mut(&channel_id));
+        let outcome = match ch {
+            Some(ch) => {
+                let job_id = share.job_id;
+                pre_validate(ch, version_rolling, job_id, header.version).map(|work_before| {
+                    let result = ch.inner.validate_share(share);
+                    ShareOutcome::from_channel(&ch.inner, job_id, work_before, result)
+                })
+            }
+            None => Err(ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID),
+        };
+        self.share_outcome(ctx, channel_id, seq, header, outcome)
+    }
+
+    /// Finishes a share: a spec error code from the checks before validation, or the outcome
+    /// of SRI's validation.
+    fn share_outcome(
+        &mut self,
+        ctx: ConnectionContext,
+        channel_id: u32,
+        seq: u32,
+        header: HeaderParts,
+        outcome: Result<ShareOutcome, &'static str>,
+    ) -> Actions {
+        match outcome {
+            Ok(outcome) => self.finish_share(ctx, channel_id, seq, header, outcome),
+            Err(code) => self.reject(channel_id, seq, code),
+        }
     }
 
     fn reject(&mut self, channel_id: u32, sequence_number: u32, code: &str) -> Actions {
@@ -1545,4 +1549,20 @@ impl Sv2MiningServerHandler for MiningServer {
         warn!("template source gone: channels keep their current jobs, no new templates");
         Actions::none()
     }
+}
+
+/// The checks before SRI's validation, shared by standard and extended shares: counts the
+/// submission for vardiff and refuses a changed version when version rolling is off. Returns
+/// the channel's share work sum before this share.
+fn pre_validate<C: ChannelOps>(
+    ch: &mut Channel<C>,
+    version_rolling: bool,
+    job_id: u32,
+    version: u32,
+) -> Result<f64, &'static str> {
+    ch.vardiff.add_share();
+    if !version_rolling && ch.inner.job_version(job_id).is_some_and(|v| v != version) {
+        return Err(ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
+    }
+    Ok(ch.inner.accounting().get_share_work_sum())
 }
