@@ -131,54 +131,7 @@ impl<M, J, T, L> ClientBuilder<M, J, T, L> {
         self
     }
 
-    /// Sets the Mining Protocol handler.
-    pub fn mining<M2>(self, m: M2) -> ClientBuilder<M2, J, T, L> {
-        ClientBuilder {
-            config: self.config,
-            m,
-            j: self.j,
-            t: self.t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Sets the Job Declaration Protocol handler.
-    pub fn job_declaration<J2>(self, j: J2) -> ClientBuilder<M, J2, T, L> {
-        ClientBuilder {
-            config: self.config,
-            m: self.m,
-            j,
-            t: self.t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Sets the Template Distribution Protocol handler.
-    pub fn template_distribution<T2>(self, t: T2) -> ClientBuilder<M, J, T2, L> {
-        ClientBuilder {
-            config: self.config,
-            m: self.m,
-            j: self.j,
-            t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Wraps the inbound stack (messages from servers) with `layer`; the first layer added is
-    /// the outermost (as with `tower::ServiceBuilder`).
-    pub fn layer<L2>(self, layer: L2) -> ClientBuilder<M, J, T, Stack<L2, L>> {
-        ClientBuilder {
-            config: self.config,
-            m: self.m,
-            j: self.j,
-            t: self.t,
-            layer: Stack::new(layer, self.layer),
-            sibling: self.sibling,
-        }
-    }
+    handler_setters!(ClientBuilder);
 
     /// Links this client to the server that produced `io`.
     pub fn sibling_io(mut self, io: SiblingIo) -> Self {

@@ -5,6 +5,62 @@
 //! hub) that owns them and the registry of connections. Everything between tasks is a bounded
 //! queue. See `docs/ARCHITECTURE.md` for the life of a connection.
 
+/// The handler and layer setters shared by `ServerBuilder` and `ClientBuilder` (each changes
+/// the builder's type).
+macro_rules! handler_setters {
+    ($builder:ident) => {
+        /// Sets the Mining Protocol handler.
+        pub fn mining<M2>(self, m: M2) -> $builder<M2, J, T, L> {
+            $builder {
+                config: self.config,
+                m,
+                j: self.j,
+                t: self.t,
+                layer: self.layer,
+                sibling: self.sibling,
+            }
+        }
+
+        /// Sets the Job Declaration Protocol handler.
+        pub fn job_declaration<J2>(self, j: J2) -> $builder<M, J2, T, L> {
+            $builder {
+                config: self.config,
+                m: self.m,
+                j,
+                t: self.t,
+                layer: self.layer,
+                sibling: self.sibling,
+            }
+        }
+
+        /// Sets the Template Distribution Protocol handler.
+        pub fn template_distribution<T2>(self, t: T2) -> $builder<M, J, T2, L> {
+            $builder {
+                config: self.config,
+                m: self.m,
+                j: self.j,
+                t,
+                layer: self.layer,
+                sibling: self.sibling,
+            }
+        }
+
+        /// Wraps the inbound stack (every message a peer sends, on its way to the handlers)
+        /// with `layer`. As with `tower::ServiceBuilder`, the first layer added is the
+        /// outermost.
+        pub fn layer<L2>(self, layer: L2) -> $builder<M, J, T, Stack<L2, L>> {
+            $builder {
+                config: self.config,
+                m: self.m,
+                j: self.j,
+                t: self.t,
+                layer: Stack::new(layer, self.layer),
+                sibling: self.sibling,
+            }
+        }
+    };
+}
+
 mod client;
 mod config;
 mod connection;

@@ -172,54 +172,7 @@ impl<M, J, T, L> ServerBuilder<M, J, T, L> {
         self
     }
 
-    /// Sets the Mining Protocol handler.
-    pub fn mining<M2>(self, m: M2) -> ServerBuilder<M2, J, T, L> {
-        ServerBuilder {
-            config: self.config,
-            m,
-            j: self.j,
-            t: self.t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Sets the Job Declaration Protocol handler.
-    pub fn job_declaration<J2>(self, j: J2) -> ServerBuilder<M, J2, T, L> {
-        ServerBuilder {
-            config: self.config,
-            m: self.m,
-            j,
-            t: self.t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Sets the Template Distribution Protocol handler.
-    pub fn template_distribution<T2>(self, t: T2) -> ServerBuilder<M, J, T2, L> {
-        ServerBuilder {
-            config: self.config,
-            m: self.m,
-            j: self.j,
-            t,
-            layer: self.layer,
-            sibling: self.sibling,
-        }
-    }
-
-    /// Wraps the inbound stack (every message a client sends, on its way to the handlers) with
-    /// `layer`. As with `tower::ServiceBuilder`, the first layer added is the outermost.
-    pub fn layer<L2>(self, layer: L2) -> ServerBuilder<M, J, T, Stack<L2, L>> {
-        ServerBuilder {
-            config: self.config,
-            m: self.m,
-            j: self.j,
-            t: self.t,
-            layer: Stack::new(layer, self.layer),
-            sibling: self.sibling,
-        }
-    }
+    handler_setters!(ServerBuilder);
 
     /// Links this server to a sibling client; returns the [`SiblingIo`] for the client.
     pub fn with_sibling_io(mut self) -> (Self, SiblingIo) {
