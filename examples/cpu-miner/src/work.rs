@@ -23,25 +23,10 @@ use tower_stratum::stratum_core::bitcoin::Transaction;
 /// The BIP320 general-purpose version bits a miner may roll (`0x1fffe000`, 16 bits).
 pub const BIP320_VERSION_MASK: u32 = 0x1fff_e000;
 
-/// Serialises an 80-byte block header. `prev_hash` and `merkle_root` are in internal byte
-/// order (as in Sv2 `U256` fields); the `u32` fields are written little-endian.
-pub fn build_header(
-    version: u32,
-    prev_hash: &[u8; 32],
-    merkle_root: &[u8; 32],
-    ntime: u32,
-    nbits: u32,
-    nonce: u32,
-) -> [u8; 80] {
-    let mut h = [0u8; 80];
-    h[0..4].copy_from_slice(&version.to_le_bytes());
-    h[4..36].copy_from_slice(prev_hash);
-    h[36..68].copy_from_slice(merkle_root);
-    h[68..72].copy_from_slice(&ntime.to_le_bytes());
-    h[72..76].copy_from_slice(&nbits.to_le_bytes());
-    h[76..80].copy_from_slice(&nonce.to_le_bytes());
-    h
-}
+/// Serialises an 80-byte block header (the share math of `tower-stratum-mining`, so miner and
+/// server build headers with the same code): `prev_hash` and `merkle_root` in internal byte
+/// order (as in Sv2 `U256` fields), the `u32` fields little-endian.
+pub use tower_stratum::mining::share_math::header_bytes as build_header;
 
 /// The txid of a coinbase assembled from an extended job (spec 5.3.16): `sha256d` of its
 /// bytes. The spec requires `coinbase_tx_prefix`/`coinbase_tx_suffix` to be stripped of the
@@ -58,17 +43,9 @@ pub fn coinbase_txid(coinbase: &[u8]) -> [u8; 32] {
 }
 
 /// Folds a merkle path (nodes in internal byte order, deepest first, as in
-/// `NewExtendedMiningJob.merkle_path`) onto a leaf: `root = sha256d(root || node)` per node.
-pub fn merkle_root_from_path(leaf: [u8; 32], path: &[[u8; 32]]) -> [u8; 32] {
-    let mut root = leaf;
-    let mut buf = [0u8; 64];
-    for node in path {
-        buf[..32].copy_from_slice(&root);
-        buf[32..].copy_from_slice(node);
-        root = sha256d(&buf);
-    }
-    root
-}
+/// `NewExtendedMiningJob.merkle_path`) onto a leaf: `root = sha256d(root || node)` per node
+/// (`tower-stratum-mining`'s share math).
+pub use tower_stratum::mining::share_math::merkle_root_from_txid as merkle_root_from_path;
 
 /// `k`-th version of the BIP320 rolling sequence: the bits of `base` under `mask` are read as
 /// a counter (`mask`'s bits, low to high), `k` is added (wrapping within the mask) and the
