@@ -127,7 +127,9 @@ async fn translator_with_para(aggregated: bool) {
         // Per-miner: after the first block (regtest: about every second share) the new
         // template reaches the translator as ONE job on the group channel (id 1) for all its
         // extended channels, and shares on it are accepted too.
-        tproxy.wait_for("NewExtendedMiningJob(channel_id: 1,", 120).await;
+        tproxy
+            .wait_for("NewExtendedMiningJob(channel_id: 1,", 120)
+            .await;
         tproxy.wait_for("SubmitSharesSuccess", 120).await;
     }
     let line = wait_accepted(&mut server, 1, 60).await;
