@@ -113,7 +113,10 @@ fn check_case(i: usize, line: &str, expect: &str) {
             let s = SubscribeResult::from_result(&r.result).unwrap();
             assert_eq!(hex(&s.extranonce1), "4de05269");
             assert_eq!(s.extranonce2_size, 8);
-            assert_eq!(s.subscriptions, vec![("mining.notify".into(), "695482c0".into())]);
+            assert_eq!(
+                s.subscriptions,
+                vec![("mining.notify".into(), "695482c0".into())]
+            );
         }
         7 => {
             let r = response(line);
@@ -122,7 +125,10 @@ fn check_case(i: usize, line: &str, expect: &str) {
         }
         8 => {
             // The id 1 on a notification is accepted (and ignored).
-            assert_eq!(server(line).unwrap(), ServerMessage::SetVersionMask(0x1fff_e000));
+            assert_eq!(
+                server(line).unwrap(),
+                ServerMessage::SetVersionMask(0x1fff_e000)
+            );
         }
         9 => {
             let r = response(line);
@@ -254,7 +260,11 @@ fn check_case(i: usize, line: &str, expect: &str) {
         }
         28..=31 => {
             let result: Value = serde_json::from_str(line).unwrap();
-            let result = if i == 31 { result["result"].clone() } else { result };
+            let result = if i == 31 {
+                result["result"].clone()
+            } else {
+                result
+            };
             let s = SubscribeResult::from_result(&result).unwrap();
             let (subs, en1, size): (&[(&str, &str)], &str, usize) = match i {
                 28 => (
@@ -285,12 +295,19 @@ fn check_case(i: usize, line: &str, expect: &str) {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
             assert_eq!(s.subscriptions, want, "{expect}");
-            assert_eq!((hex(&s.extranonce1).as_str(), s.extranonce2_size), (en1, size));
+            assert_eq!(
+                (hex(&s.extranonce1).as_str(), s.extranonce2_size),
+                (en1, size)
+            );
             if i == 30 {
                 // Canonical out is the nested form.
                 assert_eq!(
                     s.to_value(),
-                    json!([[["mining.notify", "ae6812eb4cd7735a302a8a9dd95cf71f"]], "a006868b", 4])
+                    json!([
+                        [["mining.notify", "ae6812eb4cd7735a302a8a9dd95cf71f"]],
+                        "a006868b",
+                        4
+                    ])
                 );
             }
             if i == 31 {
@@ -333,7 +350,10 @@ fn check_case(i: usize, line: &str, expect: &str) {
             assert_eq!(s.worker_name, "814d7ad2fc212263");
             assert_eq!(s.job_id, "125");
             assert_eq!(s.extranonce2, vec![0x28, 0xb9, 0x04, 0, 0, 0, 0, 0]);
-            assert_eq!((s.ntime, s.nonce, s.version_bits), (0x5e59_0495, 0x275d_26e4, None));
+            assert_eq!(
+                (s.ntime, s.nonce, s.version_bits),
+                (0x5e59_0495, 0x275d_26e4, None)
+            );
         }
         _ => panic!("parse case {i} has no assertion: {expect}"),
     }
