@@ -453,8 +453,10 @@ impl Serialize for Configure {
 /// Lenient input on top of [`Sv1Message::parse_line`]: ESP-Miner answers `mining.ping` with a
 /// request-shaped `{"id":N,"method":"pong","params":[]}`; it (and `mining.pong`) is read as
 /// the response `Response::pong(N)`.
+///
+/// Exhaustive on purpose: a dispatcher that matches every variant stops compiling when a
+/// method is added.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum ClientMessage {
     /// `mining.subscribe`.
     Subscribe(Id, Subscribe),

@@ -441,8 +441,10 @@ impl ConfigureResult {
 /// must answer with the same id. Methods this crate does not type are carried through as
 /// [`ServerMessage::Unknown`]; client-to-server methods fail with
 /// [`ParseErrorKind::WrongDirection`].
+///
+/// Exhaustive on purpose: a dispatcher that matches every variant stops compiling when a
+/// method is added.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum ServerMessage {
     /// `mining.notify`.
     Notify(Notify),
