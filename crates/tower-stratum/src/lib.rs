@@ -12,6 +12,7 @@
 //! - [`mining`]: `MiningServer`, a ready Mining Protocol server handler (channels, jobs from
 //!   templates, share validation, vardiff, blocks).
 //! - [`template`]: template sources (embedded regtest, Template Distribution client/server).
+//! - [`sv1`]: the Stratum V1 codec and share math.
 //! - [`codec`]: `tokio_util` codecs for plaintext and Noise NX frames, authority keys.
 //!
 //! Messages are SRI's owned types from `stratum-core` 0.6.0 (re-exported as
@@ -60,6 +61,12 @@ pub mod mining {
 /// checks (`tower-stratum-template`).
 pub mod template {
     pub use tower_stratum_template::*;
+}
+
+/// Stratum V1: lenient JSON-RPC line codec, typed messages, Sv1 share math
+/// (`tower-stratum-sv1`).
+pub mod sv1 {
+    pub use tower_stratum_sv1::*;
 }
 
 /// Framing, Noise and authority keys (`tower-stratum-codec`).
