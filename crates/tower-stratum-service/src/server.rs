@@ -134,6 +134,35 @@ pub struct SiblingIo {
 }
 
 impl SiblingIo {
+    /// Two linked ends with `capacity` messages of room in each direction, for linking any two
+    /// services that accept a `SiblingIo` (e.g. an Sv1 server and an Sv2 client in a
+    /// translator). What one end sends, the other's handlers receive; when one end's service
+    /// stops, the other sees one `handle_sibling_closed`.
+    pub fn pair(capacity: usize) -> (SiblingIo, SiblingIo) {
+        let cap = capacity.max(1);
+        let (a_tx, a_rx) = mpsc::channel(cap);
+        let (b_tx, b_rx) = mpsc::channel(cap);
+        (
+            SiblingIo {
+                end: SiblingEnd { tx: a_tx, rx: b_rx },
+            },
+            SiblingIo {
+                end: SiblingEnd { tx: b_tx, rx: a_rx },
+            },
+        )
+    }
+
+    /// Builds an end from raw channels (the inverse of [`SiblingIo::into_channels`]), for
+    /// services outside this crate that keep their own hub.
+    pub fn from_channels(
+        tx: mpsc::Sender<tower_stratum_core::SiblingMessage>,
+        rx: mpsc::Receiver<tower_stratum_core::SiblingMessage>,
+    ) -> Self {
+        SiblingIo {
+            end: SiblingEnd { tx, rx },
+        }
+    }
+
     /// Takes the raw bounded channels, for a sibling that is not a `Sv2ClientService` (e.g. an
     /// in-process template source): the sender reaches the server's handlers'
     /// `handle_sibling_message`; the receiver yields what they send with `Action::ToSibling`.
@@ -176,16 +205,16 @@ impl<M, J, T, L> ServerBuilder<M, J, T, L> {
 
     /// Links this server to a sibling client; returns the [`SiblingIo`] for the client.
     pub fn with_sibling_io(mut self) -> (Self, SiblingIo) {
-        let cap = self.config.sibling_queue.max(1);
-        let (a_tx, a_rx) = mpsc::channel(cap);
-        let (b_tx, b_rx) = mpsc::channel(cap);
-        self.sibling = Some(SiblingEnd { tx: a_tx, rx: b_rx });
-        (
-            self,
-            SiblingIo {
-                end: SiblingEnd { tx: b_tx, rx: a_rx },
-            },
-        )
+        let (mine, theirs) = SiblingIo::pair(self.config.sibling_queue);
+        self.sibling = Some(mine.end);
+        (self, theirs)
+    }
+
+    /// Links this server to the service holding the other end of `io` (see
+    /// [`SiblingIo::pair`]).
+    pub fn sibling_io(mut self, io: SiblingIo) -> Self {
+        self.sibling = Some(io.end);
+        self
     }
 }
 
