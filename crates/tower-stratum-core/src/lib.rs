@@ -6,6 +6,8 @@
 //!
 //! - [`frame`]: raw Sv2 frames (spec 3.2).
 //! - [`message`]: owned Sv2 messages and (de)serialization through SRI's `parsers_sv2`.
+//! - [`share_math`]: difficulty <-> target, header and merkle computations shared by the Sv2
+//!   mining server, the Sv1 layer and the miners.
 
 pub mod frame;
 pub mod message;
@@ -15,6 +17,7 @@ pub use message::{ExtensionMessage, MessageError, Subprotocol, Sv2Message};
 pub use stratum_core;
 pub mod handler;
 pub mod session;
+pub mod share_math;
 
 pub use handler::{
     Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport, SiblingMessage,

@@ -45,7 +45,9 @@ mod block;
 mod channel;
 mod config;
 mod server;
-pub mod share_math;
+/// Re-export of [`tower_stratum_core::share_math`] (it lives in the core so the Sv1 layer and
+/// miners use the same code without depending on this crate).
+pub use tower_stratum_core::share_math;
 mod stats;
 pub mod vardiff;
 

@@ -16,7 +16,7 @@
 //!   carries difficulty, `mining.suggest_target` a target.
 //!
 //! Difficulty/target conversions, `nBits` and header hashing are the functions the Sv2 mining
-//! server uses (`tower_stratum_mining::share_math`), re-exported here so both protocols share
+//! server uses (`tower_stratum_core::share_math`), re-exported here so both protocols share
 //! one implementation.
 
 use crate::client_to_server::Submit;
@@ -25,11 +25,11 @@ use crate::server_to_client::Notify;
 use crate::Target;
 use serde::{Serialize, Serializer};
 use std::fmt;
-use tower_stratum_core::stratum_core::bitcoin::hashes::{sha256d, Hash, HashEngine};
-pub use tower_stratum_mining::share_math::{
+pub use tower_stratum_core::share_math::{
     difficulty_to_target, hash_difficulty, hash_meets_target, header_bytes, header_hash,
     nbits_to_target, target_to_difficulty, DIFF1_TARGET,
 };
+use tower_stratum_core::stratum_core::bitcoin::hashes::{sha256d, Hash, HashEngine};
 
 /// The BIP320 general-purpose version bits (`0x1fffe000`): the bits miners may roll. SRI's
 /// sv1_api uses the wider BIP323 mask `0x1fffffe0`.
@@ -143,7 +143,7 @@ pub fn coinbase_txid(
 /// step is `node = sha256d(node || branch[i])`. An empty branch gives the txid. Internal byte
 /// order throughout.
 pub fn merkle_root(coinbase_txid: [u8; 32], merkle_branch: &[[u8; 32]]) -> [u8; 32] {
-    tower_stratum_mining::share_math::merkle_root_from_txid(coinbase_txid, merkle_branch)
+    tower_stratum_core::share_math::merkle_root_from_txid(coinbase_txid, merkle_branch)
 }
 
 /// The header version of a share: `(job_version & !mask) | (version_bits & mask)` (BIP310);

@@ -13,9 +13,9 @@
 //!   header stores), not the reversed display order block explorers use.
 //! - `prev_hash` and `merkle_root` fields of Sv2 messages (`U256`) are in header byte order.
 
-use tower_stratum_core::stratum_core::bitcoin::hashes::{sha256d, Hash, HashEngine};
-use tower_stratum_core::stratum_core::bitcoin::{CompactTarget, Target};
-use tower_stratum_core::stratum_core::channels_sv2::merkle_root::{
+use crate::stratum_core::bitcoin::hashes::{sha256d, Hash, HashEngine};
+use crate::stratum_core::bitcoin::{CompactTarget, Target};
+use crate::stratum_core::channels_sv2::merkle_root::{
     merkle_root_from_path, merkle_root_from_path_,
 };
 
