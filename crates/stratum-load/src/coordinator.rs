@@ -451,6 +451,7 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         Some(pid) => Some((procfs::memory(pid)?, procfs::cpu_secs(pid, ticks)?)),
         None => None,
     };
+    let ctx_ready = run.plan.server_pid.map(procfs::context_switches);
     let gen_cpu_ready = run.workers.cpu_secs(ticks);
     let machine_ready = MachineTimes::now();
 
@@ -470,6 +471,7 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         Some(pid) => Some((procfs::memory(pid)?, procfs::cpu_secs(pid, ticks)?)),
         None => None,
     };
+    let ctx_end = run.plan.server_pid.map(procfs::context_switches);
     let gen_cpu_end = run.workers.cpu_secs(ticks);
     let machine_end = MachineTimes::now();
     let gen_peak = run.workers.peak_rss_kib();
@@ -535,6 +537,7 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
                 m2.rss_kib
             };
             let cpu_window = c2 - c1;
+            let ctx = ctx_end.unwrap_or(0).saturating_sub(ctx_ready.unwrap_or(0));
             Some(ServerSection {
                 pid,
                 rss_before_kib: m0.rss_kib,
@@ -550,6 +553,10 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
                 cpu_window_secs: cpu_window,
                 cpu_window_percent: rate(100.0 * cpu_window, window_secs),
                 shares_per_cpu_sec: shares.as_ref().map(|s| rate(s.acked as f64, cpu_window)),
+                context_switches_window: ctx,
+                context_switches_per_share: shares
+                    .as_ref()
+                    .map(|s| rate(ctx as f64, s.acked as f64)),
             })
         }
         _ => None,

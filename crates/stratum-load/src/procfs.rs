@@ -69,6 +69,26 @@ pub(crate) fn parse_status_memory(text: &str) -> Option<Memory> {
     })
 }
 
+/// Voluntary plus involuntary context switches of every thread of process `pid` (summed over
+/// `/proc/<pid>/task/*/status`; threads that already exited are not counted). 0 if unreadable.
+pub(crate) fn context_switches(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Busy and total jiffies of the whole machine (first line of `/proc/stat`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MachineTimes {
@@ -216,5 +236,6 @@ mod tests {
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
         let (soft, hard) = nofile_limits().unwrap();
         assert!(soft > 0 && hard >= soft);
+        assert!(context_switches(pid) > 0);
     }
 }

@@ -158,6 +158,10 @@ pub(crate) struct ServerSection {
     pub(crate) cpu_window_percent: f64,
     /// Shares acknowledged per CPU-second of the server in the window (mode `shares`).
     pub(crate) shares_per_cpu_sec: Option<f64>,
+    /// Context switches of all the server's threads during the window.
+    pub(crate) context_switches_window: u64,
+    /// `context_switches_window` per acknowledged share (mode `shares`).
+    pub(crate) context_switches_per_share: Option<f64>,
 }
 
 /// The load generator's workers.
