@@ -1,0 +1,62 @@
+//! The Sv1 -> Sv2 translator as tower-stratum services.
+//!
+//! An [`Sv1ServerService`](tower_stratum_sv1_service::Sv1ServerService) whose handler
+//! ([`TranslatorSv1Handler`]) owns the translation state ([`TranslatorCore`], sans-IO), linked
+//! by sibling IO to an [`Sv2ClientService`](tower_stratum_service::Sv2ClientService) whose
+//! Mining handler ([`TranslatorSv2Handler`]) relays the upstream's messages. [`spawn`] wires
+//! both, the upstream failover and the periodic tick.
+//!
+//! - Modes ([`ChannelMode`]): aggregated (one upstream extended channel, each miner a
+//!   distinct extranonce1 = `extranonce_prefix || 2 local bytes || zeros`) and per-miner (one
+//!   extended channel per miner, closed with `CloseChannel` when the miner leaves; group
+//!   channel jobs apply to every member).
+//! - Jobs: `NewExtendedMiningJob` + `SetNewPrevHash` become `mining.notify` (coinb1 =
+//!   coinbase prefix, coinb2 = coinbase suffix, merkle path as branches, prev hash in Sv1's
+//!   word-swapped form, `clean_jobs` on a new tip).
+//! - Truthful results: see [`TranslatorCore`]. A miner hears `true` only for a share the
+//!   upstream accepted.
+//! - Version rolling: `mining.configure` grants `miner mask AND BIP320 mask` only if the
+//!   upstream allows rolling (by default the translator requires it at `SetupConnection`).
+//! - Difficulty: per-miner vardiff toward `shares_per_minute`, `mining.suggest_difficulty`
+//!   within bounds, never below the upstream channel's difficulty; `UpdateChannel` debounced.
+//! - Extranonce changes (upstream `SetExtranoncePrefix`, a new channel after an upstream
+//!   reconnect or failover): `mining.set_extranonce` to miners that subscribed to it,
+//!   `client.reconnect` (or a close) to the others.
+//! - Session resume (aggregated): the previous extranonce1 as session id within
+//!   `resume_grace` gives the same extranonce1 and difficulty.
+//! - Upstream failover along an ordered list, with fail-back to the primary.
+//!
+//! ```no_run
+//! use tower_stratum_translator::{spawn, TranslatorServiceConfig, UpstreamConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = TranslatorServiceConfig {
+//!     upstreams: vec![UpstreamConfig {
+//!         address: "127.0.0.1:34254".into(),
+//!         authority_key: Some("9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72".parse()?),
+//!         user_identity: "my-account".into(),
+//!     }],
+//!     ..TranslatorServiceConfig::default()
+//! };
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:34255").await?;
+//! let translator = spawn(config, listener)?;
+//! // ... later
+//! println!("{:?}", translator.stats());
+//! translator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod core;
+mod handlers;
+mod service;
+mod stats;
+
+pub use crate::core::{
+    map_upstream_error, TranslatorCore, UpstreamEvent, AGGREGATED_LOCAL_BYTES, BAD_EXTRANONCE2,
+    BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_UNAVAILABLE,
+};
+pub use config::{ChannelMode, ConfigError, ExtranonceChange, TranslatorConfig, UpstreamConfig};
+pub use handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};
+pub use service::{spawn, TranslatorHandle, TranslatorServiceConfig};
+pub use stats::TranslatorStats;

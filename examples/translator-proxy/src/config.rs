@@ -1,0 +1,264 @@
+//! The proxy's TOML configuration, with commented defaults (`--generate-config`).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+use tower_stratum_translator::{
+    ChannelMode, ExtranonceChange, TranslatorConfig, TranslatorServiceConfig, UpstreamConfig,
+};
+
+/// SRI's public test authority public key (the default of `solo-mining-server`). PUBLIC:
+/// anyone can impersonate a server that uses it.
+pub(crate) const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
+
+/// The whole configuration file. Every key has a default, so an empty file is valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) listen: String,
+    pub(crate) mode: Mode,
+    pub(crate) extranonce2_size: usize,
+    pub(crate) nominal_hashrate: f32,
+    pub(crate) shares_per_minute: f32,
+    pub(crate) min_difficulty: f64,
+    pub(crate) max_difficulty: f64,
+    pub(crate) vardiff: bool,
+    pub(crate) power_of_two_difficulty: bool,
+    pub(crate) require_version_rolling: bool,
+    pub(crate) submit_timeout_secs: u64,
+    pub(crate) extranonce_change: Change,
+    pub(crate) resume_grace_secs: u64,
+    pub(crate) keepalive_secs: u64,
+    pub(crate) setup_timeout_secs: u64,
+    pub(crate) inactivity_timeout_secs: u64,
+    pub(crate) status_interval_secs: u64,
+    pub(crate) failover_attempts: u32,
+    pub(crate) failback_interval_secs: u64,
+    pub(crate) upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    Aggregated,
+    PerMiner,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Change {
+    Reconnect,
+    Close,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Upstream {
+    pub(crate) address: String,
+    #[serde(default)]
+    pub(crate) authority_public_key: String,
+    #[serde(default = "default_identity")]
+    pub(crate) user_identity: String,
+}
+
+fn default_identity() -> String {
+    "translator-proxy".into()
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:34254".into(),
+            authority_public_key: SRI_TEST_PUBLIC.into(),
+            user_identity: default_identity(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let t = TranslatorConfig::default();
+        Self {
+            listen: "127.0.0.1:34255".into(),
+            mode: Mode::Aggregated,
+            extranonce2_size: t.extranonce2_size,
+            nominal_hashrate: t.nominal_hashrate,
+            shares_per_minute: t.shares_per_minute,
+            min_difficulty: t.min_difficulty,
+            max_difficulty: t.max_difficulty,
+            vardiff: t.vardiff,
+            power_of_two_difficulty: t.power_of_two_difficulty,
+            require_version_rolling: t.require_version_rolling,
+            submit_timeout_secs: t.submit_timeout.as_secs(),
+            extranonce_change: Change::Reconnect,
+            resume_grace_secs: t.resume_grace.as_secs(),
+            keepalive_secs: t.keepalive_interval.map(|d| d.as_secs()).unwrap_or(0),
+            setup_timeout_secs: 30,
+            inactivity_timeout_secs: 900,
+            status_interval_secs: 5,
+            failover_attempts: 3,
+            failback_interval_secs: 60,
+            upstreams: vec![Upstream::default()],
+        }
+    }
+}
+
+fn secs(s: u64) -> Option<Duration> {
+    (s > 0).then(|| Duration::from_secs(s))
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The library configuration.
+    pub(crate) fn to_service_config(&self) -> Result<TranslatorServiceConfig, String> {
+        let translator = TranslatorConfig {
+            mode: match self.mode {
+                Mode::Aggregated => ChannelMode::Aggregated,
+                Mode::PerMiner => ChannelMode::PerMiner,
+            },
+            extranonce2_size: self.extranonce2_size,
+            nominal_hashrate: self.nominal_hashrate,
+            shares_per_minute: self.shares_per_minute,
+            min_difficulty: self.min_difficulty,
+            max_difficulty: self.max_difficulty,
+            vardiff: self.vardiff,
+            power_of_two_difficulty: self.power_of_two_difficulty,
+            require_version_rolling: self.require_version_rolling,
+            submit_timeout: Duration::from_secs(self.submit_timeout_secs.max(1)),
+            extranonce_change: match self.extranonce_change {
+                Change::Reconnect => ExtranonceChange::Reconnect,
+                Change::Close => ExtranonceChange::Close,
+            },
+            resume_grace: Duration::from_secs(self.resume_grace_secs),
+            keepalive_interval: secs(self.keepalive_secs),
+            ..TranslatorConfig::default()
+        };
+        translator.validate().map_err(|e| e.to_string())?;
+        let mut upstreams = Vec::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let authority_key = if u.authority_public_key.is_empty() {
+                None
+            } else {
+                Some(
+                    u.authority_public_key
+                        .parse()
+                        .map_err(|e| format!("upstreams[{i}].authority_public_key: {e}"))?,
+                )
+            };
+            upstreams.push(UpstreamConfig {
+                address: u.address.clone(),
+                authority_key,
+                user_identity: u.user_identity.clone(),
+            });
+        }
+        if upstreams.is_empty() {
+            return Err("at least one [[upstreams]] entry is required".into());
+        }
+        let mut cfg = TranslatorServiceConfig {
+            translator,
+            upstreams,
+            failover_attempts: self.failover_attempts.max(1),
+            failback_interval: secs(self.failback_interval_secs),
+            ..TranslatorServiceConfig::default()
+        };
+        cfg.sv1.session.setup_timeout = secs(self.setup_timeout_secs);
+        cfg.sv1.session.inactivity_timeout = secs(self.inactivity_timeout_secs);
+        Ok(cfg)
+    }
+}
+
+/// The default configuration as a commented TOML document.
+pub(crate) fn commented_default() -> String {
+    let d = Config::default();
+    format!(
+        r#"# translator-proxy configuration. Every key is optional; these are the defaults.
+
+# Where Sv1 miners connect (plain TCP, stratum+tcp://).
+listen = "{listen}"
+
+# "aggregated": one upstream extended channel for all miners (each gets a distinct
+# extranonce1); "per-miner": one upstream extended channel per miner.
+mode = "aggregated"
+
+# extranonce2 size given to miners, bytes (1..=8).
+extranonce2_size = {e2}
+
+# Hashrate assumed for a new miner, H/s: its first difficulty and the channel's nominal rate.
+nominal_hashrate = {h:.1}
+
+# Vardiff aims each miner at this many shares per minute.
+shares_per_minute = {spm:.1}
+
+# Share difficulty bounds for miners (a miner never gets less than its upstream channel's
+# difficulty, so every share accepted locally is acceptable upstream).
+min_difficulty = {mind:e}
+max_difficulty = {maxd:e}
+vardiff = true
+# Round difficulties >= 1 down to powers of two (for firmware that mishandles fractions).
+power_of_two_difficulty = false
+
+# Require the upstream to allow version rolling on every job (SetupConnection flag
+# REQUIRES_VERSION_ROLLING). With false, miners get version rolling only if the jobs allow it.
+require_version_rolling = true
+
+# A share without an upstream verdict within this many seconds is answered with an error.
+# Miners hear "true" only for shares the upstream accepted.
+submit_timeout_secs = {st}
+
+# Miners that did not subscribe to extranonce changes, when their extranonce1 must change
+# (upstream reconnect or failover): "reconnect" (client.reconnect, then close) or "close".
+extranonce_change = "reconnect"
+
+# Aggregated mode: a miner reconnecting with its previous session id within this many
+# seconds keeps its extranonce1 and difficulty (0 = off).
+resume_grace_secs = {rg}
+
+# Re-send the current job under a new id to miners that got no job for this long (0 = off).
+keepalive_secs = {ka}
+
+# Miners must subscribe and authorize within this many seconds, and send something at
+# least this often (0 = off).
+setup_timeout_secs = {setup}
+inactivity_timeout_secs = {inact}
+
+# Seconds between status lines (0 = off).
+status_interval_secs = {status}
+
+# Upstream failover: after this many failed connection attempts move to the next upstream;
+# while on a backup, check the primary every failback_interval_secs (0 = never fail back).
+failover_attempts = {fa}
+failback_interval_secs = {fb}
+
+# Upstreams in order of preference. The default is solo-mining-server's default address and
+# SRI's PUBLIC test authority key; use your pool's key.
+[[upstreams]]
+address = "127.0.0.1:34254"
+authority_public_key = "{SRI_TEST_PUBLIC}"   # empty = encrypted but NOT authenticated
+user_identity = "translator-proxy"
+
+# [[upstreams]]
+# address = "backup.example:34254"
+# authority_public_key = "..."
+# user_identity = "my-account"
+"#,
+        listen = d.listen,
+        e2 = d.extranonce2_size,
+        h = d.nominal_hashrate,
+        spm = d.shares_per_minute,
+        mind = d.min_difficulty,
+        maxd = d.max_difficulty,
+        st = d.submit_timeout_secs,
+        rg = d.resume_grace_secs,
+        ka = d.keepalive_secs,
+        setup = d.setup_timeout_secs,
+        inact = d.inactivity_timeout_secs,
+        status = d.status_interval_secs,
+        fa = d.failover_attempts,
+        fb = d.failback_interval_secs,
+    )
+}
