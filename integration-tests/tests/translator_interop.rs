@@ -1,0 +1,286 @@
+//! Interop: `para miner` (crates.io `para` 0.6.0, an independent Sv1 CPU miner) -> our
+//! translator (`tower-stratum-translator`, in process) -> a real Sv2 upstream over Noise with
+//! SRI's public test key:
+//!
+//! - our `solo-mining-server` binary (embedded regtest templates);
+//! - SRI's `pool_sv2` 0.7.0 fed by our `template-provider` binary.
+//!
+//! Aggregated and per-miner modes each. On regtest nearly every share is a block, so jobs
+//! change all the time (per-miner: the next block's job comes on the group channel) and some
+//! shares are stale: they must be reported as such. The check that matters: after para stops
+//! (SIGINT: it finishes the submit in flight and logs its result), the number of shares para
+//! saw answered `true` equals the number the upstream accepted, and the translator's count.
+//!
+//! The peers are installed by `scripts/install-peers`; our binaries are built with this test's
+//! profile and target directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
+use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
+use tower_stratum_translator::{
+    spawn, ChannelMode, TranslatorConfig, TranslatorHandle, TranslatorServiceConfig,
+    TranslatorStats, UpstreamConfig,
+};
+
+/// para requires Bitcoin addresses as usernames.
+const PARA_USER: &str = "tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8";
+
+/// Builds (if needed) and locates the binary `name` of the workspace package `name`, with this
+/// test's profile and target directory (as `cpu_miner.rs` does; `CARGO_BIN_EXE_*` exists only
+/// for a package's own tests).
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", name, "--bin", name, "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("cargo build");
+    assert!(status.success(), "cargo build -p {name} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+fn bin(name: &'static str) -> PathBuf {
+    static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
+        OnceLock::new();
+    let m = BINS.get_or_init(Default::default);
+    if let Some(p) = m.lock().unwrap().get(name) {
+        return p.clone();
+    }
+    let p = workspace_bin(name);
+    m.lock().unwrap().insert(name, p.clone());
+    p
+}
+
+/// Our solo-mining-server on a free port: 30 shares/min per channel, 3 s vardiff period,
+/// a status line every second.
+async fn solo_server() -> (PeerProcess, SocketAddr) {
+    let exe = tokio::task::spawn_blocking(|| bin("solo-mining-server"))
+        .await
+        .unwrap();
+    let port = free_port();
+    let cfg = std::env::temp_dir().join(format!("tr-solo-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let mut server = PeerProcess::spawn(&exe, &["--config", cfg.to_str().unwrap()]);
+    server.wait_for("Sv2 mining server listening", 60).await;
+    (server, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// SRI's pool_sv2 fed by our template-provider binary.
+async fn sri_pool() -> (PeerProcess, PeerProcess, SocketAddr) {
+    let tp_bin = tokio::task::spawn_blocking(|| bin("template-provider"))
+        .await
+        .unwrap();
+    let mut tp = PeerProcess::spawn(&tp_bin, &["--listen", "127.0.0.1:0"]);
+    let line = tp.wait_for("LISTENING ", 60).await;
+    let tp_addr = line.split_whitespace().last().unwrap().to_string();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = render_config(
+        "pool.toml",
+        &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
+    );
+    let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.wait_for("ready to accept connections", 120).await;
+    (tp, pool, addr)
+}
+
+async fn translator(upstream: SocketAddr, mode: ChannelMode) -> (TranslatorHandle, SocketAddr) {
+    let cfg = TranslatorServiceConfig {
+        translator: TranslatorConfig {
+            mode,
+            nominal_hashrate: 500_000.0,
+            shares_per_minute: 30.0,
+            ..TranslatorConfig::default()
+        },
+        upstreams: vec![UpstreamConfig {
+            address: upstream.to_string(),
+            authority_key: Some(SRI_TEST_AUTHORITY_PUBLIC_KEY.parse().unwrap()),
+            user_identity: PARA_USER.into(),
+        }],
+        ..TranslatorServiceConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (spawn(cfg, listener).unwrap(), addr)
+}
+
+fn para(sv1: SocketAddr) -> PeerProcess {
+    PeerProcess::spawn(
+        &peer_bin("para"),
+        &[
+            "miner",
+            &sv1.to_string(),
+            "--username",
+            &format!("{PARA_USER}.interop"),
+            "--password",
+            "x",
+            "--cpu-cores",
+            "1",
+        ],
+    )
+}
+
+async fn stats_until(
+    t: &TranslatorHandle,
+    secs: u64,
+    f: impl Fn(&TranslatorStats) -> bool,
+) -> TranslatorStats {
+    let mut rx = t.watch_stats();
+    let r = tokio::time::timeout(Duration::from_secs(secs), rx.wait_for(|s| f(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match r {
+        Ok(Ok(s)) => s,
+        _ => panic!("translator stats never matched; last: {:?}", t.stats()),
+    }
+}
+
+/// Reads a process's output into its log until it has been quiet for `quiet`.
+async fn drain(p: &mut PeerProcess, quiet: Duration) {
+    while let Ok(Some(l)) = tokio::time::timeout(quiet, p.lines.recv()).await {
+        p.log.push(l);
+    }
+}
+
+fn count(p: &PeerProcess, needle: &str) -> u64 {
+    p.log.iter().filter(|l| l.contains(needle)).count() as u64
+}
+
+/// Stops para with SIGINT (it finishes the submit in flight, logs it, and exits); returns
+/// how many of its shares were answered `true` and how many were rejected.
+async fn stop_para(mut p: PeerProcess) -> (u64, u64) {
+    let pid = p.child.id().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _ = tokio::time::timeout(Duration::from_secs(20), p.child.wait())
+        .await
+        .expect("para exits after SIGINT");
+    drain(&mut p, Duration::from_millis(500)).await;
+    (
+        count(&p, "submitted successfully"),
+        count(&p, "Failed to submit share"),
+    )
+}
+
+/// The number after `shares accepted=` in a solo-mining-server status line.
+fn solo_accepted(line: &str) -> u64 {
+    line.split("shares accepted=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn para_on_solo_server(mode: ChannelMode) {
+    let (mut server, up) = solo_server().await;
+    let (t, sv1) = translator(up, mode).await;
+    let p = para(sv1);
+    // Shares flow: accepted upstream and answered true.
+    stats_until(&t, 120, |s| s.shares_accepted >= 8).await;
+    let (para_ok, para_rejected) = stop_para(p).await;
+    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
+    assert_eq!(
+        para_ok, st.shares_accepted,
+        "para's accepted count vs the translator's: {st:?}"
+    );
+    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
+    // The upstream's count (status line every second) settles on the same number.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let upstream = loop {
+        let line = server.wait_for("status:", 30).await;
+        let n = solo_accepted(&line);
+        if n >= para_ok || tokio::time::Instant::now() > deadline {
+            break n;
+        }
+    };
+    assert_eq!(
+        upstream, para_ok,
+        "solo-mining-server accepted vs para's true answers"
+    );
+    // Only stale shares are rejected on regtest (jobs change on every block).
+    for reason in st.shares_rejected.keys() {
+        assert!(
+            reason == "stale" || reason == "upstream:stale-share",
+            "unexpected rejection {reason}: {st:?}"
+        );
+    }
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_our_translator_aggregated_to_solo_mining_server() {
+    para_on_solo_server(ChannelMode::Aggregated).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_our_translator_per_miner_to_solo_mining_server() {
+    para_on_solo_server(ChannelMode::PerMiner).await;
+}
+
+async fn para_on_sri_pool(mode: ChannelMode) {
+    let (_tp, mut pool, up) = sri_pool().await;
+    let (t, sv1) = translator(up, mode).await;
+    let p = para(sv1);
+    stats_until(&t, 120, |s| s.shares_accepted >= 8).await;
+    let (para_ok, para_rejected) = stop_para(p).await;
+    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
+    assert_eq!(para_ok, st.shares_accepted, "para vs translator: {st:?}");
+    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
+    // The pool logs every SubmitSharesExtended it receives and every rejection.
+    drain(&mut pool, Duration::from_secs(1)).await;
+    let received = count(&pool, "Received SubmitSharesExtended");
+    let errors = count(&pool, "SubmitSharesError");
+    assert_eq!(
+        received - errors,
+        para_ok,
+        "pool accepted (received {received} - errors {errors}) vs para's true answers"
+    );
+    assert_eq!(
+        st.shares_rejected
+            .iter()
+            .filter(|(k, _)| k.starts_with("upstream:"))
+            .map(|(_, v)| v)
+            .sum::<u64>(),
+        errors
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_our_translator_aggregated_to_sri_pool() {
+    para_on_sri_pool(ChannelMode::Aggregated).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_our_translator_per_miner_to_sri_pool() {
+    para_on_sri_pool(ChannelMode::PerMiner).await;
+}
