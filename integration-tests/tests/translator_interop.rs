@@ -284,3 +284,125 @@ async fn para_through_our_translator_aggregated_to_sri_pool() {
 async fn para_through_our_translator_per_miner_to_sri_pool() {
     para_on_sri_pool(ChannelMode::PerMiner).await;
 }
+
+/// The `translator-proxy` binary with its defaults (but the ports) between para and our
+/// `solo-mining-server` with its defaults (but the port): the two default to the same
+/// authority key, so they work together out of the box.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults() {
+    let (server_bin, proxy_bin) =
+        tokio::task::spawn_blocking(|| (bin("solo-mining-server"), bin("translator-proxy")))
+            .await
+            .unwrap();
+    let up = format!("127.0.0.1:{}", free_port());
+    let mut server = PeerProcess::spawn(&server_bin, &["--listen", &up]);
+    server.wait_for("listening", 60).await;
+    let sv1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut proxy = PeerProcess::spawn(
+        &proxy_bin,
+        &[
+            "--listen",
+            &sv1.to_string(),
+            "--upstream",
+            &up,
+            "--status-interval",
+            "1",
+        ],
+    );
+    proxy.wait_for("Sv1 translator listening", 30).await;
+    let p = para(sv1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = proxy.wait_for("status:", 120).await;
+        if solo_accepted(&line) >= 3 {
+            assert!(
+                line.contains("upstream=connected(#0)") && line.contains("miners=1"),
+                "{line}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no shares accepted: {line}"
+        );
+    }
+    let (para_ok, _) = stop_para(p).await;
+    assert!(para_ok >= 3);
+    // The proxy's count settles on para's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = proxy.wait_for("status:", 30).await;
+        if line.contains("connections=0") && line.contains("pending=0") {
+            assert_eq!(solo_accepted(&line), para_ok, "{line}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{line}");
+    }
+}
+
+/// Upstream failover: the primary solo-mining-server dies mid-run; the translator moves to
+/// the backup and para keeps mining there (both servers hand out the same extranonce prefix,
+/// so para's extranonce1 stays valid and it simply gets the backup's jobs; a changed
+/// extranonce1 is covered by `translator.rs`), and para's count of accepted shares still
+/// equals the translator's: nothing counted twice or lost across the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_keeps_mining_on_the_backup_when_the_primary_dies() {
+    let (mut primary, up1) = solo_server().await;
+    let (mut backup, up2) = solo_server().await;
+    let key: tower_stratum::codec::AuthorityPublicKey =
+        SRI_TEST_AUTHORITY_PUBLIC_KEY.parse().unwrap();
+    let upstream = |a: SocketAddr| UpstreamConfig {
+        address: a.to_string(),
+        authority_key: Some(key),
+        user_identity: PARA_USER.into(),
+    };
+    let mut cfg = TranslatorServiceConfig {
+        translator: TranslatorConfig {
+            nominal_hashrate: 500_000.0,
+            shares_per_minute: 30.0,
+            ..TranslatorConfig::default()
+        },
+        upstreams: vec![upstream(up1), upstream(up2)],
+        failover_attempts: 2,
+        failback_interval: None,
+        ..TranslatorServiceConfig::default()
+    };
+    cfg.client.reconnect = Some(tower_stratum::Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sv1 = listener.local_addr().unwrap();
+    let t = spawn(cfg, listener).unwrap();
+    let p = para(sv1);
+    let before = stats_until(&t, 120, |s| s.shares_accepted >= 5).await;
+    assert_eq!(before.upstream_index, Some(0));
+    primary.child.kill().await.unwrap();
+    let after = stats_until(&t, 120, |s| {
+        s.upstream_index == Some(1) && s.shares_accepted >= before.shares_accepted + 5
+    })
+    .await;
+    assert!(after.miners >= 1);
+    let (para_ok, para_rejected) = stop_para(p).await;
+    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
+    assert_eq!(
+        para_ok, st.shares_accepted,
+        "no share counted twice or lost: {st:?}"
+    );
+    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
+    // The backup accepted shares too (its status line every second).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = solo_accepted(&backup.wait_for("status:", 30).await);
+        if n >= 5 {
+            assert!(n <= st.shares_accepted);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backup accepted only {n}"
+        );
+    }
+    t.shutdown().await;
+}

@@ -262,3 +262,40 @@ user_identity = "translator-proxy"
         fb = d.failback_interval_secs,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn generated_config_parses_to_the_defaults() {
+        let parsed: Config = toml::from_str(&commented_default()).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(format!("{empty:?}"), format!("{:?}", Config::default()));
+        let svc = parsed.to_service_config().unwrap();
+        assert_eq!(svc.upstreams.len(), 1);
+        assert_eq!(svc.upstreams[0].address, "127.0.0.1:34254");
+        assert!(svc.upstreams[0].authority_key.is_some());
+        assert_eq!(svc.translator.extranonce2_size, 4);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        let c: Config = toml::from_str("extranonce2_size = 12").unwrap();
+        assert!(c
+            .to_service_config()
+            .unwrap_err()
+            .contains("extranonce2_size"));
+        let c: Config =
+            toml::from_str("[[upstreams]]\naddress = \"x:1\"\nauthority_public_key = \"nope\"")
+                .unwrap();
+        assert!(c
+            .to_service_config()
+            .unwrap_err()
+            .contains("authority_public_key"));
+        assert!(toml::from_str::<Config>("mode = \"sideways\"").is_err());
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+}
