@@ -275,6 +275,7 @@ pub struct TranslatorCore {
     stats: TranslatorStats,
     accepted_window: VecDeque<(Instant, f64)>,
     started: Instant,
+    last_open_retry: Option<Instant>,
 }
 
 fn to_upstream(m: MiningOwned) -> Sv1Action {
@@ -342,6 +343,7 @@ impl TranslatorCore {
             stats: TranslatorStats::default(),
             accepted_window: VecDeque::new(),
             started: now,
+            last_open_retry: None,
         }
     }
 
@@ -476,6 +478,8 @@ impl TranslatorCore {
             self.opening.retain(|_, o| *o != Opening::Miner(ctx.id));
             if let Some(ch) = m.channel {
                 self.channels.remove(&ch);
+                // Nobody to answer any more; the channel is closed, so no verdict will come.
+                self.pending.retain(|(c, _), _| *c != ch);
                 if let Some(reason_code) = str0255("downstream disconnected") {
                     out.push(to_upstream(MiningOwned::CloseChannel(CloseChannelOwned {
                         channel_id: ch,
@@ -577,11 +581,18 @@ impl TranslatorCore {
         m.session_id = msg.session_id;
         let mut out = Sv1Actions::none();
         match self.cfg.mode {
-            ChannelMode::Aggregated => {
-                if let Some(ch) = self.aggregated {
-                    out.extend(self.assign_channel(ctx.id, ch, now));
+            ChannelMode::Aggregated => match self.aggregated {
+                Some(ch) => out.extend(self.assign_channel(ctx.id, ch, now)),
+                None => {
+                    // No channel and none opening (e.g. the upstream refused one): ask again.
+                    if !self.opening.values().any(|o| *o == Opening::Aggregated) {
+                        let h = self.total_hashrate();
+                        if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+                            out.push(a);
+                        }
+                    }
                 }
-            }
+            },
             ChannelMode::PerMiner => {
                 let h = m.hashrate;
                 if let Some(a) = self.open_channel(Opening::Miner(ctx.id), h) {
@@ -1605,6 +1616,23 @@ impl TranslatorCore {
                 }
             }
         }
+        // Aggregated mode without a channel (refused or closed by the upstream) while miners
+        // wait: ask again, at most every 10 s.
+        if self.cfg.mode == ChannelMode::Aggregated
+            && self.upstream.is_some()
+            && self.aggregated.is_none()
+            && self.opening.is_empty()
+            && self.miners.values().any(|m| m.subscribed && !m.closing)
+            && self
+                .last_open_retry
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+        {
+            self.last_open_retry = Some(now);
+            let h = self.total_hashrate();
+            if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+                out.push(a);
+            }
+        }
         // Vardiff.
         if self.cfg.vardiff {
             let spm = self.cfg.shares_per_minute;
@@ -1613,7 +1641,11 @@ impl TranslatorCore {
                 if !m.ready() {
                     continue;
                 }
-                if let Some(h) = m.vardiff.try_vardiff(now, m.hashrate, &m.target, spm) {
+                // Compare the realized share rate with what the current target was set for
+                // (the difficulty may sit at a bound or the upstream floor).
+                let expected =
+                    (m.difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(spm) / 60.0) as f32;
+                if let Some(h) = m.vardiff.try_vardiff(now, expected, &m.target, spm) {
                     m.hashrate = h;
                     changes.push((m.ctx.id, h));
                 }
