@@ -168,27 +168,99 @@ async fn drain(p: &mut PeerProcess, quiet: Duration) {
     }
 }
 
+/// The accepted count of the second status line printed from now on (earlier output is
+/// skipped; the second line is computed after everything that happened before this call).
+async fn fresh_status(server: &mut PeerProcess, secs: u64) -> u64 {
+    while let Ok(l) = server.lines.try_recv() {
+        server.log.push(l);
+    }
+    server.wait_for("status:", secs).await;
+    solo_accepted(&server.wait_for("status:", secs).await)
+}
+
 fn count(p: &PeerProcess, needle: &str) -> u64 {
     p.log.iter().filter(|l| l.contains(needle)).count() as u64
 }
 
-/// Stops para with SIGINT (it finishes the submit in flight, logs it, and exits); returns
-/// how many of its shares were answered `true` and how many were rejected.
-async fn stop_para(mut p: PeerProcess) -> (u64, u64) {
+/// After para is frozen: two stats publications (so its last line, if any, has reached the
+/// translator), then no share in flight. Returns (accepted, rejected).
+async fn settle(t: &TranslatorHandle) -> (u64, u64) {
+    let mut rx = t.watch_stats();
+    for _ in 0..2 {
+        rx.borrow_and_update();
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let st = stats_until(t, 30, |s| s.shares_pending == 0).await;
+    (st.shares_accepted, st.rejected_total())
+}
+
+fn signal(p: &PeerProcess, sig: &str) {
     let pid = p.child.id().unwrap();
     let st = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .unwrap();
     assert!(st.success());
-    let _ = tokio::time::timeout(Duration::from_secs(20), p.child.wait())
-        .await
-        .expect("para exits after SIGINT");
-    drain(&mut p, Duration::from_millis(500)).await;
-    (
-        count(&p, "submitted successfully"),
-        count(&p, "Failed to submit share"),
-    )
+}
+
+/// para's submit results in its log: (true answers, rejections, whether the last share it
+/// found is still awaiting its answer). para submits one share at a time and logs "Valid
+/// share found" before sending it.
+fn para_results(p: &PeerProcess) -> (u64, u64, bool) {
+    let (mut ok, mut failed, mut outstanding) = (0, 0, false);
+    for l in &p.log {
+        if l.contains("Valid share found") {
+            outstanding = true;
+        } else if l.contains("submitted successfully") {
+            ok += 1;
+            outstanding = false;
+        } else if l.contains("Failed to submit share") {
+            failed += 1;
+            outstanding = false;
+        }
+    }
+    (ok, failed, outstanding)
+}
+
+/// A consistent cut: para frozen (SIGSTOP) with nothing left in flight at the translator
+/// (`settled` waits for that and returns the translator's accepted and rejected counts), then
+/// `upstream` reads the upstream's accepted count (para frozen: nothing moves). If para was
+/// waiting for an answer when frozen, it is resumed until it logs that answer. Returns
+/// (para true, para rejected, translator accepted, translator rejected, upstream accepted).
+async fn cut<S, U>(p: &mut PeerProcess, settled: S, upstream: U) -> [u64; 5]
+where
+    S: std::future::Future<Output = (u64, u64)>,
+    U: std::future::Future<Output = u64>,
+{
+    signal(p, "-STOP");
+    let (accepted, rejected) = settled.await;
+    let up = upstream.await;
+    drain(p, Duration::from_millis(300)).await;
+    let (mut ok, mut failed, outstanding) = para_results(p);
+    if outstanding {
+        signal(p, "-CONT");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let l = tokio::time::timeout_at(deadline, p.lines.recv())
+                .await
+                .expect("para logs the answer to its last share")
+                .expect("para still running");
+            p.log.push(l.clone());
+            if l.contains("submitted successfully") {
+                ok += 1;
+                break;
+            }
+            if l.contains("Failed to submit share") {
+                failed += 1;
+                break;
+            }
+        }
+    }
+    signal(p, "-KILL");
+    [ok, failed, accepted, rejected, up]
 }
 
 /// The number after `shares accepted=` in a solo-mining-server status line.
@@ -203,30 +275,28 @@ fn solo_accepted(line: &str) -> u64 {
 async fn para_on_solo_server(mode: ChannelMode) {
     let (mut server, up) = solo_server().await;
     let (t, sv1) = translator(up, mode).await;
-    let p = para(sv1);
+    let mut p = para(sv1);
     // Shares flow: accepted upstream and answered true.
     stats_until(&t, 120, |s| s.shares_accepted >= 8).await;
-    let (para_ok, para_rejected) = stop_para(p).await;
-    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
+    let settled = settle(&t);
+    let upstream = fresh_status(&mut server, 30);
+    let [para_ok, para_rejected, accepted, rejected, upstream] =
+        cut(&mut p, settled, upstream).await;
+    assert!(para_ok >= 8);
     assert_eq!(
-        para_ok, st.shares_accepted,
-        "para's accepted count vs the translator's: {st:?}"
+        para_ok, accepted,
+        "para's true answers vs the translator's accepted"
     );
-    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
-    // The upstream's count (status line every second) settles on the same number.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let upstream = loop {
-        let line = server.wait_for("status:", 30).await;
-        let n = solo_accepted(&line);
-        if n >= para_ok || tokio::time::Instant::now() > deadline {
-            break n;
-        }
-    };
+    assert_eq!(
+        para_rejected, rejected,
+        "para's rejections vs the translator's"
+    );
     assert_eq!(
         upstream, para_ok,
         "solo-mining-server accepted vs para's true answers"
     );
     // Only stale shares are rejected on regtest (jobs change on every block).
+    let st = t.stats();
     for reason in st.shares_rejected.keys() {
         assert!(
             reason == "stale" || reason == "upstream:stale-share",
@@ -249,28 +319,37 @@ async fn para_through_our_translator_per_miner_to_solo_mining_server() {
 async fn para_on_sri_pool(mode: ChannelMode) {
     let (_tp, mut pool, up) = sri_pool().await;
     let (t, sv1) = translator(up, mode).await;
-    let p = para(sv1);
+    let mut p = para(sv1);
     stats_until(&t, 120, |s| s.shares_accepted >= 8).await;
-    let (para_ok, para_rejected) = stop_para(p).await;
-    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
-    assert_eq!(para_ok, st.shares_accepted, "para vs translator: {st:?}");
-    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
+    let settled = settle(&t);
     // The pool logs every SubmitSharesExtended it receives and every rejection.
-    drain(&mut pool, Duration::from_secs(1)).await;
-    let received = count(&pool, "Received SubmitSharesExtended");
-    let errors = count(&pool, "SubmitSharesError");
+    let upstream = async {
+        drain(&mut pool, Duration::from_secs(1)).await;
+        count(&pool, "Received SubmitSharesExtended") - count(&pool, "SubmitSharesError")
+    };
+    let [para_ok, para_rejected, accepted, rejected, upstream] =
+        cut(&mut p, settled, upstream).await;
+    assert!(para_ok >= 8);
     assert_eq!(
-        received - errors,
-        para_ok,
-        "pool accepted (received {received} - errors {errors}) vs para's true answers"
+        para_ok, accepted,
+        "para's true answers vs the translator's accepted"
     );
+    assert_eq!(
+        para_rejected, rejected,
+        "para's rejections vs the translator's"
+    );
+    assert_eq!(
+        upstream, para_ok,
+        "pool accepted (received - errors) vs para's true answers"
+    );
+    let st = t.stats();
     assert_eq!(
         st.shares_rejected
             .iter()
             .filter(|(k, _)| k.starts_with("upstream:"))
             .map(|(_, v)| v)
             .sum::<u64>(),
-        errors
+        count(&pool, "SubmitSharesError")
     );
     t.shutdown().await;
 }
@@ -310,7 +389,7 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
         ],
     );
     proxy.wait_for("Sv1 translator listening", 30).await;
-    let p = para(sv1);
+    let mut p = para(sv1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let line = proxy.wait_for("status:", 120).await;
@@ -326,18 +405,34 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
             "no shares accepted: {line}"
         );
     }
-    let (para_ok, _) = stop_para(p).await;
-    assert!(para_ok >= 3);
-    // The proxy's count settles on para's.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = proxy.wait_for("status:", 30).await;
-        if line.contains("connections=0") && line.contains("pending=0") {
-            assert_eq!(solo_accepted(&line), para_ok, "{line}");
-            break;
+    // The proxy's status line: two more after the freeze, then one with nothing in flight.
+    let settled = async {
+        while let Ok(l) = proxy.lines.try_recv() {
+            proxy.log.push(l);
         }
-        assert!(tokio::time::Instant::now() < deadline, "{line}");
-    }
+        proxy.wait_for("status:", 10).await;
+        proxy.wait_for("status:", 10).await;
+        loop {
+            let line = proxy.wait_for("status:", 10).await;
+            if line.contains("pending=0") {
+                let rejected = line
+                    .split(" rejected=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                break (solo_accepted(&line), rejected);
+            }
+        }
+    };
+    // The server prints its status every 5 s by default.
+    let upstream = fresh_status(&mut server, 15);
+    let [para_ok, para_rejected, accepted, rejected, upstream] =
+        cut(&mut p, settled, upstream).await;
+    assert!(para_ok >= 3);
+    assert_eq!(para_ok, accepted, "para vs the proxy's status line");
+    assert_eq!(para_rejected, rejected);
+    assert_eq!(upstream, para_ok, "solo-mining-server vs para");
 }
 
 /// Upstream failover: the primary solo-mining-server dies mid-run; the translator moves to
@@ -375,7 +470,7 @@ async fn para_keeps_mining_on_the_backup_when_the_primary_dies() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sv1 = listener.local_addr().unwrap();
     let t = spawn(cfg, listener).unwrap();
-    let p = para(sv1);
+    let mut p = para(sv1);
     let before = stats_until(&t, 120, |s| s.shares_accepted >= 5).await;
     assert_eq!(before.upstream_index, Some(0));
     primary.child.kill().await.unwrap();
@@ -384,25 +479,19 @@ async fn para_keeps_mining_on_the_backup_when_the_primary_dies() {
     })
     .await;
     assert!(after.miners >= 1);
-    let (para_ok, para_rejected) = stop_para(p).await;
-    let st = stats_until(&t, 30, |s| s.shares_pending == 0 && s.connections == 0).await;
+    let settled = settle(&t);
+    let upstream = fresh_status(&mut backup, 30);
+    let [para_ok, para_rejected, accepted, rejected, on_backup] =
+        cut(&mut p, settled, upstream).await;
     assert_eq!(
-        para_ok, st.shares_accepted,
-        "no share counted twice or lost: {st:?}"
+        para_ok, accepted,
+        "no share counted twice or lost across the switch"
     );
-    assert_eq!(para_rejected, st.rejected_total(), "{st:?}");
-    // The backup accepted shares too (its status line every second).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = solo_accepted(&backup.wait_for("status:", 30).await);
-        if n >= 5 {
-            assert!(n <= st.shares_accepted);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "backup accepted only {n}"
-        );
-    }
+    assert_eq!(para_rejected, rejected);
+    // The backup accepted shares too; every one the primary did not.
+    assert!(
+        on_backup >= 5 && on_backup <= accepted,
+        "backup {on_backup} of {accepted}"
+    );
     t.shutdown().await;
 }

@@ -131,6 +131,35 @@ impl Sv1ClientService {
         Ok(Self::new(stream, config))
     }
 
+    /// Connects to `address` with TLS (feature `tls`), verifying the server certificate for
+    /// `server_name` against `tls`'s roots, within [`Sv1ClientConfig::connect_timeout`] (TCP
+    /// connect and handshake together).
+    ///
+    /// # Errors
+    /// The connect or handshake error, `InvalidInput` for a bad server name, or `TimedOut`.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        address: &str,
+        server_name: &str,
+        tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+        config: Sv1ClientConfig,
+    ) -> std::io::Result<(Self, Sv1Notifications, Sv1ClientHandle)> {
+        use tokio_rustls::rustls::pki_types::ServerName;
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            let _ = stream.set_nodelay(true);
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+        };
+        let stream = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        Ok(Self::new(stream, config))
+    }
+
     /// Runs a client over any byte stream (TCP, TLS, `tokio::io::duplex`) on the current tokio
     /// runtime.
     pub fn new<IO>(io: IO, config: Sv1ClientConfig) -> (Self, Sv1Notifications, Sv1ClientHandle)

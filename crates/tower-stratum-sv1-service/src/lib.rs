@@ -31,8 +31,12 @@
 //! - **Graceful shutdown**: [`Sv1ServerHandle::shutdown`] closes every connection and calls
 //!   `on_connection_removed` for each.
 //!
-//! TLS is not built in: wrap streams in a [`Listener`](tower_stratum_service::Listener) (server)
-//! or pass a TLS stream to [`Sv1ClientService::new`] (client).
+//! # TLS
+//!
+//! With the `tls` feature (rustls, ring provider): serve through a `tls::TlsListener` (the
+//! handshake runs in each connection's task, bounded by the setup deadline) and connect with
+//! `Sv1ClientService::connect_tls`. Without it, any stream works: wrap streams in a
+//! [`Listener`](tower_stratum_service::Listener) or pass one to [`Sv1ClientService::new`].
 
 mod client;
 mod config;
@@ -42,6 +46,8 @@ mod hub;
 mod request;
 mod server;
 mod session;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{Sv1ClientError, Sv1ClientHandle, Sv1ClientService, Sv1Notifications};
 pub use config::{Sv1ClientConfig, Sv1ServerConfig, DEFAULT_SERVER_MAX_LINE};
