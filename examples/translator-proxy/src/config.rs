@@ -16,6 +16,8 @@ pub(crate) const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
     pub(crate) listen: String,
+    pub(crate) tls_certificate: String,
+    pub(crate) tls_private_key: String,
     pub(crate) mode: Mode,
     pub(crate) extranonce2_size: usize,
     pub(crate) nominal_hashrate: f32,
@@ -80,6 +82,8 @@ impl Default for Config {
         let t = TranslatorConfig::default();
         Self {
             listen: "127.0.0.1:34255".into(),
+            tls_certificate: String::new(),
+            tls_private_key: String::new(),
             mode: Mode::Aggregated,
             extranonce2_size: t.extranonce2_size,
             nominal_hashrate: t.nominal_hashrate,
@@ -112,6 +116,29 @@ impl Config {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The TLS server configuration, if both PEM files are set.
+    pub(crate) fn tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<tower_stratum_sv1_service::tls::rustls::ServerConfig>>, String>
+    {
+        match (
+            self.tls_certificate.is_empty(),
+            self.tls_private_key.is_empty(),
+        ) {
+            (true, true) => Ok(None),
+            (false, false) => {
+                let cert = std::fs::read(&self.tls_certificate)
+                    .map_err(|e| format!("tls_certificate {}: {e}", self.tls_certificate))?;
+                let key = std::fs::read(&self.tls_private_key)
+                    .map_err(|e| format!("tls_private_key {}: {e}", self.tls_private_key))?;
+                tower_stratum_sv1_service::tls::server_config(&cert, &key)
+                    .map(Some)
+                    .map_err(|e| format!("TLS: {e}"))
+            }
+            _ => Err("tls_certificate and tls_private_key go together".into()),
+        }
     }
 
     /// The library configuration.
@@ -180,6 +207,11 @@ pub(crate) fn commented_default() -> String {
 
 # Where Sv1 miners connect (plain TCP, stratum+tcp://).
 listen = "{listen}"
+
+# TLS for miners (stratum+ssl://): PEM files of the certificate chain and its private key.
+# Both empty = plain TCP.
+tls_certificate = ""
+tls_private_key = ""
 
 # "aggregated": one upstream extended channel for all miners (each gets a distinct
 # extranonce1); "per-miner": one upstream extended channel per miner.

@@ -97,6 +97,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let tls = match cfg.tls() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,7 +115,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cfg, service_cfg)) {
+    match runtime.block_on(run(cfg, service_cfg, tls)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -120,6 +127,7 @@ fn main() -> std::process::ExitCode {
 async fn run(
     cfg: Config,
     service_cfg: tower_stratum_translator::TranslatorServiceConfig,
+    tls: Option<std::sync::Arc<tower_stratum_sv1_service::tls::rustls::ServerConfig>>,
 ) -> Result<(), String> {
     if cfg
         .upstreams
@@ -132,10 +140,17 @@ async fn run(
         .await
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let translator =
-        tower_stratum_translator::spawn(service_cfg, listener).map_err(|e| e.to_string())?;
+    let translator = match tls.clone() {
+        Some(tls) => tower_stratum_translator::spawn(
+            service_cfg,
+            tower_stratum_sv1_service::tls::TlsListener::new(listener, tls),
+        ),
+        None => tower_stratum_translator::spawn(service_cfg, listener),
+    }
+    .map_err(|e| e.to_string())?;
     info!(
         listen = %local,
+        tls = tls.is_some(),
         mode = ?cfg.mode,
         upstream = %cfg.upstreams.first().map(|u| u.address.as_str()).unwrap_or(""),
         "Sv1 translator listening"

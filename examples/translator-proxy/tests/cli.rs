@@ -29,6 +29,16 @@ fn bad_configs_fail_with_a_message() {
         ),
         ("unknown.toml", "no_such_key = true\n", "no_such_key"),
         ("none.toml", "upstreams = []\n", "upstreams"),
+        (
+            "tls.toml",
+            "tls_certificate = \"/nonexistent.pem\"\n",
+            "tls_private_key",
+        ),
+        (
+            "tls2.toml",
+            "tls_certificate = \"/nonexistent.pem\"\ntls_private_key = \"/nonexistent.key\"\n",
+            "tls_certificate",
+        ),
     ] {
         let out = Command::new(bin())
             .args(["--config", temp(name, text).to_str().unwrap()])
