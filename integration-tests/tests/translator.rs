@@ -594,6 +594,15 @@ async fn shares_are_true_only_after_the_upstream_accepts_them() {
     let mut ext = m.extranonce1[2..].to_vec();
     ext.extend_from_slice(&s.extranonce2);
     assert_eq!(up.extranonce.as_bytes(), ext.as_slice());
+    // Bits outside the granted mask: refused locally, never forwarded.
+    let s = m.share(&m.job(), true, Some(0x0000_0001), 8);
+    let r = m.submit(&s).await;
+    assert_eq!(code(&r), Some(20), "{r}");
+    assert_eq!(r["error"][1], tower_stratum_translator::BAD_VERSION_BITS);
+    // A miner sending its whole rolled version (job bits outside the mask unchanged) is fine.
+    let s = m.share(&m.job(), true, Some(VERSION | 0x0000_8000), 9);
+    assert_eq!(m.submit(&s).await["result"], true);
+    assert_eq!(pool.share().await.version, VERSION | 0x8000);
     // The upstream's rejections reach the miner with the mapped Sv1 code.
     for (i, (upstream, sv1)) in [
         ("stale-share", 21),
@@ -610,7 +619,7 @@ async fn shares_are_true_only_after_the_upstream_accepts_them() {
         assert_eq!(code(&r), Some(sv1), "{upstream}: {r}");
         assert!(r["error"][1].as_str().unwrap().contains(upstream), "{r}");
     }
-    let s = stats_until(&t, |s| s.shares_accepted == 1 && s.rejected_total() == 5).await;
+    let s = stats_until(&t, |s| s.shares_accepted == 2 && s.rejected_total() == 6).await;
     assert_eq!(s.shares_rejected.get("upstream:stale-share"), Some(&1));
     t.shutdown().await;
     pool.handle.shutdown().await;

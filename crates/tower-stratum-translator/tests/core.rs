@@ -268,6 +268,32 @@ fn difficulty_never_goes_below_the_upstream_floor() {
 }
 
 #[test]
+fn power_of_two_difficulties_stay_at_or_above_the_floor() {
+    let mut s = aggregated(TranslatorConfig {
+        nominal_hashrate: 1.0,
+        power_of_two_difficulty: true,
+        ..TranslatorConfig::default()
+    });
+    let t0 = s.t0;
+    miner(&mut s, 1, None, t0);
+    let a = s.core.suggest_difficulty(ctx(1), Id::from(3u64), 100.0, t0);
+    assert_eq!(set_difficulty(&a, 1), Some(64.0));
+    // The upstream floor at 3.5: the miner gets 4 (the power of two at or above it).
+    let t = difficulty_to_target(3.5).unwrap().to_le_bytes();
+    let a = s.core.upstream_message(
+        MiningOwned::SetTarget(SetTargetOwned {
+            channel_id: 2,
+            maximum_target: U256Owned::from(t),
+        }),
+        t0,
+    );
+    // Still 64 (above the floor); a suggestion of 1 now gives 4.
+    assert_eq!(set_difficulty(&a, 1), None);
+    let a = s.core.suggest_difficulty(ctx(1), Id::from(4u64), 1.0, t0);
+    assert_eq!(set_difficulty(&a, 1), Some(4.0));
+}
+
+#[test]
 fn keepalive_resends_the_current_job_under_a_new_id() {
     let mut s = aggregated(TranslatorConfig {
         keepalive_interval: Some(Duration::from_secs(120)),
