@@ -20,38 +20,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use tokio::io::AsyncWriteExt;
 use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
-use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
-
-/// Builds (if needed) and locates `target/<profile>/<name>`, the binary `name` of the
-/// workspace package `name`, with this test's profile and target directory.
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/deps/<this test>
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", name, "--bin", name, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("cargo build");
-    assert!(status.success(), "cargo build -p {name} failed");
-    let bin = profile_dir.join(name);
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
+use tower_stratum_test_kit::process::{
+    free_port, peer_bin, render_config, workspace_bin, PeerProcess,
+};
 
 fn cpu_miner_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

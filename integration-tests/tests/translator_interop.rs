@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
-use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
+use tower_stratum_test_kit::process::{
+    free_port, peer_bin, render_config, workspace_bin, PeerProcess,
+};
 use tower_stratum_translator::{
     spawn, ChannelMode, TranslatorConfig, TranslatorHandle, TranslatorServiceConfig,
     TranslatorStats, UpstreamConfig,
@@ -28,37 +30,6 @@ use tower_stratum_translator::{
 
 /// para requires Bitcoin addresses as usernames.
 const PARA_USER: &str = "tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8";
-
-/// Builds (if needed) and locates the binary `name` of the workspace package `name`, with this
-/// test's profile and target directory (as `cpu_miner.rs` does; `CARGO_BIN_EXE_*` exists only
-/// for a package's own tests).
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", name, "--bin", name, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("cargo build");
-    assert!(status.success(), "cargo build -p {name} failed");
-    let bin = profile_dir.join(name);
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
 
 fn bin(name: &'static str) -> PathBuf {
     static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =

@@ -163,3 +163,34 @@ pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Builds (if needed) and locates `target/<profile>/<name>`, the binary `name` of the
+/// workspace package `name`, with this test's profile and target directory.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/<profile>/deps/<this test>
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", name, "--bin", name, "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("cargo build");
+    assert!(status.success(), "cargo build -p {name} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}

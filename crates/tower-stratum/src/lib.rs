@@ -12,7 +12,8 @@
 //! - [`mining`]: `MiningServer`, a ready Mining Protocol server handler (channels, jobs from
 //!   templates, share validation, vardiff, blocks).
 //! - [`template`]: template sources (embedded regtest, Template Distribution client/server).
-//! - [`sv1`]: the Stratum V1 codec and share math.
+//! - [`sv1`]: the Stratum V1 codec and share math; [`sv1_service`]: Sv1 server and client
+//!   services; [`translator`]: the Sv1 -> Sv2 translator.
 //! - [`codec`]: `tokio_util` codecs for plaintext and Noise NX frames, authority keys.
 //!
 //! Messages are SRI's owned types from `stratum-core` 0.6.0 (re-exported as
@@ -67,6 +68,17 @@ pub mod template {
 /// (`tower-stratum-sv1`).
 pub mod sv1 {
     pub use tower_stratum_sv1::*;
+}
+
+/// Sv1 services: `Sv1ServerService`, `Sv1ClientService`, handler traits
+/// (`tower-stratum-sv1-service`).
+pub mod sv1_service {
+    pub use tower_stratum_sv1_service::*;
+}
+
+/// The Sv1 -> Sv2 translator service (`tower-stratum-translator`).
+pub mod translator {
+    pub use tower_stratum_translator::*;
 }
 
 /// Framing, Noise and authority keys (`tower-stratum-codec`).
