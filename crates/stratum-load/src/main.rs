@@ -120,7 +120,7 @@ struct Common {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
-    /// `user_identity` of each channel (".<connection index>" is appended).
+    /// `user_identity` of each channel (`.<connection index>` is appended).
     #[arg(long, default_value = "stratum-load")]
     user_identity: String,
     /// `nominal_hash_rate` announced when opening channels, H/s. Tiny by default, so the
