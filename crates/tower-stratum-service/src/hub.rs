@@ -306,7 +306,7 @@ impl<H: HandlerSet> Hub<H> {
         }
     }
 
-    fn push_frame(&mut self, id: ConnectionId, f: Frame) {
+    fn push_frame(&self, id: ConnectionId, f: Frame) {
         let Some((_, h)) = self.conns.get(&id) else {
             debug!(connection = %id, "send to unknown connection dropped");
             return;
@@ -326,21 +326,22 @@ impl<H: HandlerSet> Hub<H> {
         mine: &mut Actions,
     ) {
         let name = m.name();
-        let frame = match m.clone().encode() {
+        // The origin's own copy goes back as a reply (written by its connection task); only
+        // then does the message need cloning before it is encoded once for everyone else.
+        let origin_targeted = origin
+            .and_then(|id| self.conns.get(&id))
+            .is_some_and(|(c, _)| c.protocol() == p);
+        let own = origin_targeted.then(|| m.clone());
+        let frame = match m.encode() {
             Ok(f) => f,
             Err(e) => return warn!(message = name, error = %e, "cannot encode broadcast"),
         };
-        let targets: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|(c, _)| c.protocol() == p)
-            .map(|(c, _)| c.id)
-            .collect();
-        for id in targets {
-            if Some(id) == origin {
-                mine.push(Action::Reply(m.clone()));
-            } else {
-                self.push_frame(id, frame.clone());
+        if let Some(own) = own {
+            mine.push(Action::Reply(own));
+        }
+        for (c, _) in self.conns.values() {
+            if c.protocol() == p && Some(c.id) != origin {
+                self.push_frame(c.id, frame.clone());
             }
         }
     }
