@@ -302,3 +302,36 @@ mod tests {
         assert!((h / HASHES_PER_DIFFICULTY_1 - 1.0).abs() < 1e-9, "{h}");
     }
 }
+
+/// A hashrate in hashes per second (H/s) that displays with an SI prefix and two decimals:
+/// `17.93 MH/s`, `0.00 H/s`. Negative, `-0.0` and NaN estimates (no shares yet) display as
+/// `0.00 H/s`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Hashrate(pub f64);
+
+impl std::fmt::Display for Hashrate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 7] = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s"];
+        let mut v = if self.0 > 0.0 { self.0 } else { 0.0 };
+        let mut i = 0;
+        while v >= 1000.0 && i + 1 < UNITS.len() {
+            v /= 1000.0;
+            i += 1;
+        }
+        write!(f, "{v:.2} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod hashrate_display_tests {
+    use super::Hashrate;
+
+    #[test]
+    fn hashrate_displays_with_si_prefix_and_clamps_non_positive() {
+        assert_eq!(Hashrate(17_930_000.0).to_string(), "17.93 MH/s");
+        assert_eq!(Hashrate(999.0).to_string(), "999.00 H/s");
+        assert_eq!(Hashrate(1.5e21).to_string(), "1500.00 EH/s");
+        assert_eq!(Hashrate(-0.0).to_string(), "0.00 H/s");
+        assert_eq!(Hashrate(f64::NAN).to_string(), "0.00 H/s");
+    }
+}

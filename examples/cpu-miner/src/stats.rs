@@ -60,14 +60,5 @@ impl std::fmt::Display for Snapshot {
 
 /// `h` hashes per second as a human-readable string with its unit (`17.93 MH/s`).
 pub fn human_rate(h: f64) -> String {
-    let (v, unit) = if h >= 1e9 {
-        (h / 1e9, "GH/s")
-    } else if h >= 1e6 {
-        (h / 1e6, "MH/s")
-    } else if h >= 1e3 {
-        (h / 1e3, "kH/s")
-    } else {
-        (h, "H/s")
-    };
-    format!("{v:.2} {unit}")
+    tower_stratum::mining::share_math::Hashrate(h).to_string()
 }

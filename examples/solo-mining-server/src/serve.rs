@@ -12,6 +12,7 @@ use tower_stratum::handler::{
     NullSv2JobDeclarationClientHandler, NullSv2JobDeclarationServerHandler,
     NullSv2MiningClientHandler, NullSv2TemplateDistributionServerHandler,
 };
+use tower_stratum::mining::share_math::Hashrate;
 use tower_stratum::mining::{MiningEvent, MiningServer, MiningServerConfig, MiningStats, Tick};
 use tower_stratum::stratum_core::bitcoin::{Address, ScriptBuf};
 use tower_stratum::template::{spawn_embedded_source, SourceConfig, TemplateDistributionClient};
@@ -201,21 +202,9 @@ fn print_status(s: &MiningStats) {
         "status: connections={} channels={} hashrate={} shares accepted={} rejected={} blocks found={}",
         s.connections,
         s.channels,
-        human_hashrate(s.hashrate_estimate_hs),
+        Hashrate(s.hashrate_estimate_hs),
         s.shares_accepted,
         s.shares_rejected,
         s.blocks_found
     );
-}
-
-/// Formats H/s with an SI prefix.
-fn human_hashrate(hs: f64) -> String {
-    let units = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s"];
-    let mut v = hs;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    format!("{v:.2} {}", units[i])
 }

@@ -15,6 +15,7 @@ use clap::Parser;
 use config::{Config, Mode, Upstream};
 use std::path::PathBuf;
 use std::time::Duration;
+use tower_stratum::mining::share_math::Hashrate;
 use tower_stratum_translator::TranslatorStats;
 use tracing::{info, warn};
 
@@ -180,25 +181,13 @@ fn print_status(s: &TranslatorStats) {
         s.miners,
         s.connections,
         s.channels,
-        human_hashrate(s.hashrate),
+        Hashrate(s.hashrate),
         s.shares_accepted,
         s.rejected_total(),
         if reasons.is_empty() { "" } else { " " },
         reasons,
         s.shares_pending,
     );
-}
-
-/// Formats H/s with an SI prefix.
-fn human_hashrate(hs: f64) -> String {
-    let units = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s"];
-    let mut v = hs;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    format!("{v:.2} {}", units[i])
 }
 
 fn init_tracing() {
