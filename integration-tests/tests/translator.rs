@@ -8,7 +8,9 @@
 //! -> 20); the negative Sv1 sessions (each gets its documented answer or a close, and the other
 //! miner keeps mining); version rolling granted only with the upstream's permission;
 //! per-miner channels (group-channel jobs, `CloseChannel` on leave); upstream failover with
-//! `mining.set_extranonce` / `client.reconnect`; session resume; `mining.suggest_difficulty`.
+//! `mining.set_extranonce` / `client.reconnect` and fail-back to the primary; session resume
+//! (aggregated: the slot; per-miner: the upstream channel, closed when the grace ends);
+//! `mining.suggest_difficulty`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::Value;
@@ -215,9 +217,23 @@ struct Pool {
 }
 
 async fn start_pool(prefix_tag: u8, version_rolling_allowed: bool) -> Pool {
-    let key = AuthorityKeypair::generate();
-    let (tx, events) = mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_pool_on(
+        listener,
+        AuthorityKeypair::generate(),
+        prefix_tag,
+        version_rolling_allowed,
+    )
+}
+
+/// A pool serving on `listener` with authority `key` (a restarted pool reuses both).
+fn start_pool_on(
+    listener: tokio::net::TcpListener,
+    key: AuthorityKeypair,
+    prefix_tag: u8,
+    version_rolling_allowed: bool,
+) -> Pool {
+    let (tx, events) = mpsc::unbounded_channel();
     let addr = listener.local_addr().unwrap();
     let (service, handle) = Sv2ServerService::builder()
         .config(ServerConfig::with_transport(ServerTransport::noise(
@@ -797,11 +813,10 @@ async fn version_rolling_is_refused_when_the_upstream_forbids_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_miner_channels_group_jobs_and_close_channel() {
     let mut pool = start_pool(0xcd, true).await;
-    let (t, addr) = start_translator(translator_config(
-        vec![pool.upstream()],
-        ChannelMode::PerMiner,
-    ))
-    .await;
+    let mut cfg = translator_config(vec![pool.upstream()], ChannelMode::PerMiner);
+    // No session resume: a departed miner's channel closes at once.
+    cfg.translator.resume_grace = Duration::ZERO;
+    let (t, addr) = start_translator(cfg).await;
     let mut a = Miner::ready(addr, None, false).await;
     let mut b = Miner::ready(addr, None, false).await;
     let mut opened = vec![];
@@ -879,6 +894,123 @@ async fn failover_moves_miners_with_set_extranonce_or_reconnect() {
     stats_until(&t, |s| s.upstream_index == Some(1)).await;
     t.shutdown().await;
     backup.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_to_the_primary_keeps_miners_and_counts_every_share_once() {
+    let mut primary = start_pool(0x01, true).await;
+    let mut backup = start_pool(0x02, true).await;
+    let (primary_addr, primary_key) = (primary.addr, primary.key.clone());
+    let mut cfg = translator_config(
+        vec![primary.upstream(), backup.upstream()],
+        ChannelMode::Aggregated,
+    );
+    cfg.failover_attempts = 1;
+    cfg.failback_interval = Some(Duration::from_millis(200));
+    let (t, addr) = start_translator(cfg).await;
+    let mut m = Miner::ready(addr, None, true).await;
+    assert_eq!(m.submit_valid(1).await["result"], true);
+    primary.share().await;
+    // The primary dies: the miner stays connected and mines on the backup.
+    primary.handle.shutdown().await;
+    within(20, "the job from the backup", async {
+        while m.extranonce1[0] != 0x02 {
+            m.wait_new_job().await;
+        }
+    })
+    .await;
+    assert_eq!(m.submit_valid(2).await["result"], true);
+    backup.share().await;
+    stats_until(&t, |s| s.upstream_index == Some(1)).await;
+    // The primary comes back on the same address and key: the translator fails back and the
+    // same connection mines on it again.
+    let listener = tokio::net::TcpListener::bind(primary_addr).await.unwrap();
+    let mut primary = start_pool_on(listener, primary_key, 0x01, true);
+    within(20, "the job from the returned primary", async {
+        while m.extranonce1[0] != 0x01 {
+            m.wait_new_job().await;
+        }
+    })
+    .await;
+    assert_eq!(m.submit_valid(3).await["result"], true);
+    let s = primary.share().await;
+    assert_eq!(s.extranonce.as_bytes()[..4], m.extranonce1[2..6]);
+    // Three shares answered true, three counted: none lost or doubled across the switches.
+    let st = stats_until(&t, |s| {
+        s.upstream_index == Some(0) && s.shares_accepted == 3
+    })
+    .await;
+    assert_eq!(st.rejected_total(), 0, "{st:?}");
+    assert_eq!(st.miners, 1);
+    t.shutdown().await;
+    primary.handle.shutdown().await;
+    backup.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_miner_session_resume_keeps_the_upstream_channel() {
+    let mut pool = start_pool(0xcd, true).await;
+    let mut cfg = translator_config(vec![pool.upstream()], ChannelMode::PerMiner);
+    cfg.translator.resume_grace = Duration::from_secs(3);
+    let (t, addr) = start_translator(cfg).await;
+    let mut m = Miner::ready(addr, None, false).await;
+    let PoolEvent::Opened { channel_id, .. } = pool.event().await else {
+        panic!("the miner's channel opens first");
+    };
+    // A difficulty of its own (still easy enough to mine in a test).
+    let r = m
+        .request("mining.suggest_difficulty", serde_json::json!([1e-6]))
+        .await;
+    assert_eq!(r["result"], true);
+    while m.difficulty != 1e-6 {
+        m.recv().await.unwrap();
+    }
+    let en1 = m.extranonce1.clone();
+    drop(m);
+    stats_until(&t, |s| s.connections == 0).await;
+    // Back within the grace period with the subscription id: same channel, same extranonce1,
+    // same difficulty, and the last job at once.
+    let mut again = Miner::connect(addr).await;
+    again.subscribe(Some(&hex(&en1))).await;
+    assert_eq!(again.extranonce1, en1);
+    again.authorize().await;
+    again.wait_job().await;
+    assert_eq!(again.difficulty, 1e-6, "difficulty kept across the resume");
+    // The pool reports a channel open before its answer leaves; none arrived, none was closed.
+    assert!(
+        pool.events.try_recv().is_err(),
+        "the resume neither opened nor closed a channel"
+    );
+    assert_eq!(again.submit_valid(1).await["result"], true);
+    assert_eq!(pool.share().await.channel_id, channel_id);
+    // Gone for good: the channel is closed upstream once the grace period ends, and a late
+    // resume gets a new channel.
+    drop(again);
+    let gone = std::time::Instant::now();
+    loop {
+        if let PoolEvent::Closed(id) = within(10, "CloseChannel", pool.event()).await {
+            assert_eq!(id, channel_id);
+            // Not before the grace period (counted from after the disconnect) ran out.
+            assert!(
+                gone.elapsed() >= Duration::from_secs(3),
+                "{:?}",
+                gone.elapsed()
+            );
+            break;
+        }
+    }
+    let mut late = Miner::connect(addr).await;
+    late.subscribe(Some(&hex(&en1))).await;
+    assert_ne!(late.extranonce1, en1);
+    let PoolEvent::Opened {
+        channel_id: new, ..
+    } = pool.event().await
+    else {
+        panic!("a new channel opens for the late miner");
+    };
+    assert_ne!(new, channel_id);
+    t.shutdown().await;
+    pool.handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,9 +61,13 @@ pub struct TranslatorConfig {
     /// Miners without `mining.extranonce.subscribe` when their extranonce1 must change.
     /// Default [`ExtranonceChange::Reconnect`].
     pub extranonce_change: ExtranonceChange,
-    /// Aggregated mode: a miner that reconnects with its previous session id (the
-    /// extranonce1 hex it was given) in `mining.subscribe` within this long gets the same
-    /// extranonce1 and difficulty. `Duration::ZERO` disables. Default 60 s.
+    /// A miner that reconnects with its previous session id (the subscription id it was
+    /// given: the hex of its first extranonce1) in `mining.subscribe` within this long gets
+    /// the same extranonce1, its difficulty and at once the last job. Aggregated mode keeps
+    /// the miner's extranonce slot reserved; per-miner mode keeps its upstream channel open
+    /// for the period (then sends `CloseChannel`), so a departed miner holds one upstream
+    /// channel for at most this long. `Duration::ZERO` disables (and per-miner channels close
+    /// at once). Default 60 s.
     pub resume_grace: Duration,
     /// At most one `UpdateChannel` per channel per this interval, sent when the channel's
     /// hashrate estimate moved by more than 20 %. Default 60 s.

@@ -160,6 +160,9 @@ struct Miner {
     ctx: Sv1ConnectionContext,
     subscribe_id: Option<Id>,
     session_id: Option<String>,
+    /// The subscription id answered to `mining.subscribe` (lower-case hex of the
+    /// extranonce1 given then): the session id a reconnecting miner presents.
+    session_key: String,
     subscribed: bool,
     authorized: bool,
     channel: Option<u32>,
@@ -190,9 +193,19 @@ impl Miner {
     }
 }
 
+/// What a departed miner's session keeps during the resume grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Aggregated mode: its local extranonce slot on the shared channel.
+    Slot(u16),
+    /// Per-miner mode: its upstream channel, left open (owner gone) so a resume gets the same
+    /// extranonce1; closed upstream when the grace period ends.
+    Channel(u32),
+}
+
 #[derive(Debug)]
 struct Resumable {
-    slot: u16,
+    kept: Kept,
     difficulty: f64,
     hashrate: f32,
     expires: Instant,
@@ -427,6 +440,7 @@ impl TranslatorCore {
                 ctx,
                 subscribe_id: None,
                 session_id: None,
+                session_key: String::new(),
                 subscribed: false,
                 authorized: false,
                 channel: None,
@@ -458,18 +472,21 @@ impl TranslatorCore {
         let Some(m) = self.miners.remove(&ctx.id) else {
             return out;
         };
+        let resumable = self.cfg.resume_grace > Duration::ZERO
+            && m.subscribed
+            && !m.closing
+            && !m.session_key.is_empty();
+        let keep = |kept| Resumable {
+            kept,
+            difficulty: m.difficulty,
+            hashrate: m.hashrate,
+            expires: now + self.cfg.resume_grace,
+        };
         if let Some(slot) = m.slot {
-            if self.cfg.resume_grace > Duration::ZERO && m.subscribed && !m.extranonce1.is_empty() {
+            if resumable {
                 self.slots.reserved.insert(slot);
-                self.resumable.insert(
-                    hex(&m.extranonce1),
-                    Resumable {
-                        slot,
-                        difficulty: m.difficulty,
-                        hashrate: m.hashrate,
-                        expires: now + self.cfg.resume_grace,
-                    },
-                );
+                self.resumable
+                    .insert(m.session_key.clone(), keep(Kept::Slot(slot)));
             } else {
                 self.slots.release(slot);
             }
@@ -477,18 +494,55 @@ impl TranslatorCore {
         if self.cfg.mode == ChannelMode::PerMiner {
             self.opening.retain(|_, o| *o != Opening::Miner(ctx.id));
             if let Some(ch) = m.channel {
-                self.channels.remove(&ch);
-                // Nobody to answer any more; the channel is closed, so no verdict will come.
+                // Nobody to answer any more: verdicts still in flight are dropped.
                 self.pending.retain(|(c, _), _| *c != ch);
-                if let Some(reason_code) = str0255("downstream disconnected") {
-                    out.push(to_upstream(MiningOwned::CloseChannel(CloseChannelOwned {
-                        channel_id: ch,
-                        reason_code,
-                    })));
+                if resumable && self.channels.contains_key(&ch) {
+                    debug!(connection = %ctx.id, channel_id = ch, "channel kept for resume");
+                    self.resumable
+                        .insert(m.session_key.clone(), keep(Kept::Channel(ch)));
+                } else {
+                    if let Some(a) = self.close_channel(ch, "downstream disconnected") {
+                        out.push(a);
+                    }
                 }
             }
         }
         out
+    }
+
+    /// Forgets channel `ch` and closes it upstream.
+    fn close_channel(&mut self, ch: u32, reason: &str) -> Option<Sv1Action> {
+        self.channels.remove(&ch);
+        self.pending.retain(|(c, _), _| *c != ch);
+        str0255(reason).map(|reason_code| {
+            to_upstream(MiningOwned::CloseChannel(CloseChannelOwned {
+                channel_id: ch,
+                reason_code,
+            }))
+        })
+    }
+
+    /// Per-miner mode: the channel kept for the session id the miner presented in
+    /// `mining.subscribe`, if any and still open; the miner becomes its owner again with its
+    /// previous difficulty and hashrate.
+    fn resume_channel(&mut self, conn: ConnectionId, now: Instant) -> Option<u32> {
+        let m = self.miners.get_mut(&conn)?;
+        let sid = m.session_id.as_ref()?.to_ascii_lowercase();
+        let r = self.resumable.get(&sid)?;
+        let Kept::Channel(ch) = r.kept else {
+            return None;
+        };
+        if r.expires <= now || !self.channels.contains_key(&ch) {
+            return None;
+        }
+        let r = self.resumable.remove(&sid)?;
+        m.hashrate = r.hashrate;
+        m.difficulty = r.difficulty;
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.owner = Some(conn);
+        }
+        info!(connection = %conn, channel_id = ch, "session resumed");
+        Some(ch)
     }
 
     /// `mining.configure` (BIP310): version rolling is granted as `miner mask AND BIP320 mask`
@@ -595,7 +649,9 @@ impl TranslatorCore {
             },
             ChannelMode::PerMiner => {
                 let h = m.hashrate;
-                if let Some(a) = self.open_channel(Opening::Miner(ctx.id), h) {
+                if let Some(ch) = self.resume_channel(ctx.id, now) {
+                    out.extend(self.assign_channel(ctx.id, ch, now));
+                } else if let Some(a) = self.open_channel(Opening::Miner(ctx.id), h) {
                     out.push(a);
                 }
             }
@@ -619,17 +675,23 @@ impl TranslatorCore {
         let mut resumed = None;
         if self.cfg.mode == ChannelMode::Aggregated && m.slot.is_none() {
             if let Some(sid) = m.session_id.as_ref().map(|s| s.to_ascii_lowercase()) {
-                if let Some(r) = self.resumable.remove(&sid) {
-                    if r.expires > now {
-                        resumed = Some(r);
-                    } else {
-                        self.slots.release(r.slot);
+                if self
+                    .resumable
+                    .get(&sid)
+                    .is_some_and(|r| matches!(r.kept, Kept::Slot(_)))
+                {
+                    if let Some(r) = self.resumable.remove(&sid) {
+                        if r.expires > now {
+                            resumed = Some(r);
+                        } else if let Kept::Slot(s) = r.kept {
+                            self.slots.release(s);
+                        }
                     }
                 }
             }
-            m.slot = match &resumed {
-                Some(r) => Some(r.slot),
-                None => self.slots.take(),
+            m.slot = match resumed.as_ref().map(|r| r.kept) {
+                Some(Kept::Slot(s)) => Some(s),
+                _ => self.slots.take(),
             };
             if m.slot.is_none() {
                 warn!(connection = %conn, "no free extranonce slot on the aggregated channel");
@@ -674,6 +736,7 @@ impl TranslatorCore {
             m.e2size = e2size;
             m.subscribed = true;
             let sid = hex(&en1);
+            m.session_key = sid.clone();
             let r = SubscribeResult {
                 subscriptions: vec![
                     ("mining.set_difficulty".into(), sid.clone()),
@@ -1062,6 +1125,9 @@ impl TranslatorCore {
         self.stats.upstream_index = None;
         self.opening.clear();
         self.channels.clear();
+        // Kept channels are gone with the connection; kept slots stay valid.
+        self.resumable
+            .retain(|_, r| !matches!(r.kept, Kept::Channel(_)));
         self.aggregated = None;
         let mut out = Sv1Actions::none();
         for (_, p) in std::mem::take(&mut self.pending) {
@@ -1258,6 +1324,8 @@ impl TranslatorCore {
             return Sv1Actions::none();
         };
         warn!(channel_id, "upstream closed the channel");
+        self.resumable
+            .retain(|_, r| r.kept != Kept::Channel(channel_id));
         let mut out = Sv1Actions::none();
         let keys: Vec<(u32, u32)> = self
             .pending
@@ -1719,8 +1787,18 @@ impl TranslatorCore {
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
-            if let Some(r) = self.resumable.remove(&k) {
-                self.slots.release(r.slot);
+            match self.resumable.remove(&k).map(|r| r.kept) {
+                Some(Kept::Slot(s)) => self.slots.release(s),
+                Some(Kept::Channel(ch)) => {
+                    debug!(
+                        channel_id = ch,
+                        "resume grace over: closing the kept channel"
+                    );
+                    if let Some(a) = self.close_channel(ch, "downstream disconnected") {
+                        out.push(a);
+                    }
+                }
+                None => {}
             }
         }
         // Hashrate window.

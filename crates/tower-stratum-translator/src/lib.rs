@@ -22,8 +22,10 @@
 //! - Extranonce changes (upstream `SetExtranoncePrefix`, a new channel after an upstream
 //!   reconnect or failover): `mining.set_extranonce` to miners that subscribed to it,
 //!   `client.reconnect` (or a close) to the others.
-//! - Session resume (aggregated): the previous extranonce1 as session id within
-//!   `resume_grace` gives the same extranonce1 and difficulty.
+//! - Session resume: the subscription id (the extranonce1 hex first given) presented as
+//!   session id in `mining.subscribe` within `resume_grace` gives the same extranonce1,
+//!   difficulty and the last job. Aggregated mode keeps the miner's slot; per-miner mode keeps
+//!   its upstream channel open (`CloseChannel` when the grace period ends).
 //! - Upstream failover along an ordered list, with fail-back to the primary.
 //!
 //! ```no_run
