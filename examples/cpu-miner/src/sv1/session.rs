@@ -325,8 +325,16 @@ impl Session {
             };
             match event {
                 Event::Shutdown => return Ended::Shutdown,
-                // The reason comes from the client's handle.
-                Event::Server(None) => return lost("", true),
+                Event::Server(None) => {
+                    // The connection task has ended, so every call is resolved: count the
+                    // answers that arrived before the end. The reason comes from the handle.
+                    while let Ok(Some(a)) =
+                        tokio::time::timeout(Duration::from_secs(1), pending.next()).await
+                    {
+                        self.on_answer(a);
+                    }
+                    return lost("", true);
+                }
                 Event::Server(Some(m)) => {
                     if let Some(end) = self.on_server_message(m) {
                         return end;
