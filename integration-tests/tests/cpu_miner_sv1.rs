@@ -17,6 +17,10 @@
 //! compared is that the upstream accepted shares and the miner saw only true answers or
 //! stale-job rejections.
 //!
+//! Also, in the chain the README shows: the miner -> our `translator-proxy` binary -> our
+//! `solo-mining-server`: our translator answers `true` only after the upstream accepted the
+//! share, so every share the miner counts as accepted is counted by the server.
+//!
 //! The translator's difficulty: `min_individual_miner_hashrate` ({{MIN_HASHRATE}}) is set
 //! to 10 kH/s, below the debug build's ~250 kH/s per thread, so the first Sv1 target gives
 //! shares within seconds (SRI's vardiff then raises it).
@@ -234,4 +238,60 @@ async fn cpu_miner_sv1_through_sri_translator_aggregated_to_solo_mining_server()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_miner_sv1_through_sri_translator_per_miner_to_solo_mining_server() {
     cpu_miner_through_sri_translator(false).await;
+}
+
+/// The number after `key` (e.g. `"accepted="`) in `line`.
+fn number_after(line: &str, key: &str) -> u64 {
+    line.split(key)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_miner_sv1_through_our_translator_proxy_to_solo_mining_server() {
+    let (mut server, port) = solo_server().await;
+    let (proxy_bin, miner_bin) =
+        tokio::task::spawn_blocking(|| (bin("translator-proxy"), bin("cpu-miner")))
+            .await
+            .unwrap();
+    let sv1 = format!("127.0.0.1:{}", free_port());
+    let mut proxy = PeerProcess::spawn(
+        &proxy_bin,
+        &["--listen", &sv1, "--upstream", &format!("127.0.0.1:{port}")],
+    );
+    proxy.wait_for("Sv1 translator listening", 30).await;
+    let url = format!("stratum+tcp://{sv1}");
+    let mut miner = PeerProcess::spawn(
+        &miner_bin,
+        &[
+            url.as_str(),
+            "--threads",
+            "1",
+            "--max-shares",
+            "5",
+            "--exit-after-secs",
+            "150",
+        ],
+    );
+    miner.wait_for("version rolling: mask=", 60).await;
+    let summary = miner.wait_for("summary: ", 150).await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), miner.child.wait())
+        .await
+        .expect("the miner exits after its summary")
+        .unwrap();
+    assert!(status.success(), "exit after --max-shares: {status:?}");
+    let accepted = number_after(&summary, "accepted=");
+    assert!(accepted >= 5, "{summary}");
+    // A status line computed after the miner exited (the second one from now).
+    while let Ok(l) = server.lines.try_recv() {
+        server.log.push(l);
+    }
+    server.wait_for("status:", 10).await;
+    let line = server.wait_for("status:", 10).await;
+    assert!(
+        solo_accepted(&line) >= accepted,
+        "every true answer the miner counted ({accepted}) was accepted upstream: {line}"
+    );
 }
