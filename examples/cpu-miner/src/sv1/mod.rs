@@ -4,7 +4,7 @@
 //! the engines ([`crate::sha256d`]) and the work walk ([`crate::work`]) with Sv2 mode.
 //!
 //! ```text
-//!             ┌──────────── session task ([`session`]) ────────────┐
+//!             ┌─────────────────── session task ───────────────────┐
 //!  server ──► │ Sv1ClientService ─notifications─► Sv1State          │ ──watch<Work>──► hashing
 //!  (Tap)  ◄── │   ◄─ mining.submit ◄─ prepare_submit ◄─ FoundShare  │ ◄──mpsc──────── threads
 //!             └────────────────────────────────────────────────────┘

@@ -2,7 +2,7 @@
 //! [`Sv1State`], publishes the work to the hashing threads, submits their shares and counts
 //! the answers; reconnects with backoff when the connection is lost. It owns all its state
 //! (one task, `&mut self`, no locks); the hashing threads only see the published
-//! [`Work`](crate::work::Work) and send back [`FoundShare`]s.
+//! [`Work`] and send back [`FoundShare`]s.
 
 use super::dump::Tap;
 use super::state::{Sv1State, Unsubmittable, MIN_BIT_COUNT, REQUESTED_VERSION_MASK};
