@@ -16,7 +16,8 @@
 //! `mining.submit` (with the version bits as 6th param when rolling). Accepted and rejected
 //! shares are counted from the server's answers. When the connection drops, the miner stops
 //! hashing, logs why, and reconnects with exponential backoff ([`Backoff`]);
-//! `client.reconnect` is followed (host/port/wait, the wait capped at 10 minutes).
+//! `client.reconnect` is followed (host/port/wait; the wait at least [`Backoff::initial`] and at
+//! most 10 minutes).
 //!
 //! - [`state`]: the sans-IO protocol state (jobs, extranonce, difficulty, version mask).
 //! - [`session`]: the task.

@@ -121,12 +121,15 @@ impl Session {
                     let wait = delay;
                     delay = self.opts.reconnect.next(delay);
                     println!(
-                        "connection to {address} lost: {reason}; reconnecting in {:.1} s",
+                        "connection to {address} {}: {reason}; reconnecting in {:.1} s",
+                        if authorized { "lost" } else { "failed" },
                         wait.as_secs_f64()
                     );
                     wait
                 }
                 Ended::Redirect { address: to, wait } => {
+                    // Never a tight loop, whatever the server asks.
+                    let wait = wait.max(self.opts.reconnect.initial);
                     println!(
                         "client.reconnect: reconnecting to {to} in {:.1} s",
                         wait.as_secs_f64()
@@ -502,4 +505,25 @@ async fn call(
 {
     let ready = client.ready().await?;
     Ok(ready.call(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum() {
+        let b = Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        };
+        let mut d = b.initial;
+        let mut seen = vec![d];
+        for _ in 0..4 {
+            d = b.next(d);
+            seen.push(d);
+        }
+        let ms: Vec<u128> = seen.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [200, 400, 800, 1000, 1000]);
+    }
 }
