@@ -30,6 +30,8 @@ pub enum Stop {
     MaxShares,
     /// The upstream refused to open our channel (`OpenMiningChannel.Error` error code).
     ChannelRefused(String),
+    /// Sv1 mode: the server answered `mining.authorize` with `false` or an error (its text).
+    AuthorizeRefused(String),
 }
 
 /// Options of the handler that are not protocol state.

@@ -2,8 +2,10 @@
 //!
 //! A Stratum V2 CPU miner built on tower-stratum's `Sv2ClientService`: it opens a standard or
 //! an extended channel (spec 5.2) on the upstream's Mining Protocol endpoint, mines the jobs it
-//! receives on OS threads and submits the shares it finds. See `cpu-miner --help` for the
-//! command line and `docs/PERFORMANCE.md` ("CPU miner") for its hashrate.
+//! receives on OS threads and submits the shares it finds ([`start`]). It also speaks Stratum
+//! V1 ([`sv1::start`], selected by a `stratum+tcp://` URL on the command line) on
+//! tower-stratum's `Sv1ClientService`, with the same hashing threads. See `cpu-miner --help`
+//! for the command line and `docs/PERFORMANCE.md` ("CPU miner") for its hashrate.
 //!
 //! ```text
 //!               ┌────────────── hub task (tower-stratum) ──────────────┐
@@ -19,6 +21,7 @@
 //! - [`sha256d`]: midstate-based sha256d nonce scanning, SHA-NI multi-lane or portable.
 //! - [`miner`]: the hashing threads; [`submit`]: the share submitter; [`dump`]: the
 //!   `--dump-protocol` layer; [`stats`]: counters.
+//! - [`sv1`]: Sv1 mode (its own sans-IO state, session task and `--dump-protocol` tap).
 //!
 //! ## `unsafe`
 //!
@@ -36,6 +39,7 @@ pub mod sha256d;
 pub mod state;
 pub mod stats;
 pub mod submit;
+pub mod sv1;
 pub mod work;
 
 use handler::{HandlerOptions, MinerHandler, Stop};

@@ -1,10 +1,11 @@
-//! `cpu-miner`: a Stratum V2 CPU miner. See `cpu-miner --help` and the `cpu_miner` library
-//! docs.
+//! `cpu-miner`: a Stratum V2 CPU miner with a Stratum V1 mode. See `cpu-miner --help` and the
+//! `cpu_miner` library docs.
 //!
-//! Output on stdout (one line each): `channel opened: ...`, `share accepted: ...`,
-//! `share rejected: ...`, a `hashrate: <H/s> H/s ...` line every 5 s, a final `summary: ...`
-//! line, and with `--dump-protocol` every Sv2 message (`<- ` received, `-> ` sent). Logs go to
-//! stderr.
+//! Output on stdout (one line each): `channel opened: ...` (Sv2) or `subscribed: ...` /
+//! `authorized: ...` (Sv1), `share accepted: ...`, `share rejected: ...`, a
+//! `hashrate: <H/s> H/s ...` line every 5 s, a final `summary: ...` line, and with
+//! `--dump-protocol` every Sv2 message or every Sv1 JSON line (`<- ` received, `-> ` sent).
+//! Logs go to stderr.
 
 use clap::{Parser, ValueEnum};
 use cpu_miner::handler::{HandlerOptions, Stop};
@@ -12,6 +13,7 @@ use cpu_miner::miner::{self, BATCH};
 use cpu_miner::sha256d::{Engine, Midstate};
 use cpu_miner::state::ChannelMode;
 use cpu_miner::stats::{human_rate, Snapshot, Stats};
+use cpu_miner::sv1::{Backoff, RunningSv1Miner, Sv1MinerOptions};
 use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
 use cpu_miner::{MinerOptions, RunningMiner};
 use std::process::ExitCode;
@@ -41,50 +43,71 @@ enum EngineArg {
     Portable,
 }
 
-/// A Stratum V2 CPU miner (tower-stratum example).
+/// A Stratum V2 CPU miner with a Stratum V1 mode (tower-stratum example).
+///
+/// Sv2 (default): `cpu-miner` or `cpu-miner stratum2+tcp://host:port[/authority_key]` opens a
+/// standard or extended channel over Noise. Sv1: `cpu-miner stratum+tcp://host:port
+/// --user <worker> --password <password>` (plain TCP JSON-RPC: mining.configure with version
+/// rolling, mining.subscribe, mining.extranonce.subscribe, mining.authorize, mining.notify
+/// jobs, mining.submit); Sv2-only options are ignored there.
 #[derive(Debug, Parser)]
-#[command(name = "cpu-miner", version, about)]
+#[command(name = "cpu-miner", version, about, long_about)]
 struct Cli {
-    /// Upstream Mining Protocol endpoint: `stratum2+tcp://host:port[/authority_key]`
-    /// (or `host:port`). An authority key in the URL is used unless --authority-key is given.
+    /// The upstream, as for --url (give one or the other): `stratum+tcp://host:port` selects
+    /// Sv1 mode.
+    #[arg(value_name = "URL", conflicts_with = "url")]
+    upstream: Option<String>,
+    /// Upstream endpoint. Sv2 Mining Protocol over Noise: `stratum2+tcp://host:port[/authority_key]`
+    /// or `host:port` (an authority key in the URL is used unless --authority-key is given).
+    /// Sv1: `stratum+tcp://host:port`.
     #[arg(long, default_value = "stratum2+tcp://127.0.0.1:34254")]
     url: String,
-    /// The upstream's authority public key (base58check); its Noise certificate must be signed
-    /// by it. Default: SRI's public test key (also the default of our solo-mining server).
+    /// Sv2: the upstream's authority public key (base58check); its Noise certificate must be
+    /// signed by it. Default: SRI's public test key (also the default of our solo-mining
+    /// server).
     #[arg(long)]
     authority_key: Option<String>,
-    /// Channel type to open.
+    /// Sv2: channel type to open.
     #[arg(long, value_enum, default_value_t = ChannelArg::Standard)]
     channel: ChannelArg,
     /// Hashing threads. Default: the number of available cores.
     #[arg(long)]
     threads: Option<usize>,
-    /// `user_identity` of the channel (pool account / worker name).
-    #[arg(long, default_value = "cpu-miner")]
+    /// Sv2: `user_identity` of the channel (pool account / worker name). Sv1: the
+    /// `mining.authorize` username, also the worker name of every `mining.submit`.
+    #[arg(long, visible_alias = "user", default_value = "cpu-miner")]
     user_identity: String,
-    /// Print every Sv2 message received (`<- `) and sent (`-> `), one line each.
+    /// Sv1: the `mining.authorize` password.
+    #[arg(long, default_value = "x")]
+    password: String,
+    /// Print every Sv2 message, or in Sv1 mode every JSON line as on the wire, received
+    /// (`<- `) and sent (`-> `), one line each.
     #[arg(long)]
     dump_protocol: bool,
-    /// `nominal_hash_rate` advertised when opening the channel, H/s. Default: measured at
+    /// Sv2: `nominal_hash_rate` advertised when opening the channel, H/s. Default: measured at
     /// startup (1 s on every thread) times --nominal-hashrate-multiplier.
     #[arg(long)]
     nominal_hashrate: Option<f32>,
-    /// Multiplier on the measured hashrate for `nominal_hash_rate`. Below 1 makes the upstream
-    /// pick an easier target (more, smaller shares), e.g. for tests.
+    /// Sv2: multiplier on the measured hashrate for `nominal_hash_rate`. Below 1 makes the
+    /// upstream pick an easier target (more, smaller shares), e.g. for tests.
     #[arg(long, default_value_t = 1.0)]
     nominal_hashrate_multiplier: f32,
-    /// Extended channels: `min_extranonce_size` requested (bytes the miner rolls).
+    /// Sv2 extended channels: `min_extranonce_size` requested (bytes the miner rolls).
     #[arg(long, default_value_t = 4)]
     min_extranonce_size: u16,
-    /// Standard channels: do not set REQUIRES_STANDARD_JOBS, so the upstream may put the
+    /// Sv2 standard channels: do not set REQUIRES_STANDARD_JOBS, so the upstream may put the
     /// channel in a group channel and send extended jobs (mined with the channel's
     /// extranonce_prefix).
     #[arg(long)]
     accept_group_jobs: bool,
-    /// Set REQUIRES_VERSION_ROLLING in SetupConnection (the miner rolls BIP320 bits whenever
-    /// a job allows it, with or without this flag).
+    /// Sv2: set REQUIRES_VERSION_ROLLING in SetupConnection (the miner rolls BIP320 bits
+    /// whenever a job allows it, with or without this flag).
     #[arg(long)]
     require_version_rolling: bool,
+    /// Sv1: first reconnection delay after a lost connection, seconds (doubled per failed
+    /// attempt up to 60 s).
+    #[arg(long, default_value_t = 1.0)]
+    reconnect_delay: f64,
     /// Stop after this many accepted shares.
     #[arg(long)]
     max_shares: Option<u64>,
@@ -103,14 +126,30 @@ struct Cli {
     verbose: bool,
 }
 
-/// Splits `stratum2+tcp://host:port[/key]` (or `host:port`) into the address and the key.
-fn parse_url(url: &str) -> Result<(String, Option<String>), String> {
-    let rest = match url.split_once("://") {
-        Some(("stratum2+tcp", rest)) => rest,
+/// Where to mine, from the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Upstream {
+    /// `stratum2+tcp://host:port[/key]` or `host:port`: the address and the key in the URL.
+    Sv2 {
+        address: String,
+        key: Option<String>,
+    },
+    /// `stratum+tcp://host:port`.
+    Sv1 { address: String },
+}
+
+/// Reads `stratum2+tcp://host:port[/key]`, `host:port` (Sv2) or `stratum+tcp://host:port`
+/// (Sv1).
+fn parse_url(url: &str) -> Result<Upstream, String> {
+    let (sv1, rest) = match url.split_once("://") {
+        Some(("stratum2+tcp", rest)) => (false, rest),
+        Some(("stratum+tcp", rest)) => (true, rest),
         Some((scheme, _)) => {
-            return Err(format!("unsupported scheme {scheme:?} (use stratum2+tcp)"))
+            return Err(format!(
+                "unsupported scheme {scheme:?} (use stratum2+tcp, or stratum+tcp for Sv1)"
+            ))
         }
-        None => url,
+        None => (false, url),
     };
     let (addr, key) = match rest.split_once('/') {
         Some((a, k)) if !k.is_empty() => (a, Some(k.trim_end_matches('/').to_string())),
@@ -123,7 +162,14 @@ fn parse_url(url: &str) -> Result<(String, Option<String>), String> {
     {
         return Err(format!("expected host:port in {url:?}"));
     }
-    Ok((addr.to_string(), key))
+    let address = addr.to_string();
+    match (sv1, key) {
+        (false, key) => Ok(Upstream::Sv2 { address, key }),
+        (true, None) => Ok(Upstream::Sv1 { address }),
+        (true, Some(_)) => Err(format!(
+            "{url:?}: an Sv1 URL has no path (authority keys are Sv2)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -168,10 +214,12 @@ async fn run(cli: Cli) -> ExitCode {
         return benchmark(engine, threads, cli.exit_after_secs.unwrap_or(20)).await;
     }
 
-    let (address, url_key) = match parse_url(&cli.url) {
-        Ok(x) => x,
+    let url = cli.upstream.clone().unwrap_or_else(|| cli.url.clone());
+    let (address, url_key) = match parse_url(&url) {
+        Ok(Upstream::Sv2 { address, key }) => (address, key),
+        Ok(Upstream::Sv1 { address }) => return run_sv1(&cli, address, engine, threads).await,
         Err(e) => {
-            eprintln!("--url: {e}");
+            eprintln!("URL: {e}");
             return ExitCode::from(2);
         }
     };
@@ -235,21 +283,69 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
+    code
+}
 
+/// Sv1 mode: `stratum+tcp://address`.
+async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> ExitCode {
+    if !(cli.reconnect_delay.is_finite() && cli.reconnect_delay >= 0.0) {
+        eprintln!("--reconnect-delay: not a number of seconds");
+        return ExitCode::from(2);
+    }
+    let initial = Duration::from_secs_f64(cli.reconnect_delay.min(60.0));
+    let opts = Sv1MinerOptions {
+        address: address.clone(),
+        username: cli.user_identity.clone(),
+        password: cli.password.clone(),
+        threads,
+        engine,
+        dump_protocol: cli.dump_protocol,
+        max_shares: cli.max_shares,
+        reconnect: Backoff {
+            initial,
+            max: Backoff::default().max.max(initial),
+        },
+    };
+    info!(%address, user = %cli.user_identity, "connecting (Sv1)");
+    let RunningSv1Miner {
+        handle,
+        stats,
+        mut stop_rx,
+    } = match cpu_miner::sv1::start(opts) {
+        Ok(m) => m,
+        Err(e) => {
+            error!(error = %e, "cannot start the miner");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
+    code
+}
+
+/// Prints the hashrate lines until the miner stops by itself, `exit_after_secs` pass or a
+/// signal arrives; then the summary. Exit code: 0, or 3 when the upstream refused the channel
+/// or the authorization.
+async fn supervise(
+    stats: &Arc<Stats>,
+    stop_rx: &mut mpsc::Receiver<Stop>,
+    exit_after_secs: Option<u64>,
+) -> ExitCode {
     let started = Instant::now();
     let reporter = tokio::spawn(report(stats.clone()));
-    let deadline = cli.exit_after_secs.map(Duration::from_secs);
+    let deadline = exit_after_secs.map(Duration::from_secs);
     let code = tokio::select! {
         s = stop_rx.recv() => match s {
             Some(Stop::MaxShares) => ExitCode::SUCCESS,
-            Some(Stop::ChannelRefused(_)) | None => ExitCode::from(3),
+            Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::from(3),
         },
         _ = sleep_opt(deadline) => ExitCode::SUCCESS,
         _ = terminated() => ExitCode::SUCCESS,
     };
     reporter.abort();
     print_summary(&stats.snapshot(), started.elapsed());
-    let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
     code
 }
 
@@ -397,24 +493,55 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn sv2(address: &str, key: Option<&str>) -> Upstream {
+        Upstream::Sv2 {
+            address: address.into(),
+            key: key.map(Into::into),
+        }
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
             parse_url("stratum2+tcp://127.0.0.1:34254").unwrap(),
-            ("127.0.0.1:34254".into(), None)
+            sv2("127.0.0.1:34254", None)
         );
         assert_eq!(
             parse_url("stratum2+tcp://pool.example:3336/9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72").unwrap(),
-            (
-                "pool.example:3336".into(),
-                Some("9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72".into())
+            sv2(
+                "pool.example:3336",
+                Some("9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72")
             )
         );
+        assert_eq!(parse_url("localhost:1").unwrap(), sv2("localhost:1", None));
         assert_eq!(
-            parse_url("localhost:1").unwrap(),
-            ("localhost:1".into(), None)
+            parse_url("stratum+tcp://127.0.0.1:34255").unwrap(),
+            Upstream::Sv1 {
+                address: "127.0.0.1:34255".into()
+            }
         );
-        assert!(parse_url("stratum+tcp://a:1").is_err());
+        assert_eq!(
+            parse_url("stratum+tcp://pool.example:3333/").unwrap(),
+            Upstream::Sv1 {
+                address: "pool.example:3333".into()
+            }
+        );
+        assert!(parse_url("stratum+tcp://a:1/key").is_err());
+        assert!(parse_url("stratum+ssl://a:1").is_err());
         assert!(parse_url("stratum2+tcp://nohost").is_err());
+    }
+
+    #[test]
+    fn the_url_is_positional_or_an_option() {
+        let cli = Cli::try_parse_from(["cpu-miner", "stratum+tcp://127.0.0.1:34255"]).unwrap();
+        assert_eq!(
+            cli.upstream.as_deref(),
+            Some("stratum+tcp://127.0.0.1:34255")
+        );
+        let cli = Cli::try_parse_from(["cpu-miner", "--url", "127.0.0.1:1"]).unwrap();
+        assert_eq!((cli.upstream, cli.url.as_str()), (None, "127.0.0.1:1"));
+        let cli = Cli::try_parse_from(["cpu-miner", "--user", "acct.w1"]).unwrap();
+        assert_eq!(cli.user_identity, "acct.w1");
+        assert!(Cli::try_parse_from(["cpu-miner", "a:1", "--url", "b:2"]).is_err());
     }
 }

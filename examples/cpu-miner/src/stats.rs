@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// sha256d computations, all threads.
     pub hashes: AtomicU64,
-    /// Shares sent upstream (`SubmitShares.Standard` / `.Extended`).
+    /// Shares sent upstream (`SubmitShares.Standard` / `.Extended`; Sv1: `mining.submit`).
     pub submitted: AtomicU64,
-    /// Shares the upstream acknowledged: sum of `SubmitShares.Success.new_submits_accepted_count`.
+    /// Shares the upstream acknowledged: sum of `SubmitShares.Success.new_submits_accepted_count`
+    /// (Sv1: `mining.submit` answered `true`).
     pub accepted: AtomicU64,
-    /// `SubmitShares.Error` messages received.
+    /// `SubmitShares.Error` messages received (Sv1: `mining.submit` answered with an error or
+    /// `false`).
     pub rejected: AtomicU64,
-    /// Shares found on work that was replaced (new chain tip or connection) before they could be
+    /// Shares found on work that was replaced (new chain tip or connection; Sv1 also
+    /// `clean_jobs`, a narrower version mask or a higher difficulty) before they could be
     /// sent; not submitted.
     pub stale: AtomicU64,
 }

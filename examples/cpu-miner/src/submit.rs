@@ -23,9 +23,11 @@ use tower_stratum::{Request, Response, ServiceError, Subprotocol, Sv2Message};
 use tracing::{debug, warn};
 
 /// The SubmitShares message for `share` with `sequence_number`, or `None` if its extranonce
-/// is longer than 32 bytes (impossible for shares built from a valid channel).
+/// is longer than 32 bytes (impossible for shares built from a valid channel) or it is an Sv1
+/// share ([`ShareKind::Sv1`], submitted by [`crate::sv1`] instead).
 pub fn submit_message(share: &FoundShare, sequence_number: u32) -> Option<Sv2Message> {
     let m = match share.share_kind {
+        ShareKind::Sv1 => return None,
         ShareKind::Standard => MiningOwned::SubmitSharesStandard(SubmitSharesStandardOwned {
             channel_id: share.channel_id,
             sequence_number,
@@ -68,7 +70,7 @@ pub async fn run<S>(
         }
         sequence_number = sequence_number.wrapping_add(1);
         let Some(msg) = submit_message(&share, sequence_number) else {
-            warn!("share with an oversized extranonce dropped");
+            warn!("share with an oversized extranonce (or not an Sv2 share) dropped");
             continue;
         };
         if dump_protocol {

@@ -99,7 +99,8 @@ pub enum MerkleSource {
     Fixed([u8; 32]),
     /// An extended job (on an extended channel, or a group-channel job on a standard channel):
     /// coinbase = `prefix` (coinbase_tx_prefix + the channel's extranonce_prefix) + the
-    /// miner-owned extranonce of `rollable` bytes + `suffix`.
+    /// miner-owned extranonce of `rollable` bytes + `suffix`. An Sv1 job has the same shape:
+    /// `prefix` = coinb1 + extranonce1, extranonce2 of `rollable` bytes, `suffix` = coinb2.
     Coinbase {
         /// `coinbase_tx_prefix` followed by `extranonce_prefix`.
         prefix: Vec<u8>,
@@ -112,13 +113,17 @@ pub enum MerkleSource {
     },
 }
 
-/// Which SubmitShares message a share of this work goes in (spec 5.3.11/5.3.12).
+/// Which submit message a share of this work goes in: Sv2 `SubmitShares.Standard` /
+/// `SubmitShares.Extended` (spec 5.3.11/5.3.12) or Sv1 `mining.submit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShareKind {
     /// `SubmitShares.Standard` (standard channel).
     Standard,
     /// `SubmitShares.Extended` with the miner-owned extranonce (extended channel).
     Extended,
+    /// Sv1 `mining.submit` (see [`crate::sv1`]): the miner-owned extranonce is extranonce2,
+    /// and [`Work::job_id`] is a local number the Sv1 session maps back to the Sv1 job id.
+    Sv1,
 }
 
 /// One job on one chain tip, ready to hash: immutable, shared by every hashing thread.
@@ -127,25 +132,26 @@ pub struct Work {
     /// Increases with every chain-tip or connection change; a share whose `tip_epoch` is not
     /// the current work's is stale and is not submitted.
     pub tip_epoch: u64,
-    /// The channel shares are submitted on (ours, also for group-channel jobs).
+    /// The channel shares are submitted on (ours, also for group-channel jobs); 0 in Sv1 mode.
     pub channel_id: u32,
-    /// The job being mined.
+    /// The job being mined (Sv2 `job_id`; in Sv1 mode a local number per `mining.notify`).
     pub job_id: u32,
     /// Which submit message the shares use.
     pub share_kind: ShareKind,
     /// The job's version.
     pub version: u32,
-    /// Version bits the miner may roll (0 = none; else [`BIP320_VERSION_MASK`]).
+    /// Version bits the miner may roll (0 = none). Sv2: [`BIP320_VERSION_MASK`]; Sv1: the
+    /// mask granted by `mining.configure` or `mining.set_version_mask`.
     pub version_mask: u32,
-    /// From SetNewPrevHash (internal byte order).
+    /// From SetNewPrevHash (internal byte order; Sv1's word-swapped prevhash converted).
     pub prev_hash: [u8; 32],
-    /// From SetNewPrevHash.
+    /// From SetNewPrevHash (Sv1: `mining.notify`'s nbits).
     pub nbits: u32,
-    /// Smallest ntime allowed (SetNewPrevHash's, or a non-future job's).
+    /// Smallest ntime allowed (SetNewPrevHash's, or a non-future job's; Sv1: the notify's).
     pub min_ntime: u32,
     /// When the message that supplied `min_ntime` arrived (monotonic clock).
     pub min_ntime_received: Instant,
-    /// The channel's target, little-endian.
+    /// The share target, little-endian (Sv2: the channel's; Sv1: from `mining.set_difficulty`).
     pub target: [u8; 32],
     /// Where the merkle root comes from.
     pub merkle: MerkleSource,

@@ -258,3 +258,84 @@ fn segwit_coinbase_txid_ignores_the_witness() {
     // Not a transaction at all: the spec's formula, sha256d of the bytes.
     assert_eq!(coinbase_txid(&legacy[..20]), sha256d(&legacy[..20]));
 }
+
+/// Each share vector through Sv1 mode's state, from the wire params: the subscribe result
+/// (extranonce1, extranonce2 size), the granted version mask, and the `mining.notify` params
+/// parsed by `tower-stratum-sv1` (so the prevhash word order is the wire's) give a work whose
+/// unit with the share's extranonce2 and version, at the share's nonce, hashes to the
+/// expected block hash; and the `mining.submit` the miner builds for it equals the one the
+/// real miner sent (job id, extranonce2, ntime, nonce, version bits).
+#[test]
+fn share_vectors_through_the_sv1_state() {
+    use cpu_miner::miner::FoundShare;
+    use cpu_miner::sv1::state::Sv1State;
+    use tower_stratum::sv1::Notify;
+
+    let vectors = data("share_vectors.json");
+    for v in vectors.as_array().unwrap() {
+        let name = s(&v["name"]);
+        let submit = v["submit_params"].as_array().unwrap();
+        let en2 = unhex(s(&submit[2]));
+        let nonce = be_u32(&submit[4]);
+        let notify = Notify::from_params(&v["notify_params"]).unwrap();
+        let mut state = Sv1State::new();
+        state.connected();
+        let granted = v["version_rolling_mask"]
+            .as_str()
+            .map(|m| u32::from_str_radix(m, 16).unwrap());
+        state.configured(granted);
+        assert!(state.subscribed(
+            unhex(s(&v["extranonce1"])),
+            v["extranonce2_size"].as_u64().unwrap() as usize
+        ));
+        assert!(state.set_difficulty(1e-12));
+        state.notify(notify, Instant::now());
+        let work = state.work().unwrap();
+        assert_eq!(work.share_kind, ShareKind::Sv1);
+
+        let version_index = submit.get(5).map_or(0, |b| u64::from(be_u32(b) >> 13));
+        let versions = if work.version_mask == 0 { 1 } else { 1 << 16 };
+        let mut k = [0u8; 8];
+        k[..en2.len()].copy_from_slice(&en2);
+        let unit_index = version_index + versions * u64::from_le_bytes(k);
+        // The share's ntime may be later than the job's: unit at that many seconds after it.
+        let ntime = be_u32(&submit[3]);
+        let later = work.min_ntime_received
+            + std::time::Duration::from_secs(u64::from(ntime - work.min_ntime));
+        let unit_index = unit_index
+            + (ntime - work.min_ntime) as u64 * versions * (1u64 << (8 * en2.len().min(5)));
+        let NextUnit::Ready(unit) = work.unit(unit_index, later) else {
+            panic!("{name}: unit not ready")
+        };
+        assert_eq!(unit.extranonce, en2, "{name}");
+        assert_eq!(unit.ntime, ntime, "{name}");
+        let mut header = unit.header;
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        assert_eq!(hex(&header), s(&v["expected"]["header_hex"]), "{name}");
+        let hash = sha256d(&header);
+        assert_eq!(display(&hash), s(&v["expected"]["block_hash_be"]), "{name}");
+
+        let share = FoundShare {
+            tip_epoch: work.tip_epoch,
+            channel_id: work.channel_id,
+            job_id: work.job_id,
+            share_kind: work.share_kind,
+            nonce,
+            ntime: unit.ntime,
+            version: unit.version,
+            extranonce: unit.extranonce.clone(),
+            hash,
+        };
+        let sent = state.prepare_submit(&share, s(&submit[0])).unwrap();
+        assert_eq!(sent.worker_name, s(&submit[0]), "{name}");
+        assert_eq!(sent.job_id, s(&submit[1]), "{name}");
+        assert_eq!(hex(&sent.extranonce2), s(&submit[2]), "{name}");
+        assert_eq!(sent.ntime, ntime, "{name}");
+        assert_eq!(sent.nonce, nonce, "{name}");
+        assert_eq!(
+            sent.version_bits,
+            submit.get(5).map(be_u32),
+            "{name}: version bits"
+        );
+    }
+}
