@@ -28,21 +28,12 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use tower_stratum_test_kit::process::{
-    free_port, peer_bin, render_config, workspace_bin, PeerProcess,
+    self as process, free_port, peer_bin, render_config, workspace_bin, PeerProcess,
 };
 
 fn bin(name: &'static str) -> PathBuf {
-    static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
-        OnceLock::new();
-    let m = BINS.get_or_init(Default::default);
-    if let Some(p) = m.lock().unwrap().get(name) {
-        return p.clone();
-    }
-    let p = workspace_bin(name);
-    m.lock().unwrap().insert(name, p.clone());
-    p
+    workspace_bin(name)
 }
 
 /// Our solo-mining-server on a free port: 30 shares/min per channel, 3 s vardiff period,
@@ -51,46 +42,8 @@ async fn solo_server() -> (PeerProcess, u16) {
     let exe = tokio::task::spawn_blocking(|| bin("solo-mining-server"))
         .await
         .unwrap();
-    let port = free_port();
-    let cfg = std::env::temp_dir().join(format!("cms-solo-{}-{port}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n"
-        ),
-    )
-    .unwrap();
-    let mut server = PeerProcess::spawn(&exe, &["--config", cfg.to_str().unwrap()]);
-    server.wait_for("Sv2 mining server listening", 60).await;
+    let (server, port) = process::solo_server(&exe, "").await;
     (server, port)
-}
-
-/// The number after `shares accepted=` in a solo-mining-server status line.
-fn solo_accepted(line: &str) -> u64 {
-    line.split("shares accepted=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until the server's status line reports at least `n` accepted shares.
-async fn wait_accepted(server: &mut PeerProcess, n: u64, secs: u64) -> String {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let left = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .as_secs()
-            .max(1);
-        let line = server.wait_for("status:", left).await;
-        if solo_accepted(&line) >= n {
-            return line;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} shares accepted: {line}"
-        );
-    }
 }
 
 /// The JSON of the miner's dump lines in direction `prefix` (`"-> "` sent, `"<- "` received).
@@ -203,7 +156,7 @@ async fn cpu_miner_through_sri_translator(aggregated: bool) {
             .wait_for("share accepted", left.as_secs().max(1))
             .await;
     }
-    let line = wait_accepted(&mut server, 3, 60).await;
+    let line = server.wait_status("shares accepted", 3, 60).await;
     assert!(line.contains("channels=1"), "one channel upstream: {line}");
 
     // Everything the miner sent and got, as on the wire.
@@ -282,8 +235,8 @@ async fn cpu_miner_sv1_through_our_translator_proxy_to_solo_mining_server() {
         .expect("the miner exits after its summary")
         .unwrap();
     assert!(status.success(), "exit after --max-shares: {status:?}");
-    let accepted = number_after(&summary, "accepted=");
-    assert!(accepted >= 5, "{summary}");
+    let miner_accepted = number_after(&summary, "accepted=");
+    assert!(miner_accepted >= 5, "{summary}");
     // A status line computed after the miner exited (the second one from now).
     while let Ok(l) = server.lines.try_recv() {
         server.log.push(l);
@@ -291,7 +244,12 @@ async fn cpu_miner_sv1_through_our_translator_proxy_to_solo_mining_server() {
     server.wait_for("status:", 10).await;
     let line = server.wait_for("status:", 10).await;
     assert!(
-        solo_accepted(&line) >= accepted,
-        "every true answer the miner counted ({accepted}) was accepted upstream: {line}"
+        accepted(&line) >= miner_accepted,
+        "every true answer the miner counted ({miner_accepted}) was accepted upstream: {line}"
     );
+}
+
+/// The number after `shares accepted=` in a solo-mining-server status line.
+fn accepted(line: &str) -> u64 {
+    process::status_count(line, "shares accepted")
 }

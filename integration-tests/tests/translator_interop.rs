@@ -17,11 +17,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
 use tower_stratum_test_kit::process::{
-    free_port, peer_bin, render_config, workspace_bin, PeerProcess,
+    self as process, free_port, peer_bin, render_config, workspace_bin, PeerProcess,
 };
 use tower_stratum_translator::{
     spawn, ChannelMode, TranslatorConfig, TranslatorHandle, TranslatorServiceConfig,
@@ -32,15 +31,7 @@ use tower_stratum_translator::{
 const PARA_USER: &str = "tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8";
 
 fn bin(name: &'static str) -> PathBuf {
-    static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
-        OnceLock::new();
-    let m = BINS.get_or_init(Default::default);
-    if let Some(p) = m.lock().unwrap().get(name) {
-        return p.clone();
-    }
-    let p = workspace_bin(name);
-    m.lock().unwrap().insert(name, p.clone());
-    p
+    workspace_bin(name)
 }
 
 /// Our solo-mining-server on a free port: 30 shares/min per channel, 3 s vardiff period,
@@ -49,17 +40,7 @@ async fn solo_server() -> (PeerProcess, SocketAddr) {
     let exe = tokio::task::spawn_blocking(|| bin("solo-mining-server"))
         .await
         .unwrap();
-    let port = free_port();
-    let cfg = std::env::temp_dir().join(format!("tr-solo-{}-{port}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n"
-        ),
-    )
-    .unwrap();
-    let mut server = PeerProcess::spawn(&exe, &["--config", cfg.to_str().unwrap()]);
-    server.wait_for("Sv2 mining server listening", 60).await;
+    let (server, port) = process::solo_server(&exe, "").await;
     (server, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
@@ -146,7 +127,7 @@ async fn fresh_status(server: &mut PeerProcess, secs: u64) -> u64 {
         server.log.push(l);
     }
     server.wait_for("status:", secs).await;
-    solo_accepted(&server.wait_for("status:", secs).await)
+    accepted(&server.wait_for("status:", secs).await)
 }
 
 fn count(p: &PeerProcess, needle: &str) -> u64 {
@@ -232,15 +213,6 @@ where
     }
     signal(p, "-KILL");
     [ok, failed, accepted, rejected, up]
-}
-
-/// The number after `shares accepted=` in a solo-mining-server status line.
-fn solo_accepted(line: &str) -> u64 {
-    line.split("shares accepted=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn para_on_solo_server(mode: ChannelMode) {
@@ -364,7 +336,7 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let line = proxy.wait_for("status:", 120).await;
-        if solo_accepted(&line) >= 3 {
+        if accepted(&line) >= 3 {
             assert!(
                 line.contains("upstream=connected(#0)") && line.contains("miners=1"),
                 "{line}"
@@ -392,7 +364,7 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
                     .and_then(|s| s.split_whitespace().next())
                     .and_then(|n| n.parse().ok())
                     .unwrap();
-                break (solo_accepted(&line), rejected);
+                break (accepted(&line), rejected);
             }
         }
     };
@@ -465,4 +437,9 @@ async fn para_keeps_mining_on_the_backup_when_the_primary_dies() {
         "backup {on_backup} of {accepted}"
     );
     t.shutdown().await;
+}
+
+/// The number after `shares accepted=` in a solo-mining-server status line.
+fn accepted(line: &str) -> u64 {
+    process::status_count(line, "shares accepted")
 }

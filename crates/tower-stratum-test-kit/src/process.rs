@@ -165,8 +165,23 @@ pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
 }
 
 /// Builds (if needed) and locates `target/<profile>/<name>`, the binary `name` of the
-/// workspace package `name`, with this test's profile and target directory.
+/// workspace package `name`, with this test's profile and target directory. Each name is
+/// built once per test process (later calls return the cached path); blocking: call it
+/// from `spawn_blocking` in async tests.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    static BINS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    let cache = BINS.get_or_init(Default::default);
+    let mut built = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let p = build_workspace_bin(name);
+    built.insert(name.to_string(), p.clone());
+    p
+}
+
+fn build_workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // <target>/<profile>/deps/<this test>
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
@@ -193,4 +208,55 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let bin = profile_dir.join(name);
     assert!(bin.exists(), "{} missing after the build", bin.display());
     bin
+}
+
+/// The number after `field=` in a status line (`0` if absent): e.g.
+/// `status_count(line, "shares accepted")` on a `solo-mining-server` status line.
+pub fn status_count(line: &str, field: &str) -> u64 {
+    line.split(&format!("{field}="))
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts our `solo-mining-server` binary (`bin`) on a free loopback port with a fast share
+/// rate (30 shares/min per channel), a 3 s vardiff period, a status line every second and
+/// `extra` appended to its TOML config; returns it once listening, with its port.
+pub async fn solo_server(bin: &std::path::Path, extra: &str) -> (PeerProcess, u16) {
+    let port = free_port();
+    let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n{extra}"
+        ),
+    )
+    .unwrap();
+    let mut server = PeerProcess::spawn(bin, &["--config", cfg.to_str().unwrap()]);
+    server.wait_for("Sv2 mining server listening", 60).await;
+    (server, port)
+}
+
+impl PeerProcess {
+    /// Waits (at most `secs`) for a `status:` line whose `field=` count is at least `n`;
+    /// returns it. Panics with the log on timeout.
+    pub async fn wait_status(&mut self, field: &str, n: u64, secs: u64) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                .max(1);
+            let line = self.wait_for("status:", left).await;
+            if status_count(&line, field) >= n {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: {field} stayed below {n}: {line}",
+                self.name
+            );
+        }
+    }
 }

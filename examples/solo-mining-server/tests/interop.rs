@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use tower_stratum_test_kit::process::{free_port, peer_bin, render_config, PeerProcess};
+use tower_stratum_test_kit::process::{self, free_port, peer_bin, render_config, PeerProcess};
 
 const SRI_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
 /// para requires Bitcoin addresses as usernames.
@@ -13,47 +13,11 @@ const PARA_USER: &str = "tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8";
 
 /// Starts our server on a free port with a fast share rate and a short vardiff period.
 async fn solo_server(extra: &str) -> (PeerProcess, u16) {
-    let port = free_port();
-    let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n{extra}"
-        ),
+    process::solo_server(
+        &PathBuf::from(env!("CARGO_BIN_EXE_solo-mining-server")),
+        extra,
     )
-    .unwrap();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_solo-mining-server"));
-    let mut server = PeerProcess::spawn(&bin, &["--config", cfg.to_str().unwrap()]);
-    server.wait_for("Sv2 mining server listening", 60).await;
-    (server, port)
-}
-
-fn accepted(status_line: &str) -> u64 {
-    status_line
-        .split("shares accepted=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until the server's status line reports at least `n` accepted shares.
-async fn wait_accepted(server: &mut PeerProcess, n: u64, secs: u64) -> String {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let left = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .as_secs()
-            .max(1);
-        let line = server.wait_for("status:", left).await;
-        if accepted(&line) >= n {
-            return line;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} shares accepted: {line}"
-        );
-    }
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +48,7 @@ async fn sri_mining_device_shares_are_accepted_and_target_updates_honoured() {
     // Vardiff (3 s period) moves the target with SetTarget; the device adopts it.
     dev.wait_for("Set target to", 60).await;
     dev.wait_for("Received SubmitSharesSuccess", 60).await;
-    let line = wait_accepted(&mut server, 3, 60).await;
+    let line = server.wait_status("shares accepted", 3, 60).await;
     assert!(line.contains("rejected=0"), "{line}");
 }
 
@@ -132,7 +96,7 @@ async fn translator_with_para(aggregated: bool) {
             .await;
         tproxy.wait_for("SubmitSharesSuccess", 120).await;
     }
-    let line = wait_accepted(&mut server, 1, 60).await;
+    let line = server.wait_status("shares accepted", 1, 60).await;
     assert!(line.contains("channels=1") || !aggregated, "{line}");
 }
 
