@@ -246,8 +246,9 @@ submit_timeout_secs = {st}
 # (upstream reconnect or failover): "reconnect" (client.reconnect, then close) or "close".
 extranonce_change = "reconnect"
 
-# Aggregated mode: a miner reconnecting with its previous session id within this many
-# seconds keeps its extranonce1 and difficulty (0 = off).
+# A miner reconnecting with its previous session id within this many seconds keeps its
+# extranonce1 and difficulty and gets the last job at once (0 = off). Per-miner mode keeps
+# the departed miner's upstream channel open that long.
 resume_grace_secs = {rg}
 
 # Re-send the current job under a new id to miners that got no job for this long (0 = off).
