@@ -349,7 +349,7 @@ fn session_resume_within_grace_only() {
 }
 
 #[test]
-fn per_miner_leave_closes_the_channel_and_forgets_its_shares() {
+fn per_miner_leave_closes_the_channel_after_the_grace_and_forgets_its_shares() {
     let (mut s, _) = connected(TranslatorConfig {
         mode: ChannelMode::PerMiner,
         nominal_hashrate: 1.0,
@@ -398,10 +398,14 @@ fn per_miner_leave_closes_the_channel_and_forgets_its_shares() {
         upstream(&s.core.submit(ctx(1), Id::from(3u64), share, t0)).len(),
         1
     );
+    // The channel is kept for a resume during `resume_grace` (default 60 s), then closed.
     let a = s.core.connection_removed(ctx(1), t0);
+    assert!(upstream(&a).is_empty(), "kept open for the grace period");
+    let a = s.core.tick(t0 + Duration::from_secs(59));
+    assert!(upstream(&a).is_empty(), "still within the grace period");
+    let a = s.core.tick(t0 + Duration::from_secs(60));
     assert!(matches!(&upstream(&a)[..], [MiningOwned::CloseChannel(c)] if c.channel_id == 7));
-    s.core.tick(t0 + Duration::from_secs(10));
-    let st = s.core.stats(t0 + Duration::from_secs(10));
+    let st = s.core.stats(t0 + Duration::from_secs(60));
     assert_eq!(st.shares_pending, 0);
     assert_eq!(
         st.rejected_total(),
