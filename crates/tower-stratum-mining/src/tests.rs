@@ -59,6 +59,7 @@ fn ctx(id: u64, flags: u32) -> ConnectionContext {
             version: 2,
             flags,
             success_flags: 0,
+            extensions: Default::default(),
         },
     }
 }
