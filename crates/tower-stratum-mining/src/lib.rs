@@ -53,8 +53,10 @@ pub mod vardiff;
 
 pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
 pub use config::{ConfigError, MiningServerConfig};
-pub use server::{MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL};
-pub use stats::MiningStats;
+pub use server::{
+    MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
+};
+pub use stats::{MiningStats, WorkerStats};
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 #[cfg(test)]
