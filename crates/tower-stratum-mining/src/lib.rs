@@ -8,7 +8,10 @@
 //! - Templates come in, and solutions go out, through the service's sibling link (Template
 //!   Distribution messages); see [`MiningServer`]'s "Wiring".
 //! - [`Tick`]: time for vardiff and the hashrate estimate, sent by the application.
-//! - [`FoundBlock`], [`MiningStats`], [`MiningEvent`]: what the server reports.
+//! - [`FoundBlock`], [`MiningStats`], [`WorkerStats`], [`MiningEvent`]: what the server
+//!   reports. Per-worker figures come from extension `0x0002` (Worker-Specific Hashrate
+//!   Tracking: the `user_identity` TLV of each share, negotiated by default) or else from the
+//!   channel's `user_identity`.
 //! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
 //!   known-answer vectors in `tests/vectors.rs`).
 //! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
