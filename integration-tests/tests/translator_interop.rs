@@ -44,12 +44,8 @@ async fn solo_server() -> (PeerProcess, SocketAddr) {
     (server, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
-/// SRI's pool_sv2 fed by our template-provider binary.
-async fn sri_pool() -> (PeerProcess, PeerProcess, SocketAddr) {
-    sri_pool_with("").await
-}
-
-/// SRI's pool_sv2 with `top` (top-level TOML keys) added to its configuration.
+/// SRI's pool_sv2 fed by our template-provider binary, with `top` (top-level TOML keys, may
+/// be empty) added to its configuration.
 async fn sri_pool_with(top: &str) -> (PeerProcess, PeerProcess, SocketAddr) {
     let tp_bin = tokio::task::spawn_blocking(|| bin("template-provider"))
         .await
