@@ -6,7 +6,9 @@
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 use tower_stratum_core::session::ProtocolSupport;
-use tower_stratum_core::{Session, SessionConfig, SessionOutput, Subprotocol};
+use tower_stratum_core::{
+    ExtensionSet, ExtensionSupport, Session, SessionConfig, SessionOutput, Subprotocol,
+};
 use tower_stratum_test_kit::msg::{self, frame, raw_frame};
 
 fn supported() -> [Option<ProtocolSupport>; 3] {
@@ -20,7 +22,7 @@ fn supported() -> [Option<ProtocolSupport>; 3] {
 
 fn any_frame() -> impl Strategy<Value = (u16, u8, Vec<u8>)> {
     (
-        prop_oneof![Just(0u16), Just(0x8000u16), any::<u16>()],
+        prop_oneof![Just(0u16), Just(0x8000u16), Just(0x0001u16), any::<u16>()],
         prop_oneof![
             0x00u8..=0x04,
             0x10u8..=0x25,
@@ -66,6 +68,47 @@ proptest! {
         let t0 = Instant::now();
         let mut s = Session::server(SessionConfig::default(), supported(), false, t0);
         s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::ALL[p], 2, 2, 0)));
+        while s.poll_output().is_some() {}
+        run(&mut s, frames);
+    }
+
+    /// A Mining server that negotiated extension 0x0002 (so TLV fields are parsed): random
+    /// frames, and shares with random trailing bytes.
+    #[test]
+    fn server_with_negotiated_extensions_never_panics(
+        frames in proptest::collection::vec(any_frame(), 0..6),
+        tails in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 1..6),
+    ) {
+        let t0 = Instant::now();
+        let two = ExtensionSet::from_ids(&[2]);
+        let mut s = Session::server(SessionConfig::default(), supported(), false, t0)
+            .with_extension_support([ExtensionSupport::supporting(two); 3]);
+        s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
+        s.handle_frame(t0, frame(msg::request_extensions(1, &[2])));
+        while s.poll_output().is_some() {}
+        let base = frame(msg::submit_extended(2, 1));
+        let shares = tails.into_iter().map(|t| {
+            let mut p = base.payload.to_vec();
+            p.extend_from_slice(&t);
+            (base.extension_type, base.msg_type, p)
+        });
+        run(&mut s, shares.chain(frames).collect());
+    }
+
+    /// A client waiting for the answer to its `RequestExtensions`.
+    #[test]
+    fn client_negotiating_never_panics(frames in proptest::collection::vec(any_frame(), 1..8)) {
+        let t0 = Instant::now();
+        let mut s = Session::client(
+            SessionConfig::default(),
+            msg::setup_connection_owned(Subprotocol::Mining, 0),
+            None,
+            false,
+            t0,
+        )
+        .with_extension_request(ExtensionSet::from_ids(&[2, 3]), Duration::from_secs(1));
+        while s.poll_output().is_some() {}
+        s.handle_frame(t0, frame(msg::setup_success(2, 0)));
         while s.poll_output().is_some() {}
         run(&mut s, frames);
     }

@@ -11,6 +11,10 @@
 //! `mining.set_extranonce` / `client.reconnect` and fail-back to the primary; session resume
 //! (aggregated: the slot; per-miner: the upstream channel, closed when the grace ends);
 //! `mining.suggest_difficulty`.
+//!
+//! Worker-specific hashrate tracking (extension 0x0002) runs against our `MiningServer`
+//! instead (over loopback TCP and Noise, the test as its template source): with the extension
+//! the server counts accepted shares per Sv1 worker name, without it per channel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::Value;
@@ -1069,4 +1073,186 @@ async fn extranonce_change_policy_close() {
     assert!(!m.reconnect, "Close policy sends no client.reconnect");
     t.shutdown().await;
     backup.handle.shutdown().await;
+}
+
+// ------------------------------------------------ worker-specific hashrate tracking (0x0002)
+
+/// Our `MiningServer` over loopback TCP and Noise, with the test as its template source (one
+/// block at a hard network target, so no share is a block) and its events.
+struct SoloServer {
+    addr: SocketAddr,
+    key: AuthorityKeypair,
+    handle: ServerHandle,
+    template_tx: mpsc::Sender<SiblingMessage>,
+    _template_rx: mpsc::Receiver<SiblingMessage>,
+    events: mpsc::Receiver<tower_stratum_mining::MiningEvent>,
+}
+
+async fn start_solo_server(worker_hashrate_tracking: bool) -> SoloServer {
+    use tower_stratum_core::handler::{
+        NullSv2JobDeclarationServerHandler, NullSv2TemplateDistributionServerHandler,
+    };
+    use tower_stratum_core::stratum_core::bitcoin::ScriptBuf;
+    use tower_stratum_core::stratum_core::parsers_sv2::TemplateDistributionOwned as Td;
+    use tower_stratum_mining::test_util::{self, HARD_NBITS};
+    use tower_stratum_mining::{MiningServer, MiningServerConfig};
+    let key = AuthorityKeypair::generate();
+    let (events_tx, events) = mpsc::channel(1024);
+    let server = MiningServer::new(MiningServerConfig {
+        coinbase_output_script: ScriptBuf::from_bytes(vec![0x51]),
+        worker_hashrate_tracking,
+        ..MiningServerConfig::default()
+    })
+    .unwrap()
+    .with_event_sink(move |e| {
+        let _ = events_tx.try_send(e);
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_svc, handle, sibling) = Sv2ServerService::new_with_sibling_io(
+        ServerConfig::with_transport(ServerTransport::noise(key.clone())),
+        listener,
+        server,
+        NullSv2JobDeclarationServerHandler,
+        NullSv2TemplateDistributionServerHandler,
+    );
+    let (template_tx, template_rx) = sibling.into_channels();
+    for m in [
+        Td::NewTemplate(test_util::template(1, true, 200, 50 * 100_000_000, vec![])),
+        Td::SetNewPrevHash(test_util::prev_hash(1, [0xaa; 32], HARD_NBITS)),
+    ] {
+        template_tx
+            .send(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(m)))
+            .await
+            .unwrap();
+    }
+    let mut solo = SoloServer {
+        addr,
+        key,
+        handle,
+        template_tx,
+        _template_rx: template_rx,
+        events,
+    };
+    // The first tick gives the hashrate estimates their time base.
+    solo.tick().await;
+    solo
+}
+
+impl SoloServer {
+    fn upstream(&self) -> UpstreamConfig {
+        UpstreamConfig {
+            address: self.addr.to_string(),
+            authority_key: Some(self.key.public()),
+            user_identity: "test-account".into(),
+        }
+    }
+
+    /// Ticks the server; returns its per-worker stats (empty when none is tracked). The
+    /// server reports `Stats` then, when `Stats::workers > 0`, `Workers`.
+    async fn tick(&mut self) -> Vec<tower_stratum_mining::WorkerStats> {
+        use tower_stratum_mining::{MiningEvent, Tick};
+        self.template_tx
+            .send(SiblingMessage::custom(Tick::now()))
+            .await
+            .unwrap();
+        let workers = loop {
+            match within(10, "the tick's stats", self.events.recv()).await {
+                Some(MiningEvent::Stats(s)) => break s.workers,
+                Some(_) => {}
+                None => panic!("mining server stopped"),
+            }
+        };
+        if workers == 0 {
+            return Vec::new();
+        }
+        match within(10, "the tick's worker stats", self.events.recv()).await {
+            Some(MiningEvent::Workers(w)) => w,
+            other => panic!("expected the worker stats, got {other:?}"),
+        }
+    }
+}
+
+/// A miner that authorizes as `worker` and has its first job.
+async fn named_miner(addr: SocketAddr, worker: &str) -> Miner {
+    let mut m = Miner::connect(addr).await;
+    m.worker = worker.into();
+    m.subscribe(None).await;
+    m.authorize().await;
+    m.wait_job().await;
+    m
+}
+
+fn worker_counts(w: &[tower_stratum_mining::WorkerStats]) -> Vec<(String, u64)> {
+    w.iter()
+        .map(|w| (w.user_identity.clone(), w.shares_accepted))
+        .collect()
+}
+
+/// Two Sv1 workers behind one translator: the server counts each one's accepted shares
+/// under its Sv1 worker name (the second cut to 32 bytes), none under the channel's account.
+async fn worker_names_reach_the_mining_server(mode: ChannelMode) {
+    let mut solo = start_solo_server(true).await;
+    let (t, addr) = start_translator(translator_config(vec![solo.upstream()], mode)).await;
+    let long = "bob.rig-with-a-name-longer-than-32-bytes";
+    let mut alice = named_miner(addr, "alice").await;
+    let mut bob = named_miner(addr, long).await;
+    stats_until(&t, |s| s.upstream_connected && s.worker_hashrate_tracking).await;
+    for en2 in 0..2 {
+        let r = alice.submit_valid(en2).await;
+        assert_eq!(r["result"], true, "{r}");
+    }
+    let r = bob.submit_valid(0).await;
+    assert_eq!(r["result"], true, "{r}");
+    // Every `true` follows the server's SubmitShares.Success, so all three are counted.
+    let workers = solo.tick().await;
+    assert_eq!(
+        worker_counts(&workers),
+        [("alice".to_string(), 2), (long[..32].to_string(), 1)],
+        "{workers:?}"
+    );
+    assert!(
+        workers.iter().all(|w| w.hashrate_estimate_hs > 0.0),
+        "{workers:?}"
+    );
+    t.shutdown().await;
+    solo.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_names_reach_the_mining_server_aggregated() {
+    worker_names_reach_the_mining_server(ChannelMode::Aggregated).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_names_reach_the_mining_server_per_miner() {
+    worker_names_reach_the_mining_server(ChannelMode::PerMiner).await;
+}
+
+/// An upstream without extension 0x0002 refuses it: the translator mines as before, with no
+/// TLV, and the server can only count the channel's account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_extension_upstream_shares_carry_no_worker_name() {
+    let mut solo = start_solo_server(false).await;
+    let (t, addr) = start_translator(translator_config(
+        vec![solo.upstream()],
+        ChannelMode::Aggregated,
+    ))
+    .await;
+    let mut alice = named_miner(addr, "alice").await;
+    let mut bob = named_miner(addr, "bob").await;
+    let s = stats_until(&t, |s| s.upstream_connected).await;
+    assert!(!s.worker_hashrate_tracking);
+    assert_eq!(alice.submit_valid(0).await["result"], true);
+    assert_eq!(bob.submit_valid(0).await["result"], true);
+    assert_eq!(alice.submit_valid(1).await["result"], true);
+    let workers = solo.tick().await;
+    assert_eq!(
+        worker_counts(&workers),
+        [("test-account".to_string(), 3)],
+        "{workers:?}"
+    );
+    stats_until(&t, |s| s.shares_accepted == 3 && s.rejected_total() == 0).await;
+    t.shutdown().await;
+    solo.handle.shutdown().await;
 }

@@ -44,8 +44,9 @@ async fn solo_server() -> (PeerProcess, SocketAddr) {
     (server, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
-/// SRI's pool_sv2 fed by our template-provider binary.
-async fn sri_pool() -> (PeerProcess, PeerProcess, SocketAddr) {
+/// SRI's pool_sv2 fed by our template-provider binary, with `top` (top-level TOML keys, may
+/// be empty) added to its configuration.
+async fn sri_pool_with(top: &str) -> (PeerProcess, PeerProcess, SocketAddr) {
     let tp_bin = tokio::task::spawn_blocking(|| bin("template-provider"))
         .await
         .unwrap();
@@ -57,6 +58,11 @@ async fn sri_pool() -> (PeerProcess, PeerProcess, SocketAddr) {
         "pool.toml",
         &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
     );
+    if !top.is_empty() {
+        // Top-level keys go before the first table.
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{top}\n{text}")).unwrap();
+    }
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
     pool.wait_for("ready to accept connections", 120).await;
     (tp, pool, addr)
@@ -260,7 +266,15 @@ async fn para_through_our_translator_per_miner_to_solo_mining_server() {
 }
 
 async fn para_on_sri_pool(mode: ChannelMode) {
-    let (_tp, mut pool, up) = sri_pool().await;
+    para_on_sri_pool_with(mode, "").await;
+}
+
+/// `pool_top`: extra top-level keys of the pool's configuration.
+async fn para_on_sri_pool_with(
+    mode: ChannelMode,
+    pool_top: &str,
+) -> (TranslatorStats, PeerProcess) {
+    let (_tp, mut pool, up) = sri_pool_with(pool_top).await;
     let (t, sv1) = translator(up, mode).await;
     let mut p = para(sv1);
     stats_until(&t, 120, |s| s.shares_accepted >= 8).await;
@@ -295,6 +309,7 @@ async fn para_on_sri_pool(mode: ChannelMode) {
         count(&pool, "SubmitSharesError")
     );
     t.shutdown().await;
+    (st, pool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +320,27 @@ async fn para_through_our_translator_aggregated_to_sri_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn para_through_our_translator_per_miner_to_sri_pool() {
     para_on_sri_pool(ChannelMode::PerMiner).await;
+}
+
+/// SRI's pool configured with extension 0x0002 negotiates it with our translator, and takes
+/// every share with the worker's `user_identity` TLV appended: the same exact accounting as
+/// without it. (pool_sv2 0.7.0 parses the TLV but does not report per-worker figures.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn para_through_our_translator_to_sri_pool_with_worker_hashrate_tracking() {
+    let (st, pool) =
+        para_on_sri_pool_with(ChannelMode::Aggregated, "supported_extensions = [2]").await;
+    assert!(
+        st.worker_hashrate_tracking,
+        "negotiated on our side: {st:?}"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "Extension negotiation success: requested=[2], negotiated=[2]"
+        ),
+        1,
+        "negotiated on the pool's side"
+    );
 }
 
 /// The `translator-proxy` binary with its defaults (but the ports) between para and our

@@ -6,14 +6,18 @@
 //!
 //! - [`frame`]: raw Sv2 frames (spec 3.2).
 //! - [`message`]: owned Sv2 messages and (de)serialization through SRI's `parsers_sv2`.
+//! - [`extensions`]: protocol extensions (spec 3.4): negotiated sets (extension `0x0001`) and
+//!   TLV fields (spec 3.4.3), e.g. extension `0x0002`'s `user_identity`.
 //! - [`share_math`]: difficulty <-> target, header and merkle computations shared by the Sv2
 //!   mining server, the Sv1 layer and the miners.
 
+pub mod extensions;
 pub mod frame;
 pub mod message;
 
+pub use extensions::{ExtensionSet, ExtensionSupport, TlvFields};
 pub use frame::Frame;
-pub use message::{ExtensionMessage, MessageError, Subprotocol, Sv2Message};
+pub use message::{ExtensionMessage, MessageError, MessageWithTlvs, Subprotocol, Sv2Message};
 pub use stratum_core;
 pub mod handler;
 pub mod session;

@@ -3,8 +3,9 @@
 //! Message structs are SRI's lifetime-free `…Owned` types from `stratum-core` 0.6.0, so a
 //! message can cross tasks and tower boundaries.
 
+use crate::extensions::{TlvFields, EXTENSIONS_NEGOTIATION};
 use crate::frame::{Frame, CHANNEL_MSG_BIT, MAX_PAYLOAD_LEN};
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 pub use stratum_core::parsers_sv2::{
     CommonMessagesOwned, JobDeclarationOwned, MiningOwned, TemplateDistributionOwned,
@@ -133,6 +134,23 @@ pub enum Sv2Message {
     TemplateDistribution(TemplateDistributionOwned),
     /// A protocol-extension message, raw (spec 3.4).
     Extension(ExtensionMessage),
+    /// A message followed by TLV fields of negotiated extensions (spec 3.4.3). Received: the
+    /// session wraps a core message this way only when the connection negotiated an extension
+    /// and the payload carries fields of it; the dispatcher passes them to the handler methods
+    /// that take TLVs (`handle_submit_shares_extended_with_tlvs`) and drops them for the
+    /// others. Sent: build it with [`Sv2Message::with_tlvs`]; the frame header stays the
+    /// inner message's (spec 3.4.1: TLV fields never change `extension_type`).
+    WithTlvs(Box<MessageWithTlvs>),
+}
+
+/// A message and the TLV fields appended after its own fields (spec 3.4.3). See
+/// [`Sv2Message::WithTlvs`].
+#[derive(Debug, Clone)]
+pub struct MessageWithTlvs {
+    /// The message (never itself a `WithTlvs`).
+    pub message: Sv2Message,
+    /// The fields, encoded.
+    pub tlvs: TlvFields,
 }
 
 /// Why a [`Frame`] could not be turned into a [`Sv2Message`] or back.
@@ -168,10 +186,15 @@ fn parse_err(msg_type: u8, e: ParserError) -> MessageError {
     }
 }
 
-/// Spec name of a message, for logs ("SubmitSharesExtended"); `"Unknown"` if unassigned.
+/// Spec name of a message, for logs ("SubmitSharesExtended", "RequestExtensions.Success");
+/// `"Unknown"` if unassigned, `"ExtensionMessage"` for other extensions' messages.
 pub fn message_name(extension_type: u16, msg_type: u8) -> &'static str {
-    if extension_type & !CHANNEL_MSG_BIT != 0 {
-        return "ExtensionMessage";
+    match (extension_type & !CHANNEL_MSG_BIT, msg_type) {
+        (0, _) => {}
+        (EXTENSIONS_NEGOTIATION, 0x00) => return "RequestExtensions",
+        (EXTENSIONS_NEGOTIATION, 0x01) => return "RequestExtensions.Success",
+        (EXTENSIONS_NEGOTIATION, 0x02) => return "RequestExtensions.Error",
+        _ => return "ExtensionMessage",
     }
     stratum_core::parsers_sv2::message_type_to_name(msg_type)
 }
@@ -230,6 +253,60 @@ impl Sv2Message {
             Sv2Message::JobDeclaration(_) => Some(Subprotocol::JobDeclaration),
             Sv2Message::TemplateDistribution(_) => Some(Subprotocol::TemplateDistribution),
             Sv2Message::Common(_) | Sv2Message::Extension(_) => None,
+            Sv2Message::WithTlvs(m) => m.message.subprotocol(),
+        }
+    }
+
+    /// Appends TLV fields (spec 3.4.3) to this message: the result encodes as this message's
+    /// frame with `tlvs` after its own fields. Empty `tlvs` return the message unchanged (no
+    /// allocation); a message that already has fields gets `tlvs` after them.
+    ///
+    /// Send fields only of extensions the connection negotiated
+    /// ([`ConnectionInfo::extensions`](crate::ConnectionInfo::extensions)): extension
+    /// `0x0001` section 1.1, "Clients MUST NOT use any features from extensions that are not
+    /// confirmed as supported by the server."
+    pub fn with_tlvs(self, tlvs: TlvFields) -> Sv2Message {
+        if tlvs.is_empty() {
+            return self;
+        }
+        match self {
+            Sv2Message::WithTlvs(mut m) => {
+                let all: Vec<_> = m.tlvs.iter().chain(tlvs.iter()).collect();
+                if let Ok(t) = TlvFields::from_tlvs(&all) {
+                    m.tlvs = t;
+                }
+                Sv2Message::WithTlvs(m)
+            }
+            message => Sv2Message::WithTlvs(Box::new(MessageWithTlvs { message, tlvs })),
+        }
+    }
+
+    /// The TLV fields appended to this message, if any.
+    pub fn tlvs(&self) -> Option<&TlvFields> {
+        match self {
+            Sv2Message::WithTlvs(m) => Some(&m.tlvs),
+            _ => None,
+        }
+    }
+
+    /// The message without its TLV fields.
+    pub fn without_tlvs(self) -> Sv2Message {
+        match self {
+            Sv2Message::WithTlvs(m) => m.message,
+            m => m,
+        }
+    }
+
+    /// Size in bytes of the message's own fields, serialized (its payload without TLV
+    /// fields).
+    pub fn encoded_size(&self) -> usize {
+        match self {
+            Sv2Message::Common(m) => m.get_size(),
+            Sv2Message::Mining(m) => m.get_size(),
+            Sv2Message::JobDeclaration(m) => m.get_size(),
+            Sv2Message::TemplateDistribution(m) => m.get_size(),
+            Sv2Message::Extension(m) => m.payload.len(),
+            Sv2Message::WithTlvs(m) => m.message.encoded_size(),
         }
     }
 
@@ -241,6 +318,7 @@ impl Sv2Message {
             Sv2Message::JobDeclaration(m) => m.message_type(),
             Sv2Message::TemplateDistribution(m) => m.message_type(),
             Sv2Message::Extension(m) => m.msg_type,
+            Sv2Message::WithTlvs(m) => m.message.msg_type(),
         }
     }
 
@@ -254,6 +332,7 @@ impl Sv2Message {
             Sv2Message::Extension(m) => {
                 return m.extension_type | if m.channel_msg { CHANNEL_MSG_BIT } else { 0 }
             }
+            Sv2Message::WithTlvs(m) => return m.message.extension_type(),
         };
         if channel {
             CHANNEL_MSG_BIT
@@ -267,18 +346,35 @@ impl Sv2Message {
         message_name(self.extension_type(), self.msg_type())
     }
 
-    /// Serializes into a [`Frame`].
+    /// Serializes into a [`Frame`] (TLV fields, if any, after the message's own fields).
     ///
     /// Errors with [`MessageError::Encode`] if the payload would exceed 2^24 - 1 bytes.
     pub fn encode(self) -> Result<Frame, MessageError> {
         let extension_type = self.extension_type();
         let msg_type = self.msg_type();
-        let payload = match self {
-            Sv2Message::Common(m) => to_vec(m)?,
-            Sv2Message::Mining(m) => to_vec(m)?,
-            Sv2Message::JobDeclaration(m) => to_vec(m)?,
-            Sv2Message::TemplateDistribution(m) => to_vec(m)?,
-            Sv2Message::Extension(m) => m.payload,
+        let (message, tlvs) = match self {
+            Sv2Message::WithTlvs(m) => {
+                let MessageWithTlvs { message, tlvs } = *m;
+                (message, tlvs)
+            }
+            m => (m, TlvFields::new()),
+        };
+        let extra = tlvs.as_bytes();
+        let payload = match message {
+            Sv2Message::Common(m) => to_vec(m, extra)?,
+            Sv2Message::Mining(m) => to_vec(m, extra)?,
+            Sv2Message::JobDeclaration(m) => to_vec(m, extra)?,
+            Sv2Message::TemplateDistribution(m) => to_vec(m, extra)?,
+            Sv2Message::Extension(m) if extra.is_empty() => m.payload,
+            Sv2Message::Extension(m) => {
+                let mut b = BytesMut::with_capacity(m.payload.len() + extra.len());
+                b.put_slice(&m.payload);
+                b.put_slice(extra);
+                b.freeze()
+            }
+            Sv2Message::WithTlvs(_) => {
+                return Err(MessageError::Encode("nested TLV message".into()))
+            }
         };
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(MessageError::Encode(format!(
@@ -294,13 +390,17 @@ impl Sv2Message {
     }
 }
 
-fn to_vec<T>(m: T) -> Result<Bytes, MessageError>
+/// Serializes `m` followed by `extra` (TLV fields) in one allocation.
+fn to_vec<T>(m: T, extra: &[u8]) -> Result<Bytes, MessageError>
 where
     T: GetSize + binary_sv2::Encodable,
 {
-    let mut v = vec![0u8; m.get_size()];
-    m.to_bytes(&mut v)
+    let size = m.get_size();
+    let mut v = vec![0u8; size + extra.len()];
+    let (own, tail) = v.split_at_mut(size);
+    m.to_bytes(own)
         .map_err(|e| MessageError::Encode(format!("{e:?}")))?;
+    tail.copy_from_slice(extra);
     Ok(Bytes::from(v))
 }
 
@@ -318,6 +418,7 @@ impl fmt::Display for Sv2Message {
                 m.msg_type,
                 m.payload.len()
             ),
+            Sv2Message::WithTlvs(m) => write!(f, "{} + TLV {:?}", m.message, m.tlvs),
         }
     }
 }

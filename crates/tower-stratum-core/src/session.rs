@@ -13,16 +13,48 @@
 //! either) without reaching a handler. Unknown extension messages follow spec 3.4.1: with
 //! `channel_msg` set they are delivered (the handler relays or processes them), otherwise they
 //! are discarded.
+//!
+//! # Extensions negotiation (extension `0x0001`)
+//!
+//! A client configured with [`Session::with_extension_request`] sends `RequestExtensions`
+//! right after `SetupConnection.Success` and reports the connection established only when the
+//! answer came (section 4.2: "The response to `RequestExtensions` MUST be received before
+//! proceeding with any further protocol-specific messages"): `RequestExtensions.Success`
+//! gives the negotiated set, `RequestExtensions.Error` none (and a close if the server
+//! requires extensions we did not request). A server that ignores the request (section 4.3)
+//! costs the reply timeout, after which the client continues without extensions; a reply
+//! arriving later is ignored.
+//!
+//! A server answers every `RequestExtensions` that comes before any other message after
+//! `SetupConnection.Success` (section 4.2), from its [`ExtensionSupport`]
+//! ([`Session::with_extension_support`]); a later one closes the connection
+//! ([`Violation::LateRequestExtensions`]). After a `RequestExtensions.Error` the client may
+//! retry (section 4, use case 6). If the subprotocol's support is not empty, the server
+//! reports the connection established only once the negotiation is over (a
+//! `RequestExtensions.Success`, or the client's first other message), so handlers see the
+//! negotiated set from `on_connection_added` on; with required extensions, a client that
+//! sends anything else first is disconnected.
+//!
+//! The result is [`ConnectionInfo::extensions`]. On a connection that negotiated an
+//! extension, TLV fields of negotiated extensions at the end of a received core message (spec
+//! 3.4.3) are parsed ([`TlvFields::parse`]: fields of other extensions and malformed ones are
+//! ignored, never a panic) and the message is delivered as [`Sv2Message::WithTlvs`]. Without
+//! a negotiated extension nothing is parsed and trailing bytes are ignored, as before.
 
+use crate::extensions::{ExtensionSet, ExtensionSupport, TlvFields, EXTENSIONS_NEGOTIATION};
 use crate::frame::Frame;
 use crate::message::{MessageError, Subprotocol, Sv2Message};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
+use stratum_core::binary_sv2::Seq064KOwned;
 use stratum_core::common_messages_sv2::{
     ReconnectOwned, SetupConnectionErrorOwned, SetupConnectionOwned, SetupConnectionSuccess,
 };
-use stratum_core::parsers_sv2::CommonMessagesOwned;
+use stratum_core::extensions_sv2::{
+    RequestExtensionsErrorOwned, RequestExtensionsOwned, RequestExtensionsSuccessOwned,
+};
+use stratum_core::parsers_sv2::{CommonMessagesOwned, ExtensionsNegotiationOwned};
 
 /// `SetupConnection.Error` code: the server does not serve the requested subprotocol.
 pub const ERROR_UNSUPPORTED_PROTOCOL: &str = "unsupported-protocol";
@@ -149,6 +181,11 @@ pub struct ConnectionInfo {
     pub flags: u32,
     /// The server's `SetupConnection.Success.flags`.
     pub success_flags: u32,
+    /// Extensions negotiated with `RequestExtensions` (extension `0x0001`): the
+    /// `supported_extensions` of the `RequestExtensions.Success` (those the client requested).
+    /// Empty without a successful negotiation. TLV fields of these extensions are parsed on
+    /// received messages; a client may send fields of these extensions only.
+    pub extensions: ExtensionSet,
 }
 
 /// The session timers (spec-independent; these are this library's deadlines).
@@ -160,10 +197,18 @@ pub enum Timer {
     Setup,
     /// Inactivity: nothing received for the configured limit.
     Inactivity,
+    /// Client: the answer to `RequestExtensions` (extension `0x0001` section 4.3). When it
+    /// fires the connection continues without extensions (it is not closed).
+    Extensions,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::Handshake, Timer::Setup, Timer::Inactivity];
+    const ALL: [Timer; 4] = [
+        Timer::Handshake,
+        Timer::Setup,
+        Timer::Inactivity,
+        Timer::Extensions,
+    ];
     fn index(self) -> usize {
         self as usize
     }
@@ -175,6 +220,7 @@ impl fmt::Display for Timer {
             Timer::Handshake => "handshake",
             Timer::Setup => "setup-connection",
             Timer::Inactivity => "inactivity",
+            Timer::Extensions => "extensions-negotiation",
         })
     }
 }
@@ -209,6 +255,14 @@ pub enum Violation {
     },
     /// A payload that does not parse.
     Malformed(String),
+    /// `RequestExtensions` after another message, or after a successful negotiation
+    /// (extension `0x0001` section 4.2: it "MUST be sent immediately after
+    /// SetupConnection.Success and before any other protocol-specific messages").
+    LateRequestExtensions,
+    /// The server requires extensions the client did not negotiate before sending other
+    /// messages (extension `0x0001` section 4, use case 6: "the server MUST disconnect the
+    /// client").
+    RequiredExtensionsMissing(ExtensionSet),
 }
 
 impl fmt::Display for Violation {
@@ -226,6 +280,12 @@ impl fmt::Display for Violation {
                 write!(f, "unknown message type {msg_type:#04x}")
             }
             Violation::Malformed(d) => write!(f, "malformed message: {d}"),
+            Violation::LateRequestExtensions => {
+                f.write_str("RequestExtensions not right after SetupConnection.Success")
+            }
+            Violation::RequiredExtensionsMissing(e) => {
+                write!(f, "required extensions {e} not negotiated")
+            }
         }
     }
 }
@@ -246,7 +306,8 @@ pub enum CloseReason {
         /// Flags that caused the error (0 if not flag related).
         flags: u32,
     },
-    /// The server's SetupConnection.Success is unusable (version or flags out of range).
+    /// The peer cannot work with us: the server's SetupConnection.Success is unusable
+    /// (version or flags out of range), or the server requires extensions we did not request.
     Incompatible(String),
     /// The Noise handshake failed (includes certificate rejection).
     Handshake(String),
@@ -309,7 +370,13 @@ pub enum SessionOutput {
 enum State {
     Handshake,
     AwaitSetup,
-    AwaitSetupReply { protocol: Subprotocol, flags: u32 },
+    AwaitSetupReply {
+        protocol: Subprotocol,
+        flags: u32,
+    },
+    /// SetupConnection done, extensions negotiation under way (client: waiting for the answer;
+    /// server: waiting for `RequestExtensions` or the first other message).
+    Negotiating(ConnectionInfo),
     Established(ConnectionInfo),
     Closed,
 }
@@ -333,9 +400,38 @@ pub struct Session {
     config: SessionConfig,
     setup: Setup,
     state: State,
-    timers: [Option<Instant>; 3],
+    timers: [Option<Instant>; 4],
     inactivity: Option<Duration>,
     outputs: VecDeque<SessionOutput>,
+    ext: ExtensionsConfig,
+}
+
+/// Extensions negotiation settings and state (extension `0x0001`).
+#[derive(Debug, Clone, Copy)]
+struct ExtensionsConfig {
+    /// Server: what each subprotocol offers.
+    support: [ExtensionSupport; 3],
+    /// Client: what to request after SetupConnection.Success (empty: no request).
+    request: ExtensionSet,
+    /// Client: how long to wait for the answer.
+    reply_timeout: Duration,
+    /// Server: a `RequestExtensions` is still acceptable (nothing else received yet, no
+    /// `RequestExtensions.Success` sent).
+    window_open: bool,
+}
+
+/// `request_id` of the client's `RequestExtensions`.
+const EXTENSIONS_REQUEST_ID: u16 = 1;
+
+impl Default for ExtensionsConfig {
+    fn default() -> Self {
+        Self {
+            support: [ExtensionSupport::default(); 3],
+            request: ExtensionSet::EMPTY,
+            reply_timeout: Duration::from_secs(2),
+            window_open: false,
+        }
+    }
 }
 
 impl Session {
@@ -353,9 +449,10 @@ impl Session {
             config,
             setup: Setup::Server(support),
             state: State::Handshake,
-            timers: [None; 3],
+            timers: [None; 4],
             inactivity: None,
             outputs: VecDeque::new(),
+            ext: ExtensionsConfig::default(),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
         if !noise {
@@ -381,15 +478,39 @@ impl Session {
                 inactivity_timeout,
             },
             state: State::Handshake,
-            timers: [None; 3],
+            timers: [None; 4],
             inactivity: None,
             outputs: VecDeque::new(),
+            ext: ExtensionsConfig::default(),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
         if !noise {
             s.handshake_complete(now);
         }
         s
+    }
+
+    /// Server: the extensions each subprotocol supports and requires
+    /// (`support[p.index()]`), for answering `RequestExtensions` (extension `0x0001`). Default:
+    /// none, so every request gets `RequestExtensions.Error` listing all it asked for. Call
+    /// before feeding frames. See the [module docs](self#extensions-negotiation-extension-0x0001).
+    pub fn with_extension_support(mut self, support: [ExtensionSupport; 3]) -> Self {
+        self.ext.support = support;
+        self
+    }
+
+    /// Client: request `extensions` with `RequestExtensions` right after
+    /// `SetupConnection.Success` and wait at most `reply_timeout` for the answer (then continue
+    /// without extensions). An empty set sends no request (the default). Call before feeding
+    /// frames.
+    pub fn with_extension_request(
+        mut self,
+        extensions: ExtensionSet,
+        reply_timeout: Duration,
+    ) -> Self {
+        self.ext.request = extensions;
+        self.ext.reply_timeout = reply_timeout;
+        self
     }
 
     /// This session's role.
@@ -445,6 +566,17 @@ impl Session {
         for t in Timer::ALL {
             if let Some(deadline) = self.timers[t.index()] {
                 if deadline <= now {
+                    if t == Timer::Extensions {
+                        self.timers[t.index()] = None;
+                        if let State::Negotiating(info) = self.state {
+                            tracing::info!(
+                                requested = %self.ext.request,
+                                "no answer to RequestExtensions: continuing without extensions"
+                            );
+                            self.establish(info);
+                        }
+                        continue;
+                    }
                     self.close(CloseReason::TimedOut(t));
                     return;
                 }
@@ -464,7 +596,7 @@ impl Session {
             return;
         }
         self.state = State::Closed;
-        self.timers = [None; 3];
+        self.timers = [None; 4];
         self.outputs.push_back(SessionOutput::Close(reason));
     }
 
@@ -491,6 +623,7 @@ impl Session {
             State::AwaitSetupReply { protocol, flags } => {
                 self.on_setup_reply(now, frame, protocol, flags)
             }
+            State::Negotiating(info) => self.on_negotiating(frame, info),
             State::Established(info) => self.on_established(frame, info),
         }
     }
@@ -542,6 +675,7 @@ impl Session {
             version,
             flags: setup.flags,
             success_flags: support.success_flags,
+            extensions: ExtensionSet::EMPTY,
         };
         self.outputs
             .push_back(SessionOutput::Transmit(Sv2Message::Common(
@@ -550,15 +684,26 @@ impl Session {
                     flags: support.success_flags,
                 }),
             )));
-        self.establish(now, info, support.inactivity_timeout);
+        self.setup_done(now, support.inactivity_timeout);
+        self.ext.window_open = true;
+        if self.ext.support[protocol.index()].is_empty() {
+            self.establish(info);
+        } else {
+            self.state = State::Negotiating(info);
+        }
     }
 
-    fn establish(&mut self, now: Instant, info: ConnectionInfo, inactivity: Option<Duration>) {
+    /// SetupConnection is over: the setup timer stops, the inactivity timer starts.
+    fn setup_done(&mut self, now: Instant, inactivity: Option<Duration>) {
         self.timers[Timer::Setup.index()] = None;
         self.inactivity = inactivity;
         if let Some(limit) = inactivity {
             self.set_timer(Timer::Inactivity, now + limit);
         }
+    }
+
+    fn establish(&mut self, info: ConnectionInfo) {
+        self.timers[Timer::Extensions.index()] = None;
         self.state = State::Established(info);
         self.outputs.push_back(SessionOutput::Established(info));
     }
@@ -612,8 +757,28 @@ impl Session {
                     version: s.used_version,
                     flags,
                     success_flags: s.flags,
+                    extensions: ExtensionSet::EMPTY,
                 };
-                self.establish(now, info, inactivity);
+                self.setup_done(now, inactivity);
+                if self.ext.request.is_empty() {
+                    return self.establish(info);
+                }
+                let request = seq(self.ext.request.as_slice()).and_then(|requested_extensions| {
+                    negotiation_message(ExtensionsNegotiationOwned::RequestExtensions(
+                        RequestExtensionsOwned {
+                            request_id: EXTENSIONS_REQUEST_ID,
+                            requested_extensions,
+                        },
+                    ))
+                });
+                match request {
+                    Some(m) => {
+                        self.outputs.push_back(SessionOutput::Transmit(m));
+                        self.set_timer(Timer::Extensions, now + self.ext.reply_timeout);
+                        self.state = State::Negotiating(info);
+                    }
+                    None => self.establish(info),
+                }
             }
             Some(CommonMessagesOwned::SetupConnectionError(e)) => {
                 self.close(CloseReason::SetupRejected {
@@ -625,9 +790,159 @@ impl Session {
         }
     }
 
+    /// A frame while extensions are being negotiated.
+    fn on_negotiating(&mut self, frame: Frame, info: ConnectionInfo) {
+        if frame.extension() == EXTENSIONS_NEGOTIATION {
+            return self.on_negotiation_frame(frame, Some(info));
+        }
+        match self.role {
+            Role::Server => {
+                let required = self.ext.support[info.protocol.index()].required;
+                if !required.is_empty() {
+                    return self.violation(Violation::RequiredExtensionsMissing(required));
+                }
+            }
+            Role::Client => tracing::debug!(
+                "server sent a message before answering RequestExtensions: continuing without extensions"
+            ),
+        }
+        self.establish(info);
+        self.on_established(frame, info);
+    }
+
+    /// An extension `0x0001` frame (`RequestExtensions` and its answers). `negotiating` is the
+    /// connection while the negotiation is under way, `None` once established.
+    fn on_negotiation_frame(&mut self, frame: Frame, negotiating: Option<ConnectionInfo>) {
+        let got = crate::message::message_name(frame.extension_type, frame.msg_type);
+        let m = match crate::extensions::decode_negotiation(frame.msg_type, frame.payload) {
+            Ok(m) => m,
+            Err(MessageError::UnknownMessageType { msg_type }) => {
+                return self.violation(Violation::UnknownMessageType { msg_type })
+            }
+            Err(e) => return self.violation(Violation::Malformed(e.to_string())),
+        };
+        match (self.role, m) {
+            (Role::Server, ExtensionsNegotiationOwned::RequestExtensions(r)) => {
+                self.on_request_extensions(r, negotiating)
+            }
+            (Role::Client, ExtensionsNegotiationOwned::RequestExtensionsSuccess(r)) => {
+                let Some(info) = negotiating else {
+                    return tracing::debug!("late RequestExtensions.Success ignored");
+                };
+                if r.request_id != EXTENSIONS_REQUEST_ID {
+                    return tracing::debug!(
+                        request_id = r.request_id,
+                        "RequestExtensions.Success for another request ignored"
+                    );
+                }
+                let offered: Vec<u16> = r.supported_extensions.into_inner();
+                let extensions = self
+                    .ext
+                    .request
+                    .intersection(&ExtensionSet::from_ids(&offered));
+                tracing::info!(%extensions, "extensions negotiated");
+                self.establish(ConnectionInfo { extensions, ..info });
+            }
+            (Role::Client, ExtensionsNegotiationOwned::RequestExtensionsError(r)) => {
+                let Some(info) = negotiating else {
+                    return tracing::debug!("late RequestExtensions.Error ignored");
+                };
+                if r.request_id != EXTENSIONS_REQUEST_ID {
+                    return tracing::debug!(
+                        request_id = r.request_id,
+                        "RequestExtensions.Error for another request ignored"
+                    );
+                }
+                let unsupported = ExtensionSet::from_ids(&r.unsupported_extensions.into_inner());
+                let required: Vec<u16> = r.required_extensions.into_inner();
+                if !required.is_empty() {
+                    return self.close(CloseReason::Incompatible(format!(
+                        "server requires extensions {required:#06x?} we did not request"
+                    )));
+                }
+                tracing::info!(%unsupported, "extensions refused: continuing without extensions");
+                self.establish(info);
+            }
+            (_, _) => self.violation(Violation::WrongDirection { got }),
+        }
+    }
+
+    /// Server: answers `RequestExtensions` from this subprotocol's [`ExtensionSupport`].
+    fn on_request_extensions(
+        &mut self,
+        r: RequestExtensionsOwned,
+        negotiating: Option<ConnectionInfo>,
+    ) {
+        if !self.ext.window_open {
+            return self.violation(Violation::LateRequestExtensions);
+        }
+        let protocol = match (negotiating, self.state.clone()) {
+            (Some(i), _) | (None, State::Established(i)) => i.protocol,
+            _ => return,
+        };
+        let support = self.ext.support[protocol.index()];
+        let requested: Vec<u16> = r.requested_extensions.into_inner();
+        let (supported, unsupported): (Vec<u16>, Vec<u16>) = requested
+            .iter()
+            .copied()
+            .partition(|id| support.supported.contains(*id));
+        let missing: Vec<u16> = support
+            .required
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|id| !requested.contains(id))
+            .collect();
+        if supported.is_empty() || !missing.is_empty() {
+            tracing::debug!(
+                ?requested,
+                ?unsupported,
+                ?missing,
+                "RequestExtensions refused"
+            );
+            let error = seq(&unsupported).zip(seq(&missing)).and_then(|(u, m)| {
+                negotiation_message(ExtensionsNegotiationOwned::RequestExtensionsError(
+                    RequestExtensionsErrorOwned {
+                        request_id: r.request_id,
+                        unsupported_extensions: u,
+                        required_extensions: m,
+                    },
+                ))
+            });
+            if let Some(m) = error {
+                self.outputs.push_back(SessionOutput::Transmit(m));
+            }
+            // The client may retry (use case 6); the window stays open.
+            return;
+        }
+        let extensions = ExtensionSet::from_ids(&supported);
+        tracing::info!(%extensions, "extensions negotiated");
+        let success = seq(extensions.as_slice()).and_then(|supported_extensions| {
+            negotiation_message(ExtensionsNegotiationOwned::RequestExtensionsSuccess(
+                RequestExtensionsSuccessOwned {
+                    request_id: r.request_id,
+                    supported_extensions,
+                },
+            ))
+        });
+        if let Some(m) = success {
+            self.outputs.push_back(SessionOutput::Transmit(m));
+        }
+        self.ext.window_open = false;
+        if let Some(info) = negotiating {
+            self.establish(ConnectionInfo { extensions, ..info });
+        }
+        // Already established (this subprotocol supports nothing): `supported` is empty, so
+        // this point is only reached while negotiating.
+    }
+
     fn on_established(&mut self, frame: Frame, info: ConnectionInfo) {
+        if frame.extension() == EXTENSIONS_NEGOTIATION {
+            return self.on_negotiation_frame(frame, None);
+        }
+        self.ext.window_open = false;
         if frame.extension() != 0 {
-            if frame.channel_msg() {
+            if frame.channel_msg() || info.extensions.contains(frame.extension()) {
                 if let Ok(m) = Sv2Message::decode(frame) {
                     self.outputs.push_back(SessionOutput::Deliver(m));
                 }
@@ -678,13 +993,35 @@ impl Session {
         }
         let mut payload = bytes::BytesMut::from(frame.payload);
         match Sv2Message::decode_in(p, frame.msg_type, &mut payload) {
-            Ok(m) => self.outputs.push_back(SessionOutput::Deliver(m)),
+            Ok(m) if info.extensions.is_empty() => {
+                self.outputs.push_back(SessionOutput::Deliver(m))
+            }
+            Ok(m) => {
+                let tlvs = payload
+                    .get(m.encoded_size()..)
+                    .map(|rest| TlvFields::parse(rest, &info.extensions))
+                    .unwrap_or_default();
+                self.outputs
+                    .push_back(SessionOutput::Deliver(m.with_tlvs(tlvs)));
+            }
             Err(MessageError::UnknownMessageType { msg_type }) => {
                 self.violation(Violation::UnknownMessageType { msg_type })
             }
             Err(e) => self.violation(Violation::Malformed(e.to_string())),
         }
     }
+}
+
+/// A `SEQ0_64K[U16]` of `ids` (at most 65 535 elements: more are dropped).
+fn seq(ids: &[u16]) -> Option<Seq064KOwned<u16>> {
+    let ids = ids
+        .get(..ids.len().min(usize::from(u16::MAX)))
+        .unwrap_or(ids);
+    Seq064KOwned::new(ids.to_vec()).ok()
+}
+
+fn negotiation_message(m: ExtensionsNegotiationOwned) -> Option<Sv2Message> {
+    crate::extensions::encode_negotiation(m).ok()
 }
 
 /// Builds an `STR0_255` from `s`, truncated to 255 bytes at a character boundary.

@@ -239,6 +239,7 @@ fn server_with_channel() -> (MiningServer, ConnectionContext, u32, u32, u16) {
             version: 2,
             flags: 0,
             success_flags: 0,
+            extensions: Default::default(),
         },
     };
     ready(s.on_connection_added(ctx));

@@ -52,6 +52,17 @@ impl Connection {
         Some(id)
     }
 
+    /// The `user_identity` a channel was opened with.
+    pub(crate) fn user_identity(&self, channel_id: u32) -> Option<&str> {
+        match self.extended.get(&channel_id) {
+            Some(ch) => Some(ch.inner.get_user_identity()),
+            None => self
+                .standard
+                .get(&channel_id)
+                .map(|ch| ch.inner.get_user_identity()),
+        }
+    }
+
     /// Removes a channel of either kind (and its group membership); whether it existed.
     pub(crate) fn remove_channel(&mut self, channel_id: u32) -> bool {
         self.group.remove_channel_id(channel_id);

@@ -93,6 +93,19 @@ pub struct MiningServerConfig {
     /// source (Bitcoin Core) assembles and broadcasts the block from `SubmitSolution` either
     /// way. Default: `true`.
     pub request_transaction_data: bool,
+    /// Whether to offer extension `0x0002` (Worker-Specific Hashrate Tracking) in Extensions
+    /// Negotiation (extension `0x0001`): a client that requests it (typically a proxy
+    /// aggregating many Sv1 workers on one extended channel) then appends each worker's
+    /// `user_identity` TLV to its `SubmitSharesExtended`, and
+    /// [`worker_stats`](crate::MiningServer::worker_stats) tracks each worker. Per-worker
+    /// accounting by channel `user_identity` happens either way. Default: `true`.
+    pub worker_hashrate_tracking: bool,
+    /// Most workers (distinct user identities) tracked at once by
+    /// [`worker_stats`](crate::MiningServer::worker_stats); shares of further identities are
+    /// accepted and counted in [`MiningStats`](crate::MiningStats) but not per worker, until
+    /// idle workers are forgotten. Bounds the memory a client sending many identities can
+    /// take. Default: `4096`.
+    pub max_tracked_workers: usize,
 }
 
 impl Default for MiningServerConfig {
@@ -115,6 +128,8 @@ impl Default for MiningServerConfig {
             hashrate_window: Duration::from_secs(600),
             found_blocks_kept: 16,
             request_transaction_data: true,
+            worker_hashrate_tracking: true,
+            max_tracked_workers: 4096,
         }
     }
 }

@@ -8,7 +8,10 @@
 //! - Templates come in, and solutions go out, through the service's sibling link (Template
 //!   Distribution messages); see [`MiningServer`]'s "Wiring".
 //! - [`Tick`]: time for vardiff and the hashrate estimate, sent by the application.
-//! - [`FoundBlock`], [`MiningStats`], [`MiningEvent`]: what the server reports.
+//! - [`FoundBlock`], [`MiningStats`], [`WorkerStats`], [`MiningEvent`]: what the server
+//!   reports. Per-worker figures come from extension `0x0002` (Worker-Specific Hashrate
+//!   Tracking: the `user_identity` TLV of each share, negotiated by default) or else from the
+//!   channel's `user_identity`.
 //! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
 //!   known-answer vectors in `tests/vectors.rs`).
 //! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
@@ -53,8 +56,10 @@ pub mod vardiff;
 
 pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
 pub use config::{ConfigError, MiningServerConfig};
-pub use server::{MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL};
-pub use stats::MiningStats;
+pub use server::{
+    MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
+};
+pub use stats::{MiningStats, WorkerStats};
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 #[cfg(test)]

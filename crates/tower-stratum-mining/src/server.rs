@@ -4,11 +4,12 @@ use crate::block::{self, FoundBlock};
 use crate::channel::{Channel, ChannelOps, Connection, JobInfo, UpdateError, GROUP_CHANNEL_ID};
 use crate::config::{ConfigError, MiningServerConfig};
 use crate::share_math;
-use crate::stats::{HashrateEstimator, MiningStats};
+use crate::stats::{HashrateEstimator, MiningStats, WorkerStats, WorkerTable};
 use crate::vardiff::ClassicVardiff;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Instant;
+use tower_stratum_core::extensions::WORKER_HASHRATE_TRACKING;
 use tower_stratum_core::handler::Sv2MiningServerHandler;
 use tower_stratum_core::session::{
     str0255, CloseReason, REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS, REQUIRES_VERSION_ROLLING,
@@ -50,13 +51,18 @@ use tower_stratum_core::stratum_core::template_distribution_sv2::{
     SetNewPrevHashOwned as TdSetNewPrevHash, SubmitSolutionOwned,
 };
 use tower_stratum_core::{
-    Action, Actions, ConnectionContext, ConnectionId, SetupSupport, SiblingMessage, Sv2Message,
+    Action, Actions, ConnectionContext, ConnectionId, ExtensionSet, ExtensionSupport, SetupSupport,
+    SiblingMessage, Sv2Message, TlvFields,
 };
 use tracing::{debug, error, info, warn};
 
 /// Error code for failures that are the server's, not the client's (never expected: the
 /// configuration is validated up front).
 pub const ERROR_CODE_INTERNAL: &str = "internal-error";
+
+/// `SubmitShares.Error` code for a share whose `user_identity` TLV (extension `0x0002`) is
+/// longer than 32 bytes or not UTF-8 (spec 3.4.3: "the recipient MUST reject the message").
+pub const ERROR_CODE_INVALID_USER_IDENTITY: &str = "invalid-user-identity";
 
 /// Future templates kept while waiting for their `SetNewPrevHash` (the same bound as
 /// `channels_sv2`'s per-channel future jobs).
@@ -92,6 +98,9 @@ pub enum MiningEvent {
     BlockCompleted(FoundBlock),
     /// Sent after every [tick](MiningServer::on_tick): the current [`MiningStats`].
     Stats(MiningStats),
+    /// Sent after every [tick](MiningServer::on_tick) while any worker is tracked, after
+    /// [`Stats`](Self::Stats): [`MiningServer::worker_stats`].
+    Workers(Vec<WorkerStats>),
 }
 
 type EventSink = Box<dyn FnMut(MiningEvent) + Send>;
@@ -184,6 +193,7 @@ pub struct MiningServer {
     shares_accepted: u64,
     shares_rejected: u64,
     hashrate: HashrateEstimator,
+    workers: WorkerTable,
     last_tick: Option<Instant>,
     last_vardiff_run: Option<Instant>,
     event_sink: Option<EventSink>,
@@ -212,6 +222,7 @@ impl MiningServer {
         let allocator = config.validate()?;
         Ok(Self {
             hashrate: HashrateEstimator::new(config.hashrate_window),
+            workers: WorkerTable::new(config.hashrate_window, config.max_tracked_workers),
             config,
             allocator,
             connections: BTreeMap::new(),
@@ -249,7 +260,19 @@ impl MiningServer {
             shares_rejected: self.shares_rejected,
             blocks_found: self.blocks_found,
             hashrate_estimate_hs: self.hashrate.hashrate(),
+            workers: self.workers.len(),
         }
+    }
+
+    /// Accepted shares and hashrate per worker (user identity), sorted by user identity: the
+    /// `user_identity` TLV of shares that carry one (extension `0x0002`, negotiated when
+    /// [`worker_hashrate_tracking`](MiningServerConfig::worker_hashrate_tracking) is on), else
+    /// the channel's `user_identity`. At most
+    /// [`max_tracked_workers`](MiningServerConfig::max_tracked_workers) entries; workers with
+    /// no accepted share for a whole [`hashrate_window`](MiningServerConfig::hashrate_window)
+    /// are dropped.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.workers.snapshot()
     }
 
     /// The most recent blocks found, oldest first (at most
@@ -298,6 +321,7 @@ impl MiningServer {
         let mut actions = Actions::none();
         self.last_tick = Some(now);
         self.hashrate.tick(now);
+        self.workers.tick(now);
         let due = self
             .last_vardiff_run
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.vardiff_period);
@@ -315,6 +339,10 @@ impl MiningServer {
         }
         let stats = self.stats();
         self.emit(MiningEvent::Stats(stats));
+        if self.event_sink.is_some() && self.workers.len() > 0 {
+            let workers = self.workers.snapshot();
+            self.emit(MiningEvent::Workers(workers));
+        }
         actions
     }
 
@@ -748,13 +776,14 @@ impl MiningServer {
             }
             None => Err(ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID),
         };
-        self.share_outcome(ctx, channel_id, seq, header, outcome)
+        self.share_outcome(ctx, channel_id, seq, header, outcome, None)
     }
 
     fn submit_extended(
         &mut self,
         ctx: ConnectionContext,
         share: SubmitSharesExtendedOwned,
+        worker: Option<&str>,
     ) -> Actions {
         let (channel_id, seq) = (share.channel_id, share.sequence_number);
         let header = HeaderParts {
@@ -777,7 +806,7 @@ impl MiningServer {
             }
             None => Err(ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID),
         };
-        self.share_outcome(ctx, channel_id, seq, header, outcome)
+        self.share_outcome(ctx, channel_id, seq, header, outcome, worker)
     }
 
     /// Finishes a share: a spec error code from the checks before validation, or the outcome
@@ -789,11 +818,45 @@ impl MiningServer {
         seq: u32,
         header: HeaderParts,
         outcome: Result<ShareOutcome, &'static str>,
+        worker: Option<&str>,
     ) -> Actions {
         match outcome {
-            Ok(outcome) => self.finish_share(ctx, channel_id, seq, header, outcome),
+            Ok(outcome) => {
+                if let ShareOutcome::Accepted { difficulty, .. }
+                | ShareOutcome::Block { difficulty, .. } = outcome
+                {
+                    self.count_worker(ctx.id, channel_id, worker, difficulty);
+                }
+                self.finish_share(ctx, channel_id, seq, header, outcome)
+            }
             Err(code) => self.reject(channel_id, seq, code),
         }
+    }
+
+    /// Counts an accepted share for `worker`, else for the channel's `user_identity`.
+    fn count_worker(
+        &mut self,
+        conn: ConnectionId,
+        channel_id: u32,
+        worker: Option<&str>,
+        difficulty: f64,
+    ) {
+        let Self {
+            connections,
+            workers,
+            ..
+        } = self;
+        let name = match worker {
+            Some(w) => w,
+            None => match connections
+                .get(&conn)
+                .and_then(|c| c.user_identity(channel_id))
+            {
+                Some(n) => n,
+                None => return,
+            },
+        };
+        workers.add(name, difficulty);
     }
 
     fn reject(&mut self, channel_id: u32, sequence_number: u32, code: &str) -> Actions {
@@ -1361,7 +1424,21 @@ impl Sv2MiningServerHandler for MiningServer {
         })
     }
 
+    /// Extension `0x0002` when
+    /// [`worker_hashrate_tracking`](MiningServerConfig::worker_hashrate_tracking) is on
+    /// (nothing required).
+    fn extension_support(&self) -> ExtensionSupport {
+        if self.config.worker_hashrate_tracking {
+            ExtensionSupport::supporting(ExtensionSet::from_ids(&[WORKER_HASHRATE_TRACKING]))
+        } else {
+            ExtensionSupport::default()
+        }
+    }
+
     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+        if !ctx.info.extensions.is_empty() {
+            debug!(connection = %ctx.id, extensions = %ctx.info.extensions, "extensions negotiated");
+        }
         match self.new_connection(ctx) {
             Some(conn) => {
                 self.connections.insert(ctx.id, conn);
@@ -1484,7 +1561,30 @@ impl Sv2MiningServerHandler for MiningServer {
         ctx: ConnectionContext,
         msg: SubmitSharesExtendedOwned,
     ) -> Actions {
-        self.submit_extended(ctx, msg)
+        self.submit_extended(ctx, msg, None)
+    }
+
+    /// Extension `0x0002`: the share counts for the worker in its `user_identity` TLV; a TLV
+    /// over 32 bytes or not UTF-8 rejects the share with `invalid-user-identity` (spec 3.4.3).
+    /// Fields only reach here on connections that negotiated the extension.
+    async fn handle_submit_shares_extended_with_tlvs(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SubmitSharesExtendedOwned,
+        tlvs: TlvFields,
+    ) -> Actions {
+        match tlvs.user_identity_value() {
+            None => self.submit_extended(ctx, msg, None),
+            Some(Ok(worker)) => self.submit_extended(ctx, msg, Some(&worker)),
+            Some(Err(e)) => {
+                debug!(connection = %ctx.id, error = %e, "share with an invalid user_identity TLV");
+                self.reject(
+                    msg.channel_id,
+                    msg.sequence_number,
+                    ERROR_CODE_INVALID_USER_IDENTITY,
+                )
+            }
+        }
     }
 
     async fn handle_set_custom_mining_job(

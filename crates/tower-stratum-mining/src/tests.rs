@@ -59,6 +59,7 @@ fn ctx(id: u64, flags: u32) -> ConnectionContext {
             version: 2,
             flags,
             success_flags: 0,
+            extensions: Default::default(),
         },
     }
 }
@@ -1060,6 +1061,79 @@ async fn hashrate_estimate_from_accepted_shares() {
     assert!(
         (st.hashrate_estimate_hs / expected - 1.0).abs() < 1e-6,
         "{st:?}"
+    );
+}
+
+#[tokio::test]
+async fn worker_hashrate_tracking_by_user_identity_tlv() {
+    use tower_stratum_core::extensions::{Tlv, WORKER_HASHRATE_TRACKING};
+    use tower_stratum_core::{ExtensionSet, TlvFields};
+    // Offered in Extensions Negotiation only when configured.
+    assert_eq!(
+        server().extension_support().supported.as_slice(),
+        [WORKER_HASHRATE_TRACKING]
+    );
+    let off = MiningServer::new(MiningServerConfig {
+        worker_hashrate_tracking: false,
+        ..config()
+    })
+    .unwrap();
+    assert!(off.extension_support().is_empty());
+
+    let mut s = server();
+    let mut c = ctx(1, 0);
+    c.info.extensions = ExtensionSet::from_ids(&[WORKER_HASHRATE_TRACKING]);
+    let t0 = Instant::now();
+    s.on_tick(t0);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
+    let a = s
+        .handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+        .await;
+    let ch = ext_success(&a);
+    let job = extended_jobs(&a)[0].clone();
+    let share = |seq: u32| {
+        extended_share(
+            &ch,
+            seq,
+            &job,
+            &seq.to_le_bytes().repeat(4),
+            TIP_A,
+            HARD_NBITS,
+            0,
+        )
+    };
+    // Two workers behind one channel, three and one shares; one share without the field
+    // counts for the channel's own user_identity ("tester").
+    for (seq, worker) in [(1, "alice"), (2, "bob"), (3, "alice"), (4, "alice")] {
+        let tlvs = TlvFields::user_identity(worker);
+        submit_success(
+            &s.handle_submit_shares_extended_with_tlvs(c, share(seq), tlvs)
+                .await,
+        );
+    }
+    submit_success(&s.handle_submit_shares_extended(c, share(5)).await);
+    // Over 32 bytes: the share is rejected (spec 3.4.3) and counted nowhere per worker.
+    let long =
+        TlvFields::from_tlvs(&[Tlv::new(WORKER_HASHRATE_TRACKING, 1, vec![b'x'; 33])]).unwrap();
+    let a = s
+        .handle_submit_shares_extended_with_tlvs(c, share(6), long)
+        .await;
+    assert_eq!(submit_error_code(&a), "invalid-user-identity");
+    s.on_tick(t0 + Duration::from_secs(10));
+    let w = s.worker_stats();
+    let counts: Vec<(&str, u64)> = w
+        .iter()
+        .map(|w| (w.user_identity.as_str(), w.shares_accepted))
+        .collect();
+    assert_eq!(counts, [("alice", 3), ("bob", 1), ("tester", 1)]);
+    let per_share =
+        share_math::target_to_difficulty(&ch.target) * share_math::HASHES_PER_DIFFICULTY_1;
+    assert!((w[0].hashrate_estimate_hs / (3.0 * per_share / 10.0) - 1.0).abs() < 1e-6);
+    let st = s.stats();
+    assert_eq!(
+        (st.workers, st.shares_accepted, st.shares_rejected),
+        (3, 5, 1)
     );
 }
 

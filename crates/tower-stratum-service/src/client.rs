@@ -28,7 +28,7 @@ use tower_stratum_core::handler::{
 };
 use tower_stratum_core::session::str0255;
 use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
-use tower_stratum_core::{CloseReason, ConnectionId, Session, Subprotocol};
+use tower_stratum_core::{CloseReason, ConnectionId, ExtensionSet, Session, Subprotocol};
 use tracing::{debug, info, warn, Instrument};
 
 /// A running Sv2 client's request interface: `tower::Service<`[`Request`]`>`. Use
@@ -157,6 +157,11 @@ where
             self.j.setup_connection_flags(),
             self.t.setup_connection_flags(),
         ];
+        let extensions = [
+            self.m.requested_extensions(),
+            self.j.requested_extensions(),
+            self.t.requested_extensions(),
+        ];
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::new(
             ClientHandlers {
@@ -183,6 +188,7 @@ where
             let sup = Supervisor {
                 protocol: p,
                 flags,
+                extensions: extensions[p.index()],
                 endpoint,
                 cfg: cfg.clone(),
                 stack: stack.clone(),
@@ -242,6 +248,7 @@ impl ClientHandle {
 struct Supervisor<S> {
     protocol: Subprotocol,
     flags: u32,
+    extensions: ExtensionSet,
     endpoint: Endpoint,
     cfg: ClientConfig,
     stack: S,
@@ -370,7 +377,8 @@ impl<S: InboundStack> Supervisor<S> {
                 self.cfg.inactivity_timeout[self.protocol.index()],
                 noise,
                 connection::now(),
-            ),
+            )
+            .with_extension_request(self.extensions, self.cfg.extensions_timeout),
             stack: self.stack.clone(),
             hub: self.hub.clone(),
             cancel: self.cancel.child_token(),

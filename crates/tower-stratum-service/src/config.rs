@@ -202,6 +202,11 @@ pub struct ClientConfig {
     pub firmware: String,
     /// `SetupConnection.device_id`. Default empty (no telemetry).
     pub device_id: String,
+    /// How long to wait for the answer to `RequestExtensions` (extension `0x0001`, sent when
+    /// a handler's `requested_extensions` is not empty) before continuing without extensions.
+    /// The spec suggests twice the connection time (section 4.3); this is a fixed bound.
+    /// Default 2 s.
+    pub extensions_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -220,6 +225,7 @@ impl Default for ClientConfig {
             hardware_version: String::new(),
             firmware: env!("CARGO_PKG_VERSION").into(),
             device_id: String::new(),
+            extensions_timeout: Duration::from_secs(2),
         }
     }
 }

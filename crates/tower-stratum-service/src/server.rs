@@ -24,7 +24,7 @@ use tower_stratum_core::handler::{
     Sv2MiningServerHandler, Sv2TemplateDistributionServerHandler,
 };
 use tower_stratum_core::session::ProtocolSupport;
-use tower_stratum_core::{ConnectionId, Session, SetupSupport, Subprotocol};
+use tower_stratum_core::{ConnectionId, ExtensionSupport, Session, SetupSupport, Subprotocol};
 use tracing::{info, warn, Instrument};
 
 /// A running Sv2 server's request interface: a cloneable
@@ -251,6 +251,11 @@ where
                 inact[Subprotocol::TemplateDistribution.index()],
             ),
         ];
+        let extensions = [
+            self.m.extension_support(),
+            self.j.extension_support(),
+            self.t.extension_support(),
+        ];
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::new(
             ServerHandlers {
@@ -280,6 +285,7 @@ where
             listener,
             cfg,
             supports,
+            extensions,
             transport,
             stack,
             hub_tx: hub_tx.clone(),
@@ -301,6 +307,7 @@ struct AcceptLoop<Lst, S> {
     listener: Lst,
     cfg: ServerConfig,
     supports: [Option<ProtocolSupport>; 3],
+    extensions: [ExtensionSupport; 3],
     transport: Transport,
     stack: S,
     hub_tx: mpsc::Sender<HubInput>,
@@ -313,6 +320,7 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
         mut listener,
         cfg,
         supports,
+        extensions,
         transport,
         stack,
         hub_tx,
@@ -340,7 +348,8 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
                         supports,
                         !matches!(transport, Transport::Plain),
                         connection::now(),
-                    ),
+                    )
+                    .with_extension_support(extensions),
                     stack: stack.clone(),
                     hub: hub_tx.clone(),
                     cancel: cancel.child_token(),

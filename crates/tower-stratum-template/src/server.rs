@@ -330,6 +330,7 @@ mod tests {
                 version: 2,
                 flags: 0,
                 success_flags: 0,
+                extensions: Default::default(),
             },
         }
     }

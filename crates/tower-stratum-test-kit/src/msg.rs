@@ -1,14 +1,20 @@
 //! Builders for the Sv2 messages tests send.
 
+use tower_stratum_core::extensions::{
+    decode_negotiation, encode_negotiation, ExtensionsNegotiationOwned,
+    RequestExtensionsErrorOwned, RequestExtensionsOwned, RequestExtensionsSuccessOwned,
+    EXTENSIONS_NEGOTIATION,
+};
 use tower_stratum_core::frame::Frame;
 use tower_stratum_core::session::str0255;
 use tower_stratum_core::stratum_core::binary_sv2::U256Owned;
+use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, Seq064KOwned};
 use tower_stratum_core::stratum_core::common_messages_sv2::{
     ReconnectOwned, SetupConnectionErrorOwned, SetupConnectionOwned, SetupConnectionSuccess,
 };
 use tower_stratum_core::stratum_core::mining_sv2::{
     NewMiningJobOwned, OpenExtendedMiningChannelOwned, OpenStandardMiningChannelOwned,
-    SubmitSharesStandardOwned,
+    SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::{
     CommonMessagesOwned, MiningOwned, TemplateDistributionOwned,
@@ -101,6 +107,68 @@ pub fn submit_standard(channel_id: u32, sequence_number: u32) -> Sv2Message {
             version: 0x2000_0000,
         },
     ))
+}
+
+pub fn submit_extended(channel_id: u32, sequence_number: u32) -> Sv2Message {
+    Sv2Message::Mining(MiningOwned::SubmitSharesExtended(
+        SubmitSharesExtendedOwned {
+            channel_id,
+            sequence_number,
+            job_id: 1,
+            nonce: 0,
+            ntime: 0,
+            version: 0x2000_0000,
+            extranonce: B032Owned::try_from(vec![0u8; 8]).unwrap(),
+        },
+    ))
+}
+
+/// `RequestExtensions` (extension 0x0001) as the raw extension message that carries it.
+pub fn request_extensions(request_id: u16, ids: &[u16]) -> Sv2Message {
+    encode_negotiation(ExtensionsNegotiationOwned::RequestExtensions(
+        RequestExtensionsOwned {
+            request_id,
+            requested_extensions: Seq064KOwned::new(ids.to_vec()).unwrap(),
+        },
+    ))
+    .unwrap()
+}
+
+/// `RequestExtensions.Success`.
+pub fn request_extensions_success(request_id: u16, ids: &[u16]) -> Sv2Message {
+    encode_negotiation(ExtensionsNegotiationOwned::RequestExtensionsSuccess(
+        RequestExtensionsSuccessOwned {
+            request_id,
+            supported_extensions: Seq064KOwned::new(ids.to_vec()).unwrap(),
+        },
+    ))
+    .unwrap()
+}
+
+/// `RequestExtensions.Error`.
+pub fn request_extensions_error(
+    request_id: u16,
+    unsupported: &[u16],
+    required: &[u16],
+) -> Sv2Message {
+    encode_negotiation(ExtensionsNegotiationOwned::RequestExtensionsError(
+        RequestExtensionsErrorOwned {
+            request_id,
+            unsupported_extensions: Seq064KOwned::new(unsupported.to_vec()).unwrap(),
+            required_extensions: Seq064KOwned::new(required.to_vec()).unwrap(),
+        },
+    ))
+    .unwrap()
+}
+
+/// The extension 0x0001 message `m` carries, if it is one.
+pub fn negotiation(m: &Sv2Message) -> Option<ExtensionsNegotiationOwned> {
+    match m {
+        Sv2Message::Extension(e) if e.extension_type == EXTENSIONS_NEGOTIATION => {
+            decode_negotiation(e.msg_type, e.payload.clone()).ok()
+        }
+        _ => None,
+    }
 }
 
 pub fn new_mining_job(channel_id: u32) -> Sv2Message {

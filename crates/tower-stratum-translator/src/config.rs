@@ -75,6 +75,14 @@ pub struct TranslatorConfig {
     /// A miner that got no new job for this long gets the current job again under a new job
     /// id (some firmware reconnects when jobs stop). `None` disables. Default 120 s.
     pub keepalive_interval: Option<Duration>,
+    /// Request extension `0x0002` (Worker-Specific Hashrate Tracking) from the upstream with
+    /// `RequestExtensions` (extension `0x0001`). When the upstream negotiates it, every
+    /// `SubmitSharesExtended` carries the miner's Sv1 worker name (its `mining.authorize`
+    /// username, cut to 32 bytes at a character boundary) as the `user_identity` TLV, so the
+    /// pool sees per-worker hashrate even on an aggregated channel. An upstream that refuses
+    /// or ignores the request gets no TLV (one reply timeout,
+    /// `ClientConfig::extensions_timeout`, if it ignores it). Default `true`.
+    pub worker_hashrate_tracking: bool,
 }
 
 impl Default for TranslatorConfig {
@@ -94,6 +102,7 @@ impl Default for TranslatorConfig {
             resume_grace: Duration::from_secs(60),
             update_channel_interval: Duration::from_secs(60),
             keepalive_interval: Some(Duration::from_secs(120)),
+            worker_hashrate_tracking: true,
         }
     }
 }

@@ -20,7 +20,7 @@ use tower_stratum_core::stratum_core::mining_sv2::{
     SubmitSharesExtendedOwned, SubmitSharesSuccessOwned, UpdateChannelOwned,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
-use tower_stratum_core::{session::str0255, ConnectionId, SiblingMessage, Sv2Message};
+use tower_stratum_core::{session::str0255, ConnectionId, SiblingMessage, Sv2Message, TlvFields};
 use tower_stratum_mining::vardiff::ClassicVardiff;
 use tower_stratum_sv1::work::{
     evaluate_share, floor_power_of_two, rolled_version, version_bits_within_mask,
@@ -69,6 +69,9 @@ pub enum UpstreamEvent {
         user_identity: String,
         /// Index of the upstream in the configured list.
         index: usize,
+        /// Whether the connection negotiated extension `0x0002`: shares then carry the
+        /// miner's worker name as a `user_identity` TLV.
+        worker_hashrate_tracking: bool,
     },
     /// The upstream connection is gone (channels with it).
     Disconnected {
@@ -81,6 +84,7 @@ pub enum UpstreamEvent {
 struct Upstream {
     version_rolling: bool,
     user_identity: String,
+    worker_hashrate_tracking: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +189,8 @@ struct Miner {
     last_job_sent: Option<Instant>,
     /// Ready to receive jobs: subscribed, authorized, on a channel.
     closing: bool,
+    /// Extension 0x0002 `user_identity` TLV with the `mining.authorize` username.
+    worker: Option<TlvFields>,
 }
 
 impl Miner {
@@ -460,6 +466,7 @@ impl TranslatorCore {
                 seen: HashSet::new(),
                 last_job_sent: None,
                 closing: false,
+                worker: None,
             },
         );
         Sv1Actions::none()
@@ -799,6 +806,9 @@ impl TranslatorCore {
         if let Some(a) = respond(ctx.id, Response::ok(id, true)) {
             out.push(a);
         }
+        if self.cfg.worker_hashrate_tracking {
+            m.worker = Some(TlvFields::user_identity(&msg.username));
+        }
         let first = !m.authorized;
         m.authorized = true;
         if first && m.subscribed {
@@ -1010,6 +1020,11 @@ impl TranslatorCore {
         }
         let mut extranonce = m.local.clone();
         extranonce.extend_from_slice(&share.extranonce2);
+        // Extension 0x0002, only when the upstream negotiated it.
+        let worker = match &self.upstream {
+            Some(u) if u.worker_hashrate_tracking => m.worker.clone(),
+            _ => None,
+        };
         let difficulty = m.difficulty;
         let channel_id = ch.id;
         let Ok(extranonce) = B032Owned::try_from(extranonce) else {
@@ -1043,7 +1058,7 @@ impl TranslatorCore {
             },
         );
         debug!(connection = %conn, channel_id, sequence_number = seq, "share forwarded upstream");
-        to_upstream(MiningOwned::SubmitSharesExtended(
+        let msg = Sv2Message::Mining(MiningOwned::SubmitSharesExtended(
             SubmitSharesExtendedOwned {
                 channel_id,
                 sequence_number: seq,
@@ -1053,8 +1068,12 @@ impl TranslatorCore {
                 version,
                 extranonce,
             },
-        ))
-        .into()
+        ));
+        let msg = match worker {
+            Some(t) => msg.with_tlvs(t),
+            None => msg,
+        };
+        Sv1Action::ToSibling(SiblingMessage::Sv2(msg)).into()
     }
 
     // ---------------------------------------------------------------- upstream side
@@ -1066,16 +1085,19 @@ impl TranslatorCore {
             version_rolling_required,
             user_identity,
             index,
+            worker_hashrate_tracking,
             ..
         } = ev
         else {
             return self.upstream_disconnected("".into(), now);
         };
-        info!(index, %user_identity, "upstream connected");
+        info!(index, %user_identity, worker_hashrate_tracking, "upstream connected");
         self.upstream = Some(Upstream {
             version_rolling: version_rolling_required,
             user_identity,
+            worker_hashrate_tracking,
         });
+        self.stats.worker_hashrate_tracking = worker_hashrate_tracking;
         self.stats.upstream_connected = true;
         self.stats.upstream_index = Some(index);
         let mut out = Sv1Actions::none();
@@ -1122,6 +1144,7 @@ impl TranslatorCore {
         }
         self.upstream = None;
         self.stats.upstream_connected = false;
+        self.stats.worker_hashrate_tracking = false;
         self.stats.upstream_index = None;
         self.opening.clear();
         self.channels.clear();

@@ -5,6 +5,7 @@ use crate::core::{TranslatorCore, UpstreamEvent};
 use crate::stats::TranslatorStats;
 use std::time::Instant;
 use tokio::sync::watch;
+use tower_stratum_core::extensions::WORKER_HASHRATE_TRACKING;
 use tower_stratum_core::handler::Sv2MiningClientHandler;
 use tower_stratum_core::session::REQUIRES_VERSION_ROLLING;
 use tower_stratum_core::stratum_core::common_messages_sv2::ChannelEndpointChangedOwned;
@@ -16,7 +17,8 @@ use tower_stratum_core::stratum_core::mining_sv2::{
 };
 use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
 use tower_stratum_core::{
-    Action, Actions, CloseReason, ConnectionContext, SiblingMessage, Subprotocol, Sv2Message,
+    Action, Actions, CloseReason, ConnectionContext, ExtensionSet, SiblingMessage, Subprotocol,
+    Sv2Message,
 };
 use tower_stratum_sv1::{Authorize, Configure, Id, Submit, Subscribe, Target};
 use tower_stratum_sv1_service::{
@@ -160,11 +162,19 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
 /// The Sv2 Mining client handler of the translator: relays every Mining message it receives
 /// to the Sv1 side, reports the connection's setup and loss as [`UpstreamEvent`]s, and sends
 /// upstream whatever the Sv1 side hands it (`SiblingMessage::Sv2`).
+///
+/// With [`request_worker_hashrate_tracking`](Self::request_worker_hashrate_tracking) it
+/// requests extension `0x0002` after `SetupConnection` (extension `0x0001`) and reports the
+/// outcome in [`UpstreamEvent::Connected`]; TLV fields are stripped from what the Sv1 side
+/// hands it unless the current connection negotiated them (extension `0x0001` section 1.1).
 #[derive(Debug, Clone)]
 pub struct TranslatorSv2Handler {
     version_rolling: bool,
     user_identity: String,
     index: usize,
+    request_extensions: ExtensionSet,
+    /// The extensions the current connection negotiated.
+    negotiated: ExtensionSet,
 }
 
 impl TranslatorSv2Handler {
@@ -175,7 +185,20 @@ impl TranslatorSv2Handler {
             version_rolling: require_version_rolling,
             user_identity,
             index,
+            request_extensions: ExtensionSet::EMPTY,
+            negotiated: ExtensionSet::EMPTY,
         }
+    }
+
+    /// Whether to request extension `0x0002` (Worker-Specific Hashrate Tracking) from the
+    /// upstream. Default (from [`new`](Self::new)): no.
+    pub fn request_worker_hashrate_tracking(mut self, on: bool) -> Self {
+        self.request_extensions = if on {
+            ExtensionSet::from_ids(&[WORKER_HASHRATE_TRACKING])
+        } else {
+            ExtensionSet::EMPTY
+        };
+        self
     }
 
     fn relay(m: MiningOwned) -> Actions {
@@ -192,12 +215,18 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
         })
     }
 
+    fn requested_extensions(&self) -> ExtensionSet {
+        self.request_extensions
+    }
+
     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+        self.negotiated = ctx.info.extensions;
         Action::ToSibling(SiblingMessage::custom(UpstreamEvent::Connected {
             success_flags: ctx.info.success_flags,
             version_rolling_required: self.version_rolling,
             user_identity: self.user_identity.clone(),
             index: self.index,
+            worker_hashrate_tracking: ctx.info.extensions.contains(WORKER_HASHRATE_TRACKING),
         }))
         .into()
     }
@@ -207,6 +236,7 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
         _ctx: ConnectionContext,
         reason: CloseReason,
     ) -> Actions {
+        self.negotiated = ExtensionSet::EMPTY;
         Action::ToSibling(SiblingMessage::custom(UpstreamEvent::Disconnected {
             reason: reason.to_string(),
         }))
@@ -215,6 +245,13 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
 
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
         match msg {
+            // A share built while the previous connection had the extension never carries its
+            // TLV to one that did not negotiate it.
+            SiblingMessage::Sv2(m @ Sv2Message::WithTlvs(_))
+                if !self.negotiated.contains(WORKER_HASHRATE_TRACKING) =>
+            {
+                Action::Broadcast(Subprotocol::Mining, m.without_tlvs()).into()
+            }
             SiblingMessage::Sv2(m) => Action::Broadcast(Subprotocol::Mining, m).into(),
             SiblingMessage::Custom(_) => Actions::none(),
         }

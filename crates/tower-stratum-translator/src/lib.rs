@@ -27,6 +27,10 @@
 //!   difficulty and the last job. Aggregated mode keeps the miner's slot; per-miner mode keeps
 //!   its upstream channel open (`CloseChannel` when the grace period ends).
 //! - Upstream failover along an ordered list, with fail-back to the primary.
+//! - Worker-specific hashrate tracking (extension `0x0002`, requested by default): when the
+//!   upstream negotiates it, every `SubmitSharesExtended` carries the miner's Sv1 worker name
+//!   (its `mining.authorize` username, at most 32 bytes) as the `user_identity` TLV
+//!   ([`TranslatorConfig::worker_hashrate_tracking`]).
 //!
 //! ```no_run
 //! use tower_stratum_translator::{spawn, TranslatorServiceConfig, UpstreamConfig};

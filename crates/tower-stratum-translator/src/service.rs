@@ -199,11 +199,14 @@ async fn route(cfg: TranslatorServiceConfig, sv1_side: SiblingIo, cancel: Cancel
         let (c_tx, mut c_rx) = mine.into_channels();
         let (_svc, client) = Sv2ClientService::builder()
             .config(client_cfg)
-            .mining(TranslatorSv2Handler::new(
-                cfg.translator.require_version_rolling,
-                up.user_identity.clone(),
-                i,
-            ))
+            .mining(
+                TranslatorSv2Handler::new(
+                    cfg.translator.require_version_rolling,
+                    up.user_identity.clone(),
+                    i,
+                )
+                .request_worker_hashrate_tracking(cfg.translator.worker_hashrate_tracking),
+            )
             .sibling_io(theirs)
             .start();
         let mut probe = tokio::time::interval(

@@ -29,6 +29,9 @@ pub struct TranslatorStats {
     pub shares_pending: usize,
     /// Blocks found (shares that met the network target, as far as the translator can tell).
     pub blocks_found: u64,
+    /// Whether the current upstream negotiated extension `0x0002` (Worker-Specific Hashrate
+    /// Tracking): shares then carry each miner's worker name.
+    pub worker_hashrate_tracking: bool,
 }
 
 impl TranslatorStats {

@@ -107,6 +107,7 @@ fn connected(cfg: TranslatorConfig) -> (Setup, Sv1Actions) {
             version_rolling_required: true,
             user_identity: "u".into(),
             index: 0,
+            worker_hashrate_tracking: false,
         },
         t0,
     );
@@ -428,5 +429,96 @@ fn upstream_error_codes_map_to_sv1_codes() {
         let e = map_upstream_error(code);
         assert_eq!(e.kind(), Some(sv1), "{code}");
         assert!(e.message.contains(code));
+    }
+}
+
+#[test]
+fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
+    use tower_stratum_core::extensions::MAX_USER_IDENTITY_LEN;
+    // 31 ASCII bytes, then a 2-byte character that does not fit the 32-byte field.
+    let username = format!("{}ü.rig-01", "a".repeat(31));
+    for negotiated in [true, false] {
+        let t0 = Instant::now();
+        let mut core = TranslatorCore::new(
+            TranslatorConfig {
+                nominal_hashrate: 1.0,
+                keepalive_interval: None,
+                ..TranslatorConfig::default()
+            },
+            t0,
+        );
+        let a = core.upstream_connected(
+            UpstreamEvent::Connected {
+                success_flags: 0,
+                version_rolling_required: true,
+                user_identity: "account".into(),
+                index: 0,
+                worker_hashrate_tracking: negotiated,
+            },
+            t0,
+        );
+        core.upstream_message(open_success(request_id(&a), 2, [0xff; 32]), t0);
+        for m in job(2, 1) {
+            core.upstream_message(m, t0);
+        }
+        assert_eq!(core.stats(t0).worker_hashrate_tracking, negotiated);
+        core.connection_added(ctx(1), t0);
+        let a = core.subscribe(
+            ctx(1),
+            Id::from(1u64),
+            Subscribe {
+                user_agent: None,
+                session_id: None,
+            },
+            t0,
+        );
+        let en1 = to(&a, 1)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Response(r) => {
+                    Some(SubscribeResult::from_result(&r.result).unwrap().extranonce1)
+                }
+                _ => None,
+            })
+            .unwrap();
+        let a = core.authorize(
+            ctx(1),
+            Id::from(2u64),
+            Authorize {
+                username: username.clone(),
+                password: None,
+            },
+            t0,
+        );
+        let job = to(&a, 1)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Notify(n) => Some(n),
+                _ => None,
+            })
+            .unwrap();
+        let a = core.submit(ctx(1), Id::from(3u64), valid_share(&job, &en1, 0, 1e-8), t0);
+        let sent: Vec<&Sv2Message> =
+            a.0.iter()
+                .filter_map(|x| match x {
+                    Sv1Action::ToSibling(SiblingMessage::Sv2(m)) => Some(m),
+                    _ => None,
+                })
+                .collect();
+        let [m] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert!(matches!(
+            (*m).clone().without_tlvs(),
+            Sv2Message::Mining(MiningOwned::SubmitSharesExtended(_))
+        ));
+        let name = m.tlvs().map(|t| t.user_identity_value().unwrap().unwrap());
+        if negotiated {
+            let name = name.expect("the worker name travels with the share");
+            assert_eq!(name, "a".repeat(31));
+            assert!(name.len() <= MAX_USER_IDENTITY_LEN);
+        } else {
+            assert_eq!(name, None, "no TLV without the extension");
+        }
     }
 }

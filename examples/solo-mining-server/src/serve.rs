@@ -13,7 +13,9 @@ use tower_stratum::handler::{
     NullSv2MiningClientHandler, NullSv2TemplateDistributionServerHandler,
 };
 use tower_stratum::mining::share_math::Hashrate;
-use tower_stratum::mining::{MiningEvent, MiningServer, MiningServerConfig, MiningStats, Tick};
+use tower_stratum::mining::{
+    MiningEvent, MiningServer, MiningServerConfig, MiningStats, Tick, WorkerStats,
+};
 use tower_stratum::stratum_core::bitcoin::{Address, ScriptBuf};
 use tower_stratum::template::{spawn_embedded_source, SourceConfig, TemplateDistributionClient};
 use tower_stratum::{
@@ -144,6 +146,7 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), String> {
     let status_every = cfg.status_interval_secs;
     let mut since_status = 0u64;
     let mut last = MiningStats::default();
+    let mut workers: Vec<WorkerStats> = Vec::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut demo_task = demo_task;
@@ -163,11 +166,17 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), String> {
                 since_status += 1;
                 if status_every > 0 && since_status >= status_every {
                     since_status = 0;
-                    print_status(&last);
+                    print_status(&last, &workers);
                 }
             }
             Some(e) = events.recv() => match e {
-                MiningEvent::Stats(s) => last = s,
+                MiningEvent::Stats(s) => {
+                    last = s;
+                    if s.workers == 0 {
+                        workers.clear();
+                    }
+                }
+                MiningEvent::Workers(w) => workers = w,
                 MiningEvent::BlockFound(b) => {
                     println!(
                         "BLOCK FOUND height={} hash={} (channel {} on {}); SubmitSolution sent to the template source",
@@ -193,18 +202,37 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), String> {
     if let Some(t) = source_task {
         let _ = t.await;
     }
-    print_status(&last);
+    print_status(&last, &workers);
     Ok(())
 }
 
-fn print_status(s: &MiningStats) {
+/// Workers listed under the status line (the busiest first).
+const WORKER_LINES: usize = 16;
+
+fn print_status(s: &MiningStats, workers: &[WorkerStats]) {
     println!(
-        "status: connections={} channels={} hashrate={} shares accepted={} rejected={} blocks found={}",
+        "status: connections={} channels={} hashrate={} shares accepted={} rejected={} blocks found={} workers={}",
         s.connections,
         s.channels,
         Hashrate(s.hashrate_estimate_hs),
         s.shares_accepted,
         s.shares_rejected,
-        s.blocks_found
+        s.blocks_found,
+        s.workers
     );
+    // Per worker (user identity: the extension 0x0002 TLV a proxy sends for each of its Sv1
+    // workers, else the channel's user_identity).
+    let mut busiest: Vec<&WorkerStats> = workers.iter().collect();
+    busiest.sort_by(|a, b| b.hashrate_estimate_hs.total_cmp(&a.hashrate_estimate_hs));
+    for w in busiest.iter().take(WORKER_LINES) {
+        println!(
+            "  worker {}: hashrate={} accepted={}",
+            w.user_identity.escape_debug(),
+            Hashrate(w.hashrate_estimate_hs),
+            w.shares_accepted
+        );
+    }
+    if busiest.len() > WORKER_LINES {
+        println!("  ... and {} more workers", busiest.len() - WORKER_LINES);
+    }
 }

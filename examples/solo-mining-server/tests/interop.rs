@@ -109,3 +109,65 @@ async fn sri_translator_aggregated_with_para_shares_accepted() {
 async fn sri_translator_per_miner_with_para_shares_accepted() {
     translator_with_para(false).await;
 }
+
+/// SRI's `translator_sv2` requiring extension 0x0002: our server negotiates it and counts
+/// para's shares under the worker name in each share's `user_identity` TLV (SRI sends the part
+/// of the Sv1 username after the first '.', here `interop`), not under the channel's account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sri_translator_worker_names_reach_our_per_worker_stats() {
+    let (mut server, port) = solo_server("").await;
+    let sv1_port = free_port();
+    let cfg = render_config(
+        "translator-aggregated.toml",
+        &[
+            ("DOWNSTREAM_HOST", "127.0.0.1".into()),
+            ("DOWNSTREAM_PORT", sv1_port.to_string()),
+            ("UPSTREAM_HOST", "127.0.0.1".into()),
+            ("UPSTREAM_PORT", port.to_string()),
+            ("MIN_HASHRATE", "10_000.0".into()),
+        ],
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("supported_extensions = []"));
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "supported_extensions = []",
+            "supported_extensions = [2]\nrequired_extensions = [2]",
+        ),
+    )
+    .unwrap();
+    let mut tproxy =
+        PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    tproxy.wait_for("listening on", 60).await;
+    let _para = PeerProcess::spawn(
+        &peer_bin("para"),
+        &[
+            "miner",
+            &format!("127.0.0.1:{sv1_port}"),
+            "--username",
+            &format!("{PARA_USER}.interop"),
+            "--password",
+            "x",
+            "--cpu-cores",
+            "1",
+        ],
+    );
+    tproxy.wait_for("SubmitSharesSuccess", 120).await;
+    // The status line is followed by one line per worker.
+    let line = server.wait_for("  worker interop: ", 60).await;
+    let n: u64 = line
+        .split("accepted=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 1, "{line}");
+    assert!(
+        !server
+            .log
+            .iter()
+            .any(|l| l.starts_with("  worker ") && !l.starts_with("  worker interop: ")),
+        "every share carried the worker name: {:?}",
+        server.log
+    );
+}

@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) vardiff: bool,
     pub(crate) power_of_two_difficulty: bool,
     pub(crate) require_version_rolling: bool,
+    pub(crate) worker_hashrate_tracking: bool,
     pub(crate) submit_timeout_secs: u64,
     pub(crate) extranonce_change: Change,
     pub(crate) resume_grace_secs: u64,
@@ -93,6 +94,7 @@ impl Default for Config {
             vardiff: t.vardiff,
             power_of_two_difficulty: t.power_of_two_difficulty,
             require_version_rolling: t.require_version_rolling,
+            worker_hashrate_tracking: t.worker_hashrate_tracking,
             submit_timeout_secs: t.submit_timeout.as_secs(),
             extranonce_change: Change::Reconnect,
             resume_grace_secs: t.resume_grace.as_secs(),
@@ -156,6 +158,7 @@ impl Config {
             vardiff: self.vardiff,
             power_of_two_difficulty: self.power_of_two_difficulty,
             require_version_rolling: self.require_version_rolling,
+            worker_hashrate_tracking: self.worker_hashrate_tracking,
             submit_timeout: Duration::from_secs(self.submit_timeout_secs.max(1)),
             extranonce_change: match self.extranonce_change {
                 Change::Reconnect => ExtranonceChange::Reconnect,
@@ -237,6 +240,10 @@ power_of_two_difficulty = false
 # Require the upstream to allow version rolling on every job (SetupConnection flag
 # REQUIRES_VERSION_ROLLING). With false, miners get version rolling only if the jobs allow it.
 require_version_rolling = true
+
+# Ask the upstream for Sv2 extension 0x0002 (worker-specific hashrate tracking); if it agrees,
+# every share carries the miner's worker name (its mining.authorize username, up to 32 bytes).
+worker_hashrate_tracking = true
 
 # A share without an upstream verdict within this many seconds is answered with an error.
 # Miners hear "true" only for shares the upstream accepted.

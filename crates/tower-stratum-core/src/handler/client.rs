@@ -4,6 +4,7 @@
 //! message. `Reconnect` is handled by the client service itself (spec 3.6.5).
 
 use super::{Actions, ConnectionContext, InboundMessage, SiblingMessage};
+use crate::extensions::ExtensionSet;
 use crate::message::{ExtensionMessage, Sv2Message};
 use crate::session::CloseReason;
 use std::future::Future;
@@ -48,6 +49,15 @@ pub trait Sv2MiningClientHandler: Send + 'static {
     /// not use the Mining Protocol (no connection is made). Default: `Some(0)`.
     fn setup_connection_flags(&self) -> Option<u32> {
         Some(0)
+    }
+
+    /// Extensions to request with `RequestExtensions` (extension `0x0001`) right after
+    /// `SetupConnection.Success`; the connection is reported established (and
+    /// `on_connection_added` called) once the server answered or the reply timeout passed,
+    /// with the negotiated set in [`ConnectionInfo::extensions`](crate::ConnectionInfo::extensions).
+    /// Default: none (no request is sent).
+    fn requested_extensions(&self) -> ExtensionSet {
+        ExtensionSet::EMPTY
     }
 
     common_methods!();
@@ -141,6 +151,15 @@ pub trait Sv2JobDeclarationClientHandler: Send + 'static {
         Some(0)
     }
 
+    /// Extensions to request with `RequestExtensions` (extension `0x0001`) right after
+    /// `SetupConnection.Success`; the connection is reported established (and
+    /// `on_connection_added` called) once the server answered or the reply timeout passed,
+    /// with the negotiated set in [`ConnectionInfo::extensions`](crate::ConnectionInfo::extensions).
+    /// Default: none (no request is sent).
+    fn requested_extensions(&self) -> ExtensionSet {
+        ExtensionSet::EMPTY
+    }
+
     common_methods!();
 
     ignore!(
@@ -171,6 +190,15 @@ pub trait Sv2TemplateDistributionClientHandler: Send + 'static {
     /// `SetupConnection.flags` for `protocol = 2`; `None` = not used. Default: `Some(0)`.
     fn setup_connection_flags(&self) -> Option<u32> {
         Some(0)
+    }
+
+    /// Extensions to request with `RequestExtensions` (extension `0x0001`) right after
+    /// `SetupConnection.Success`; the connection is reported established (and
+    /// `on_connection_added` called) once the server answered or the reply timeout passed,
+    /// with the negotiated set in [`ConnectionInfo::extensions`](crate::ConnectionInfo::extensions).
+    /// Default: none (no request is sent).
+    fn requested_extensions(&self) -> ExtensionSet {
+        ExtensionSet::EMPTY
     }
 
     common_methods!();
@@ -239,7 +267,8 @@ where
 {
     use crate::message::Subprotocol as P;
     let ctx = inbound.ctx;
-    match inbound.message {
+    // No server-to-client message takes TLV fields yet: they are dropped.
+    match inbound.message.without_tlvs() {
         Sv2Message::Mining(msg) => match msg {
             MiningOwned::OpenStandardMiningChannelSuccess(x) => {
                 m.handle_open_standard_mining_channel_success(ctx, x).await
@@ -299,7 +328,7 @@ where
         Sv2Message::Common(CommonMessagesOwned::ChannelEndpointChanged(x)) => {
             m.handle_channel_endpoint_changed(ctx, x).await
         }
-        Sv2Message::Common(_) => Actions::none(),
+        Sv2Message::Common(_) | Sv2Message::WithTlvs(_) => Actions::none(),
         Sv2Message::Extension(x) => match ctx.protocol() {
             P::Mining => m.handle_extension_message(ctx, x).await,
             P::JobDeclaration => j.handle_extension_message(ctx, x).await,

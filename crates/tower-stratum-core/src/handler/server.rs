@@ -1,6 +1,7 @@
 //! Server-side handler traits (messages a server receives) and their Null implementations.
 
 use super::{Actions, ConnectionContext, InboundMessage, SetupSupport, SiblingMessage};
+use crate::extensions::{ExtensionSupport, TlvFields};
 use crate::message::{ExtensionMessage, Sv2Message};
 use crate::session::{str0255, CloseReason};
 use std::future::Future;
@@ -43,6 +44,16 @@ pub trait Sv2MiningServerHandler: Send + 'static {
             supported_flags: 0,
             success_flags: 0,
         })
+    }
+
+    /// Extensions this handler supports and requires on its subprotocol, for Extensions
+    /// Negotiation (extension `0x0001`): the session answers `RequestExtensions` from it and
+    /// reports the result as [`ConnectionInfo::extensions`](crate::ConnectionInfo::extensions).
+    /// Non-empty support delays `on_connection_added` until the negotiation is over (see
+    /// [`Session`](crate::Session)). Default: none (every request gets
+    /// `RequestExtensions.Error`).
+    fn extension_support(&self) -> ExtensionSupport {
+        ExtensionSupport::default()
     }
 
     common_methods!();
@@ -133,6 +144,21 @@ pub trait Sv2MiningServerHandler: Send + 'static {
         async move { reply_if(m) }
     }
 
+    /// `SubmitSharesExtended` (0x1b) followed by TLV fields (spec 3.4.3) of extensions the
+    /// connection negotiated, e.g. extension `0x0002`'s `user_identity`
+    /// ([`TlvFields::user_identity_value`]). Only called when such fields are present; the
+    /// fields of extensions not negotiated are already dropped. Default: ignores the fields and
+    /// calls [`handle_submit_shares_extended`](Self::handle_submit_shares_extended).
+    fn handle_submit_shares_extended_with_tlvs(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: SubmitSharesExtendedOwned,
+        tlvs: TlvFields,
+    ) -> impl Future<Output = Actions> + Send {
+        let _ = tlvs;
+        self.handle_submit_shares_extended(ctx, msg)
+    }
+
     /// `SetCustomMiningJob` (0x22). Default: `SetCustomMiningJob.Error` `invalid-channel-id`.
     fn handle_set_custom_mining_job(
         &mut self,
@@ -171,6 +197,12 @@ pub trait Sv2JobDeclarationServerHandler: Send + 'static {
             supported_flags: 0,
             success_flags: 0,
         })
+    }
+
+    /// Extensions this handler supports and requires (extension `0x0001`); see
+    /// [`Sv2MiningServerHandler::extension_support`]. Default: none.
+    fn extension_support(&self) -> ExtensionSupport {
+        ExtensionSupport::default()
     }
 
     common_methods!();
@@ -234,6 +266,12 @@ pub trait Sv2TemplateDistributionServerHandler: Send + 'static {
             supported_flags: 0,
             success_flags: 0,
         })
+    }
+
+    /// Extensions this handler supports and requires (extension `0x0001`); see
+    /// [`Sv2MiningServerHandler::extension_support`]. Default: none.
+    fn extension_support(&self) -> ExtensionSupport {
+        ExtensionSupport::default()
     }
 
     common_methods!();
@@ -326,7 +364,12 @@ where
 {
     use crate::message::Subprotocol as P;
     let ctx = inbound.ctx;
-    match inbound.message {
+    // TLV fields reach only the methods that take them; the others get the bare message.
+    let (message, tlvs) = match inbound.message {
+        Sv2Message::WithTlvs(m) => (m.message, Some(m.tlvs)),
+        m => (m, None),
+    };
+    match message {
         Sv2Message::Mining(msg) => match msg {
             MiningOwned::OpenStandardMiningChannel(x) => {
                 m.handle_open_standard_mining_channel(ctx, x).await
@@ -337,7 +380,10 @@ where
             MiningOwned::UpdateChannel(x) => m.handle_update_channel(ctx, x).await,
             MiningOwned::CloseChannel(x) => m.handle_close_channel(ctx, x).await,
             MiningOwned::SubmitSharesStandard(x) => m.handle_submit_shares_standard(ctx, x).await,
-            MiningOwned::SubmitSharesExtended(x) => m.handle_submit_shares_extended(ctx, x).await,
+            MiningOwned::SubmitSharesExtended(x) => match tlvs {
+                Some(t) => m.handle_submit_shares_extended_with_tlvs(ctx, x, t).await,
+                None => m.handle_submit_shares_extended(ctx, x).await,
+            },
             MiningOwned::SetCustomMiningJob(x) => m.handle_set_custom_mining_job(ctx, x).await,
             _ => Actions::none(),
         },
@@ -367,6 +413,6 @@ where
             P::JobDeclaration => j.handle_extension_message(ctx, x).await,
             P::TemplateDistribution => t.handle_extension_message(ctx, x).await,
         },
-        Sv2Message::Common(_) => Actions::none(),
+        Sv2Message::Common(_) | Sv2Message::WithTlvs(_) => Actions::none(),
     }
 }
