@@ -374,6 +374,21 @@ fn merge_errors(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) 
     }
 }
 
+/// Every error of the run. A worker's `done` errors already include its `ready` ones (its
+/// counters are cumulative), so per kind the larger of the two sums is the total; taking the
+/// larger keeps the connection-phase errors of a worker that never reported `done`.
+fn all_errors(
+    ready: &BTreeMap<String, u64>,
+    done: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut all = done.clone();
+    for (k, v) in ready {
+        let e = all.entry(k.clone()).or_insert(0);
+        *e = (*e).max(*v);
+    }
+    all
+}
+
 fn summarize_done(workers: &Workers) -> DoneReport {
     let mut d = DoneReport {
         latency: Histogram::default(),
@@ -503,8 +518,7 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
     // 4. The report.
     let (ready, connect_secs, handshake_secs) = summarize_ready(&run.workers);
     let done = summarize_done(&run.workers);
-    let mut errors = ready.errors.clone();
-    merge_errors(&mut errors, &done.errors);
+    let errors = all_errors(&ready.errors, &done.errors);
     let plan = &run.plan;
     let established = ready.established;
     let shares = plan.shares.as_ref().map(|s| {
@@ -605,4 +619,23 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
             peak_rss_kib: gen_peak,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_counted_once() {
+        let ready = BTreeMap::from([("connect: refused".to_owned(), 3), ("x".to_owned(), 1)]);
+        let done = BTreeMap::from([
+            ("connect: refused".to_owned(), 3),
+            ("rejected: 23".to_owned(), 5),
+        ]);
+        let all = all_errors(&ready, &done);
+        assert_eq!(all["connect: refused"], 3);
+        assert_eq!(all["rejected: 23"], 5);
+        assert_eq!(all["x"], 1);
+    }
 }
