@@ -434,6 +434,13 @@ fn summarize_done(workers: &Workers) -> DoneReport {
     d
 }
 
+/// Wall-clock time, seconds since the Unix epoch (0 if the clock is before it).
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn rate(n: f64, secs: f64) -> f64 {
     if secs > 0.0 {
         n / secs
@@ -496,8 +503,10 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         run.workers.tell("go");
     }
     let window_start = Instant::now();
+    let window_start_unix = unix_secs();
     run.pump(window_start + run.plan.window)?;
     let window_secs = window_start.elapsed().as_secs_f64();
+    let window_end_unix = unix_secs();
     let server_end = match run.plan.server_pid {
         Some(pid) => Some((procfs::memory(pid)?, procfs::cpu_secs(pid, ticks)?)),
         None => None,
@@ -541,6 +550,8 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         let window_sent = done.sent_at_stop;
         SharesSection {
             window_secs,
+            window_start_unix_secs: window_start_unix,
+            window_end_unix_secs: window_end_unix,
             target_rate: (s.rate_per_conn > 0.0).then_some(s.rate_per_conn * established as f64),
             in_flight: s.in_flight,
             sent: window_sent,

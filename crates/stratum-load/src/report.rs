@@ -117,6 +117,11 @@ pub(crate) struct ConnectSection {
 pub(crate) struct SharesSection {
     /// From `go` to `stop`, seconds.
     pub(crate) window_secs: f64,
+    /// When `go` was sent, wall clock, seconds since the Unix epoch (to line the window up with
+    /// other processes' logs, e.g. an upstream's counters).
+    pub(crate) window_start_unix_secs: f64,
+    /// When `stop` was sent, wall clock, seconds since the Unix epoch.
+    pub(crate) window_end_unix_secs: f64,
     /// Offered rate over all connections (shares/s); `None` = flat out.
     pub(crate) target_rate: Option<f64>,
     /// Window of unacknowledged shares per connection.
