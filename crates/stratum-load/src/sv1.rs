@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant, MissedTickBehavior};
 use tokio_util::codec::Framed;
 use tower_stratum_sv1::{
-    Authorize, ClientMessage, ConfigureResult, Id, Response, ServerMessage, Subscribe,
-    SubscribeResult, Sv1ClientCodec, Sv1CodecError, Sv1ParseError,
+    Authorize, ClientMessage, ConfigureResult, Id, ParseErrorKind, Response, ServerMessage,
+    Subscribe, SubscribeResult, Sv1ClientCodec, Sv1CodecError, Sv1ParseError,
 };
 
 /// Longest line accepted from the proxy, bytes (a `mining.notify` is a few hundred bytes to a
@@ -78,11 +78,35 @@ fn message(
         None => Err(ConnError::Closed(stage)),
         Some(Err(e)) => Err(ConnError::Io(e.to_string())),
         Some(Ok(Err(e))) => {
-            stats.count_error(format!("unparsable line from the proxy: {}", e.kind));
+            stats.count_error(unparsable(&e));
             Ok(None)
         }
         Some(Ok(Ok(m))) => Ok(Some(m)),
     }
+}
+
+/// The error key of a line that does not parse: the method (if any) and a coarse reason, so
+/// the number of distinct keys stays small whatever the proxy sends.
+fn unparsable(e: &Sv1ParseError) -> String {
+    let why = match &e.kind {
+        ParseErrorKind::Json(_) => "not JSON",
+        ParseErrorKind::NotAnObject => "not an object",
+        ParseErrorKind::InvalidId => "invalid id",
+        ParseErrorKind::InvalidMethod => "invalid method",
+        ParseErrorKind::NotAMessage => "not a request or response",
+        ParseErrorKind::InvalidParams(_) => "invalid params",
+        ParseErrorKind::InvalidResult(_) => "invalid result",
+        ParseErrorKind::WrongDirection => "client-to-server method",
+        _ => "other",
+    };
+    let method: String = e
+        .method
+        .as_deref()
+        .unwrap_or("-")
+        .chars()
+        .take(40)
+        .collect();
+    format!("unparsable line from the proxy: {method}: {why}")
 }
 
 async fn send(link: &mut Sv1Link, m: ClientMessage) -> Result<(), ConnError> {
@@ -519,4 +543,25 @@ pub(crate) async fn submit_shares(
         .unacknowledged
         .fetch_add(pending.len() as u64, Relaxed);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn unparsable_lines_are_counted_under_few_keys() {
+        let key = |line: &str| unparsable(&ServerMessage::parse_line(line.as_bytes()).unwrap_err());
+        assert_eq!(key("{nope"), "unparsable line from the proxy: -: not JSON");
+        assert_eq!(key("{nope, at another column"), key("{nope"));
+        assert_eq!(
+            key(r#"{"id":null,"method":"mining.notify","params":[1]}"#),
+            "unparsable line from the proxy: mining.notify: invalid params"
+        );
+        assert_eq!(
+            key(r#"{"id":1,"method":"mining.submit","params":[]}"#),
+            "unparsable line from the proxy: mining.submit: client-to-server method"
+        );
+    }
 }
