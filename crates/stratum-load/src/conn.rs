@@ -56,8 +56,10 @@ pub(crate) enum ConnError {
     Malformed(&'static str),
     /// The server closed our channel (`CloseChannel`), with its reason code.
     ChannelClosed(String),
-    /// The server asked us to reconnect elsewhere (`Reconnect`).
+    /// The server asked us to reconnect elsewhere (`Reconnect`, Sv1 `client.reconnect`).
     Reconnect,
+    /// An Sv1 set-up request (the named method) was answered with an error or `false`.
+    Sv1Refused(&'static str, String),
 }
 
 impl ConnError {
@@ -75,6 +77,7 @@ impl ConnError {
             ConnError::Malformed(what) => format!("malformed: {what}"),
             ConnError::ChannelClosed(reason) => format!("CloseChannel: {reason}"),
             ConnError::Reconnect => "Reconnect received".to_owned(),
+            ConnError::Sv1Refused(method, e) => format!("{method} refused: {e}"),
         }
     }
 }
@@ -129,7 +132,10 @@ async fn send(link: &mut Link, m: Option<Sv2Message>) -> Result<(), ConnError> {
         .map_err(|e| ConnError::Io(e.to_string()))
 }
 
-async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+pub(crate) async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,

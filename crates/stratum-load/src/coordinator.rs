@@ -10,7 +10,7 @@ use crate::hist::Histogram;
 use crate::procfs::{self, MachineTimes};
 use crate::report::{
     kib, thousands, ConnectSection, HoldSection, LoadGenSection, Machine, Report, ServerSection,
-    SharesSection,
+    SharesSection, Sv1Section,
 };
 use crate::spec::{
     ConnSpec, DoneReport, Progress, ReadyReport, ShareSpec, WorkerEvent, WorkerSpec,
@@ -315,8 +315,9 @@ fn spawn_workers(plan: &Plan) -> Result<(Workers, Events), String> {
     Ok((workers, rx))
 }
 
-/// Retries one probe connection (handshake + SetupConnection) until it succeeds or `limit`
-/// passes; a server that is not yet serving is either refused or silent.
+/// Retries one probe connection (Sv2: handshake + SetupConnection; Sv1: set-up up to the
+/// first job) until it succeeds or `limit` passes; a server that is not yet serving is either
+/// refused or silent.
 fn wait_ready(conn: &crate::spec::ConnSpec, limit: Duration) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -333,13 +334,23 @@ fn wait_ready(conn: &crate::spec::ConnSpec, limit: Duration) -> Result<(), Strin
         channel: None,
         ..conn.clone()
     };
+    let stats = crate::worker::Stats::default();
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + limit;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             let attempt = (tokio::time::Instant::now() + Duration::from_secs(3)).min(deadline);
-            match crate::conn::establish(&probe, authority, None, 0, attempt).await {
-                Ok(_) => return Ok(()),
+            // Sv1: a miner set up up to its first job (the proxy has its upstream channel).
+            let r = match &probe.sv1 {
+                Some(sv1) => crate::sv1::establish(&probe, sv1, None, 0, attempt, &stats)
+                    .await
+                    .map(drop),
+                None => crate::conn::establish(&probe, authority, None, 0, attempt)
+                    .await
+                    .map(drop),
+            };
+            match r {
+                Ok(()) => return Ok(()),
                 Err(e) => last = e.kind(),
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -362,6 +373,7 @@ fn summarize_ready(workers: &Workers) -> (ReadyReport, f64, f64) {
         r.setup.merge(&x.setup);
         r.channel.merge(&x.channel);
         merge_errors(&mut r.errors, &x.errors);
+        r.version_rolling_granted += x.version_rolling_granted;
         secs = secs.max(x.connect_secs);
         hs_secs = hs_secs.max(x.handshake_secs);
     }
@@ -372,6 +384,21 @@ fn merge_errors(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) 
     for (k, v) in from {
         *into.entry(k.clone()).or_insert(0) += v;
     }
+}
+
+/// Every error of the run. A worker's `done` errors already include its `ready` ones (its
+/// counters are cumulative), so per kind the larger of the two sums is the total; taking the
+/// larger keeps the connection-phase errors of a worker that never reported `done`.
+fn all_errors(
+    ready: &BTreeMap<String, u64>,
+    done: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut all = done.clone();
+    for (k, v) in ready {
+        let e = all.entry(k.clone()).or_insert(0);
+        *e = (*e).max(*v);
+    }
+    all
 }
 
 fn summarize_done(workers: &Workers) -> DoneReport {
@@ -399,8 +426,19 @@ fn summarize_done(workers: &Workers) -> DoneReport {
         d.window_full += x.window_full;
         d.latency.merge(&x.latency);
         merge_errors(&mut d.errors, &x.errors);
+        d.difficulty_range = match (d.difficulty_range, x.difficulty_range) {
+            (Some((a, b)), Some((c, e))) => Some((a.min(c), b.max(e))),
+            (r, None) | (None, r) => r,
+        };
     }
     d
+}
+
+/// Wall-clock time, seconds since the Unix epoch (0 if the clock is before it).
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn rate(n: f64, secs: f64) -> f64 {
@@ -465,8 +503,10 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         run.workers.tell("go");
     }
     let window_start = Instant::now();
+    let window_start_unix = unix_secs();
     run.pump(window_start + run.plan.window)?;
     let window_secs = window_start.elapsed().as_secs_f64();
+    let window_end_unix = unix_secs();
     let server_end = match run.plan.server_pid {
         Some(pid) => Some((procfs::memory(pid)?, procfs::cpu_secs(pid, ticks)?)),
         None => None,
@@ -503,14 +543,15 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
     // 4. The report.
     let (ready, connect_secs, handshake_secs) = summarize_ready(&run.workers);
     let done = summarize_done(&run.workers);
-    let mut errors = ready.errors.clone();
-    merge_errors(&mut errors, &done.errors);
+    let errors = all_errors(&ready.errors, &done.errors);
     let plan = &run.plan;
     let established = ready.established;
     let shares = plan.shares.as_ref().map(|s| {
         let window_sent = done.sent_at_stop;
         SharesSection {
             window_secs,
+            window_start_unix_secs: window_start_unix,
+            window_end_unix_secs: window_end_unix,
             target_rate: (s.rate_per_conn > 0.0).then_some(s.rate_per_conn * established as f64),
             in_flight: s.in_flight,
             sent: window_sent,
@@ -565,14 +606,31 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
         tool: "stratum-load",
         version: env!("CARGO_PKG_VERSION"),
         mode: plan.mode,
+        protocol: if plan.conn.sv1.is_some() {
+            "sv1"
+        } else {
+            "sv2"
+        },
         command: plan.command.clone(),
         addr: plan.conn.addr.to_string(),
-        transport: match (plan.conn.plaintext, plan.conn.authority_key.is_some()) {
-            (true, _) => "plaintext",
-            (false, true) => "noise",
-            (false, false) => "noise-unauthenticated",
+        transport: match (
+            plan.conn.sv1.is_some(),
+            plan.conn.plaintext,
+            plan.conn.authority_key.is_some(),
+        ) {
+            (true, _, _) => "tcp",
+            (false, true, _) => "plaintext",
+            (false, false, true) => "noise",
+            (false, false, false) => "noise-unauthenticated",
         },
-        channel: plan.conn.channel,
+        channel: plan.conn.channel.filter(|_| plan.conn.sv1.is_none()),
+        sv1: plan.conn.sv1.as_ref().map(|s| Sv1Section {
+            version_rolling_mask: format!("{:08x}", s.version_rolling_mask),
+            version_rolling_granted: ready.version_rolling_granted,
+            suggested_difficulty: s.suggest_difficulty,
+            difficulty_min: done.difficulty_range.map(|r| r.0),
+            difficulty_max: done.difficulty_range.map(|r| r.1),
+        }),
         connections: plan.connections,
         processes: plan.processes,
         threads_per_process: plan.threads,
@@ -605,4 +663,23 @@ pub(crate) fn run(plan: Plan) -> Result<Report, String> {
             peak_rss_kib: gen_peak,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_counted_once() {
+        let ready = BTreeMap::from([("connect: refused".to_owned(), 3), ("x".to_owned(), 1)]);
+        let done = BTreeMap::from([
+            ("connect: refused".to_owned(), 3),
+            ("rejected: 23".to_owned(), 5),
+        ]);
+        let all = all_errors(&ready, &done);
+        assert_eq!(all["connect: refused"], 3);
+        assert_eq!(all["rejected: 23"], 5);
+        assert_eq!(all["x"], 1);
+    }
 }

@@ -1,14 +1,27 @@
 //! `stratum-load`: a load generator for Stratum V2 mining servers (any Sv2 server: ours, SRI's
-//! `pool_sv2`, …).
+//! `pool_sv2`, …) and for Stratum V1 endpoints (translator proxies such as our
+//! `translator-proxy` or SRI's `translator_sv2`, Sv1 pools).
 //!
 //! ```text
 //! stratum-load shares  --addr 127.0.0.1:34254 --authority-key <base58> -n 1000 \
 //!                      [--channel standard|extended] [--rate 5000 | flat out] [--in-flight 4] \
 //!                      [--duration-secs 10] [--server-pid PID] [--json]
+//! stratum-load shares  --addr stratum+tcp://127.0.0.1:34255 -n 1000 [--rate 5000] ...   # Sv1
 //! stratum-load connect --addr 127.0.0.1:34254 --authority-key <base58> -n 19000 \
 //!                      --sources 4 [--hold-secs 5] [--server-pid PID] [--json]
 //! stratum-load noise-baseline [--iterations 2000] [--json]
 //! ```
+//!
+//! Sv1 (`--sv1`, or an address written `stratum+tcp://host:port` / `sv1://host:port`): each
+//! connection is a miner over plain TCP that sends `mining.configure` (version rolling,
+//! `--sv1-version-mask`), `mining.subscribe`, `mining.suggest_difficulty`
+//! (`--sv1-suggest-difficulty`, the lowest difficulty by default) and `mining.authorize`, waits
+//! for its first `mining.notify`, then submits `mining.submit` shares exactly like the Sv2 mode
+//! (rate, in flight, window, drain). Shares meet the difficulty the proxy set (a few nonces
+//! hashed per share, none a block) when that difficulty is trivially low; otherwise they are
+//! sent below target and a truthful proxy rejects them: the report counts answers `true` as
+//! accepted and errors/`false` as rejected, by code. "Acknowledged" and the latency count every
+//! answer, whatever the verdict. Same table, JSON and progress line as Sv2.
 //!
 //! - `shares`: N connections, each Noise (or `--plaintext`) + SetupConnection + one standard or
 //!   extended channel, then valid shares for `--duration-secs`, flat out or at `--rate` shares/s
@@ -38,11 +51,13 @@ mod msgs;
 mod procfs;
 mod report;
 mod spec;
+mod sv1;
+mod sv1_work;
 mod worker;
 
 use clap::{Args, Parser, Subcommand};
 use job::ChannelKind;
-use spec::{ConnSpec, ShareSpec};
+use spec::{ConnSpec, ShareSpec, Sv1Spec};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -74,11 +89,55 @@ enum Cmd {
     },
 }
 
+/// `--addr`: `ip:port`, or `stratum+tcp://ip:port` / `sv1://ip:port` (implies `--sv1`).
+#[derive(Debug, Clone, Copy)]
+struct Endpoint {
+    addr: SocketAddr,
+    sv1: bool,
+}
+
+/// Parses an [`Endpoint`].
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (rest, sv1) = match s
+        .strip_prefix("stratum+tcp://")
+        .or_else(|| s.strip_prefix("sv1://"))
+    {
+        Some(r) => (r.trim_end_matches('/'), true),
+        None => (s, false),
+    };
+    rest.parse()
+        .map(|addr| Endpoint { addr, sv1 })
+        .map_err(|e| format!("{s:?}: {e} (expected ip:port or stratum+tcp://ip:port)"))
+}
+
+/// A `u32` written as hex, with or without `0x`.
+fn parse_hex_u32(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s:?}: {e}"))
+}
+
 #[derive(Debug, Args)]
 struct Common {
-    /// Server address, ip:port.
-    #[arg(long)]
-    addr: SocketAddr,
+    /// Server address: ip:port (Sv2, or Sv1 with --sv1), or stratum+tcp://ip:port (Sv1).
+    #[arg(long, value_parser = parse_endpoint)]
+    addr: Endpoint,
+    /// Speak Stratum V1 over plain TCP (a translator proxy's or pool's Sv1 port): each
+    /// connection is a miner (mining.configure, subscribe, suggest_difficulty, authorize).
+    #[arg(long, conflicts_with_all = ["authority_key", "plaintext"])]
+    sv1: bool,
+    /// Sv1: `version-rolling.mask` asked for in mining.configure, hex; 0 = send no
+    /// mining.configure (no version rolling).
+    #[arg(long, default_value = "1fffe000", value_parser = parse_hex_u32)]
+    sv1_version_mask: u32,
+    /// Sv1: `version-rolling.min-bit-count` asked for in mining.configure.
+    #[arg(long, default_value_t = 2)]
+    sv1_min_bit_count: u32,
+    /// Sv1: share difficulty asked for with mining.suggest_difficulty after mining.subscribe
+    /// (the proxy clamps it to its own floor); 0 = not sent.
+    #[arg(long, default_value_t = 1e-12)]
+    sv1_suggest_difficulty: f64,
+    /// Sv1: mining.authorize password.
+    #[arg(long, default_value = "x")]
+    sv1_password: String,
     /// Authority public key that must sign the server's Noise certificate (base58check, SRI's
     /// format). Without it (and without --plaintext) the server is NOT authenticated.
     #[arg(long, conflicts_with = "plaintext")]
@@ -120,7 +179,8 @@ struct Common {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
-    /// `user_identity` of each channel (`.<connection index>` is appended).
+    /// `user_identity` of each channel, Sv1 username of each miner (`.<connection index>` is
+    /// appended).
     #[arg(long, default_value = "stratum-load")]
     user_identity: String,
     /// `nominal_hash_rate` announced when opening channels, H/s. Tiny by default, so the
@@ -238,10 +298,19 @@ fn plan(
         processes as u64 <= c.connections,
         "--processes must not exceed --connections",
     )?;
+    let sv1 = c.sv1 || c.addr.sv1;
+    check(
+        !(sv1 && (c.authority_key.is_some() || c.plaintext)),
+        "--authority-key and --plaintext are Sv2 options (Sv1 is plain TCP)",
+    )?;
+    check(
+        c.sv1_suggest_difficulty.is_finite() && c.sv1_suggest_difficulty >= 0.0,
+        "--sv1-suggest-difficulty must be finite and >= 0",
+    )?;
     if let Some(key) = &c.authority_key {
         key.parse::<tower_stratum_codec::AuthorityPublicKey>()
             .map_err(|e| format!("--authority-key: {e}"))?;
-    } else if !c.plaintext {
+    } else if !c.plaintext && !sv1 {
         eprintln!(
             "stratum-load: WARNING: no --authority-key: the server's Noise certificate is not checked"
         );
@@ -262,7 +331,7 @@ fn plan(
         mode,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         conn: ConnSpec {
-            addr: c.addr,
+            addr: c.addr.addr,
             plaintext: c.plaintext,
             authority_key: c.authority_key.clone(),
             setup,
@@ -272,6 +341,13 @@ fn plan(
             min_extranonce_size: c.min_extranonce_size,
             avoid_blocks,
             connect_timeout_ms: u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX),
+            sv1: sv1.then(|| Sv1Spec {
+                version_rolling_mask: c.sv1_version_mask,
+                version_rolling_min_bit_count: c.sv1_min_bit_count,
+                suggest_difficulty: (c.sv1_suggest_difficulty > 0.0)
+                    .then_some(c.sv1_suggest_difficulty),
+                password: c.sv1_password.clone(),
+            }),
         },
         shares,
         connections: c.connections,
@@ -425,5 +501,63 @@ mod tests {
             panic!("not shares");
         };
         assert!(shares_plan(&a).is_err());
+    }
+
+    fn shares(args: &[&str]) -> Result<coordinator::Plan, String> {
+        let mut argv = vec!["stratum-load", "shares"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Cmd::Shares(a) = cli.command else {
+            panic!("not shares");
+        };
+        shares_plan(&a)
+    }
+
+    #[test]
+    fn sv1_by_flag_or_url() {
+        let p = shares(&["--addr", "stratum+tcp://127.0.0.1:3333/", "-n", "2"]).unwrap();
+        let sv1 = p.conn.sv1.unwrap();
+        assert_eq!(p.conn.addr, "127.0.0.1:3333".parse().unwrap());
+        assert_eq!(sv1.version_rolling_mask, 0x1fff_e000);
+        assert_eq!(sv1.suggest_difficulty, Some(1e-12));
+        assert_eq!(sv1.password, "x");
+
+        let p = shares(&[
+            "--addr",
+            "127.0.0.1:3333",
+            "--sv1",
+            "--sv1-version-mask",
+            "0x0",
+            "--sv1-suggest-difficulty",
+            "0",
+        ])
+        .unwrap();
+        let sv1 = p.conn.sv1.unwrap();
+        assert_eq!(sv1.version_rolling_mask, 0);
+        assert_eq!(sv1.suggest_difficulty, None);
+
+        let p = shares(&["--addr", "sv1://127.0.0.1:1"]).unwrap();
+        assert!(p.conn.sv1.is_some());
+        // Sv2 by default.
+        assert!(shares(&["--addr", "127.0.0.1:1", "--plaintext"])
+            .unwrap()
+            .conn
+            .sv1
+            .is_none());
+    }
+
+    #[test]
+    fn sv1_refuses_sv2_options() {
+        assert!(shares(&["--addr", "127.0.0.1:1", "--sv1", "--plaintext"]).is_err());
+        let e = shares(&["--addr", "stratum+tcp://127.0.0.1:1", "--plaintext"]).unwrap_err();
+        assert!(e.contains("Sv2 options"), "{e}");
+        assert!(shares(&["--addr", "http://127.0.0.1:1"]).is_err());
+        assert!(shares(&[
+            "--addr",
+            "127.0.0.1:1",
+            "--sv1",
+            "--sv1-suggest-difficulty=-1"
+        ])
+        .is_err());
     }
 }

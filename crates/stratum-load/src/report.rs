@@ -2,8 +2,11 @@
 //! a human-readable table.
 //!
 //! Units: durations in seconds (`*_secs`) or microseconds (`*_us`), memory in KiB (`*_kib`),
-//! rates per second (`*_per_sec`). Latencies are submit -> `SubmitShares.Success`/`.Error`
-//! (batched successes acknowledge every share up to their `last_sequence_number`).
+//! rates per second (`*_per_sec`), difficulties as Sv1 share difficulty (relative to the
+//! difficulty-1 target `0xffff << 208`). Latencies are submit -> `SubmitShares.Success`/`.Error`
+//! (Sv2; batched successes acknowledge every share up to their `last_sequence_number`) or
+//! `mining.submit` -> its answer, whatever the verdict (Sv1: `true`, `false` or an error all
+//! acknowledge a share; only `true` counts as accepted).
 
 use crate::hist::Summary;
 use crate::job::ChannelKind;
@@ -20,14 +23,19 @@ pub(crate) struct Report {
     pub(crate) version: &'static str,
     /// `"shares"` or `"connect"`.
     pub(crate) mode: &'static str,
+    /// `"sv2"` or `"sv1"`.
+    pub(crate) protocol: &'static str,
     /// The command line that produced it.
     pub(crate) command: String,
     /// Server address.
     pub(crate) addr: String,
-    /// `"noise"` (authenticated), `"noise-unauthenticated"` or `"plaintext"`.
+    /// `"noise"` (authenticated), `"noise-unauthenticated"` or `"plaintext"` (Sv2); `"tcp"`
+    /// (Sv1).
     pub(crate) transport: &'static str,
-    /// Channel type opened on each connection, if any.
+    /// Channel type opened on each connection, if any (Sv2).
     pub(crate) channel: Option<ChannelKind>,
+    /// Sv1 set-up and difficulty (Sv1 only).
+    pub(crate) sv1: Option<Sv1Section>,
     /// Connections asked for.
     pub(crate) connections: u64,
     /// Worker processes.
@@ -63,6 +71,23 @@ pub(crate) struct Machine {
     pub(crate) idle_percent_window: f64,
 }
 
+/// Sv1 miners: what was asked for and what the proxy gave.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Sv1Section {
+    /// `version-rolling.mask` asked for in `mining.configure` (8 hex digits; `00000000`: no
+    /// `mining.configure` sent).
+    pub(crate) version_rolling_mask: String,
+    /// Miners the proxy granted version rolling.
+    pub(crate) version_rolling_granted: u64,
+    /// Difficulty asked for with `mining.suggest_difficulty` (`None`: not sent).
+    pub(crate) suggested_difficulty: Option<f64>,
+    /// Lowest share difficulty the proxy set for a miner (`mining.set_difficulty`), at set-up
+    /// or at the end of the share window.
+    pub(crate) difficulty_min: Option<f64>,
+    /// Highest share difficulty the proxy set for a miner.
+    pub(crate) difficulty_max: Option<f64>,
+}
+
 /// Connection set-up results.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ConnectSection {
@@ -74,13 +99,16 @@ pub(crate) struct ConnectSection {
     pub(crate) secs: f64,
     /// Connections fully set up per second: `established / secs`.
     pub(crate) connections_per_sec: f64,
-    /// Noise handshakes per second: `established / (time to the last handshake)`.
+    /// Noise handshakes (Sv1: TCP connects) per second: `established / (time to the last
+    /// handshake)`.
     pub(crate) handshakes_per_sec: f64,
-    /// TCP connect + Noise handshake, µs.
+    /// TCP connect + Noise handshake (Sv1: TCP connect), µs.
     pub(crate) handshake: Summary,
-    /// `SetupConnection` -> `.Success`, µs.
+    /// `SetupConnection` -> `.Success` (Sv1: `mining.configure` -> the `mining.authorize`
+    /// answer), µs.
     pub(crate) setup: Summary,
-    /// `Open…MiningChannel` -> first job, µs.
+    /// `Open…MiningChannel` -> first job (Sv1: the `mining.authorize` answer -> the first
+    /// `mining.notify`), µs.
     pub(crate) channel: Summary,
 }
 
@@ -89,13 +117,18 @@ pub(crate) struct ConnectSection {
 pub(crate) struct SharesSection {
     /// From `go` to `stop`, seconds.
     pub(crate) window_secs: f64,
+    /// When `go` was sent, wall clock, seconds since the Unix epoch (to line the window up with
+    /// other processes' logs, e.g. an upstream's counters).
+    pub(crate) window_start_unix_secs: f64,
+    /// When `stop` was sent, wall clock, seconds since the Unix epoch.
+    pub(crate) window_end_unix_secs: f64,
     /// Offered rate over all connections (shares/s); `None` = flat out.
     pub(crate) target_rate: Option<f64>,
     /// Window of unacknowledged shares per connection.
     pub(crate) in_flight: u32,
     /// Shares sent during the window.
     pub(crate) sent: u64,
-    /// Shares acknowledged during the window.
+    /// Shares acknowledged during the window (Sv1: answered, whatever the verdict).
     pub(crate) acked: u64,
     /// `sent / window_secs`.
     pub(crate) sent_per_sec: f64,
@@ -103,11 +136,11 @@ pub(crate) struct SharesSection {
     pub(crate) acked_per_sec: f64,
     /// After the drain: shares sent in total.
     pub(crate) sent_total: u64,
-    /// After the drain: answered by `SubmitShares.Success`.
+    /// After the drain: answered by `SubmitShares.Success` (Sv1: `true`).
     pub(crate) accepted: u64,
-    /// After the drain: answered by `SubmitShares.Error`.
+    /// After the drain: answered by `SubmitShares.Error` (Sv1: an error or `false`).
     pub(crate) rejected: u64,
-    /// Sum of the server's `new_submits_accepted_count`.
+    /// Sum of the server's `new_submits_accepted_count` (Sv2; 0 for Sv1).
     pub(crate) server_accepted: u64,
     /// Never answered within the drain.
     pub(crate) unacknowledged: u64,
@@ -115,7 +148,7 @@ pub(crate) struct SharesSection {
     pub(crate) latency: Summary,
     /// Shares that were blocks (network target met).
     pub(crate) blocks: u64,
-    /// Shares sent below the channel target (search budget exhausted).
+    /// Shares sent below the channel's (Sv1: the miner's) target (search budget exhausted).
     pub(crate) below_target: u64,
     /// sha256d computed by the load generator per share sent.
     pub(crate) hashes_per_share: f64,
@@ -241,8 +274,9 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             o,
-            "stratum-load {}: {} over {}{}; {} connections from {} process(es) x {} thread(s), {} source address(es)",
+            "stratum-load {} ({}): {} over {}{}; {} connections from {} process(es) x {} thread(s), {} source address(es)",
             self.mode,
+            self.protocol,
             self.addr,
             self.transport,
             channel,
@@ -260,16 +294,46 @@ impl Report {
         let _ = writeln!(o, "\nconnections");
         let _ = writeln!(
             o,
-            "  established        {} ({} failed) in {:.2} s: {}/s set up, {} Noise handshakes/s",
+            "  established        {} ({} failed) in {:.2} s: {}/s set up, {} {}/s",
             thousands(c.established as f64),
             thousands(c.failed as f64),
             c.secs,
             thousands(c.connections_per_sec),
-            thousands(c.handshakes_per_sec)
+            thousands(c.handshakes_per_sec),
+            if self.sv1.is_some() {
+                "TCP connects"
+            } else {
+                "Noise handshakes"
+            }
         );
-        let _ = writeln!(o, "  TCP + handshake    {}", summary_line(&c.handshake));
-        let _ = writeln!(o, "  SetupConnection    {}", summary_line(&c.setup));
-        let _ = writeln!(o, "  channel + 1st job  {}", summary_line(&c.channel));
+        let (hs, setup, ch) = if self.sv1.is_some() {
+            (
+                "TCP connect      ",
+                "configure..auth  ",
+                "1st notify       ",
+            )
+        } else {
+            (
+                "TCP + handshake  ",
+                "SetupConnection  ",
+                "channel + 1st job",
+            )
+        };
+        let _ = writeln!(o, "  {hs}  {}", summary_line(&c.handshake));
+        let _ = writeln!(o, "  {setup}  {}", summary_line(&c.setup));
+        let _ = writeln!(o, "  {ch}  {}", summary_line(&c.channel));
+        if let Some(v) = &self.sv1 {
+            let d = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:e}"));
+            let _ = writeln!(
+                o,
+                "  Sv1                version rolling {} asked, granted to {}; suggested difficulty {}; proxy set {} .. {}",
+                v.version_rolling_mask,
+                thousands(v.version_rolling_granted as f64),
+                d(v.suggested_difficulty),
+                d(v.difficulty_min),
+                d(v.difficulty_max)
+            );
+        }
         if let Some(s) = &self.shares {
             let rate = s
                 .target_rate
@@ -292,14 +356,21 @@ impl Report {
                 thousands(s.acked as f64),
                 thousands(s.acked_per_sec)
             );
+            let server_count = if self.sv1.is_some() {
+                " (acknowledged = answered, whatever the verdict)".to_owned()
+            } else {
+                format!(
+                    " (server counted {} accepted)",
+                    thousands(s.server_accepted as f64)
+                )
+            };
             let _ = writeln!(
                 o,
-                "  after drain        {} sent: {} accepted, {} rejected, {} unacknowledged (server counted {} accepted)",
+                "  after drain        {} sent: {} accepted, {} rejected, {} unacknowledged{server_count}",
                 thousands(s.sent_total as f64),
                 thousands(s.accepted as f64),
                 thousands(s.rejected as f64),
                 thousands(s.unacknowledged as f64),
-                thousands(s.server_accepted as f64)
             );
             let _ = writeln!(o, "  ack latency        {}", summary_line(&s.latency));
             let _ = writeln!(

@@ -39,6 +39,25 @@ pub(crate) struct ConnSpec {
     pub(crate) avoid_blocks: bool,
     /// Deadline for TCP connect, handshake, setup and the channel's first job, ms.
     pub(crate) connect_timeout_ms: u64,
+    /// `Some`: speak Stratum V1 to a proxy (plain TCP) instead of Sv2; `plaintext`,
+    /// `authority_key`, `channel`, `nominal_hash_rate` and `min_extranonce_size` do not apply.
+    #[serde(default)]
+    pub(crate) sv1: Option<Sv1Spec>,
+}
+
+/// How each Sv1 miner sets up (see `crate::sv1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Sv1Spec {
+    /// `version-rolling.mask` asked for in `mining.configure`; 0 = no `mining.configure` (and
+    /// no version rolling).
+    pub(crate) version_rolling_mask: u32,
+    /// `version-rolling.min-bit-count` asked for.
+    pub(crate) version_rolling_min_bit_count: u32,
+    /// Difficulty asked for with `mining.suggest_difficulty` after `mining.subscribe`
+    /// (`None`: not sent).
+    pub(crate) suggest_difficulty: Option<f64>,
+    /// `mining.authorize` password.
+    pub(crate) password: String,
 }
 
 /// How each connection submits shares.
@@ -112,6 +131,9 @@ pub(crate) struct ReadyReport {
     pub(crate) channel: Histogram,
     /// Failures by kind.
     pub(crate) errors: BTreeMap<String, u64>,
+    /// Sv1: miners whose `mining.configure` granted version rolling.
+    #[serde(default)]
+    pub(crate) version_rolling_granted: u64,
 }
 
 /// Share-phase results of one worker.
@@ -142,6 +164,10 @@ pub(crate) struct DoneReport {
     pub(crate) latency: Histogram,
     /// Errors and rejections by kind (`rejected: <error_code>`, …).
     pub(crate) errors: BTreeMap<String, u64>,
+    /// Sv1: lowest and highest share difficulty the proxy had set, over the miners, when they
+    /// were set up and when they stopped submitting (`None`: no `mining.set_difficulty`).
+    #[serde(default)]
+    pub(crate) difficulty_range: Option<(f64, f64)>,
 }
 
 /// A line a worker writes on its stdout.

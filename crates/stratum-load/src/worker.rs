@@ -4,7 +4,7 @@
 
 use crate::conn::{self, ConnError};
 use crate::hist::AtomicHistogram;
-use crate::spec::{DoneReport, Progress, ReadyReport, WorkerEvent, WorkerSpec};
+use crate::spec::{DoneReport, Progress, ReadyReport, Sv1Spec, WorkerEvent, WorkerSpec};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -36,7 +36,7 @@ pub(crate) enum Phase {
 
 /// Counters shared by a worker's connection tasks (relaxed atomics; errors under a mutex that
 /// is never held across an `.await`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Stats {
     pub(crate) established: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -61,12 +61,67 @@ pub(crate) struct Stats {
     pub(crate) latency: AtomicHistogram,
     /// Nanoseconds after the worker's start when the last handshake completed.
     pub(crate) last_handshake_ns: AtomicU64,
+    /// Sv1: miners granted version rolling.
+    pub(crate) version_rolling_granted: AtomicU64,
+    /// Sv1: lowest and highest difficulty set by the proxy (`f64` bits; positive `f64`s order
+    /// like their bits). `u64::MAX` / 0 while none.
+    difficulty_min_bits: AtomicU64,
+    difficulty_max_bits: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Woken whenever `settled` or `drained` moves.
     notify: Notify,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            established: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            server_accepted: AtomicU64::new(0),
+            unacknowledged: AtomicU64::new(0),
+            blocks: AtomicU64::new(0),
+            below_target: AtomicU64::new(0),
+            hashes: AtomicU64::new(0),
+            window_full: AtomicU64::new(0),
+            handshake: AtomicHistogram::default(),
+            setup: AtomicHistogram::default(),
+            channel: AtomicHistogram::default(),
+            latency: AtomicHistogram::default(),
+            last_handshake_ns: AtomicU64::new(0),
+            version_rolling_granted: AtomicU64::new(0),
+            difficulty_min_bits: AtomicU64::new(u64::MAX),
+            difficulty_max_bits: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            notify: Notify::new(),
+        }
+    }
+}
+
 impl Stats {
+    /// Records a share difficulty the proxy set (positive and finite; others are ignored).
+    pub(crate) fn record_difficulty(&self, d: f64) {
+        if d.is_finite() && d > 0.0 {
+            self.difficulty_min_bits.fetch_min(d.to_bits(), Relaxed);
+            self.difficulty_max_bits.fetch_max(d.to_bits(), Relaxed);
+        }
+    }
+
+    /// The lowest and highest difficulty recorded, if any.
+    pub(crate) fn difficulty_range(&self) -> Option<(f64, f64)> {
+        let (lo, hi) = (
+            self.difficulty_min_bits.load(Relaxed),
+            self.difficulty_max_bits.load(Relaxed),
+        );
+        (lo != u64::MAX).then(|| (f64::from_bits(lo), f64::from_bits(hi)))
+    }
+
     /// Counts one error of `kind`.
     pub(crate) fn count_error(&self, kind: String) {
         if let Ok(mut m) = self.errors.lock() {
@@ -183,6 +238,9 @@ async fn connection(
     let source = (!spec.sources.is_empty())
         .then(|| spec.sources[(index % spec.sources.len() as u64) as usize])
         .map(IpAddr::V4);
+    if let Some(sv1) = &spec.conn.sv1 {
+        return sv1_connection(index, &spec, sv1, source, gate, stats, started, phase).await;
+    }
     let settle = |ok: bool| {
         if ok {
             stats.established.fetch_add(1, Relaxed);
@@ -232,6 +290,84 @@ async fn connection(
             }
         }
         _ => conn::hold(&mut est.link, &mut phase).await,
+    };
+    if let Err(e) = ended {
+        stats.closed.fetch_add(1, Relaxed);
+        stats.count_error(e.kind());
+    }
+}
+
+/// [`connection`] for an Sv1 miner.
+#[allow(clippy::too_many_arguments)]
+async fn sv1_connection(
+    index: u64,
+    spec: &WorkerSpec,
+    sv1: &Sv1Spec,
+    source: Option<IpAddr>,
+    gate: Arc<Semaphore>,
+    stats: Arc<Stats>,
+    started: Instant,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let settle = |ok: bool| {
+        if ok {
+            stats.established.fetch_add(1, Relaxed);
+        } else {
+            stats.failed.fetch_add(1, Relaxed);
+        }
+        stats.settled.fetch_add(1, Relaxed);
+        stats.notify.notify_one();
+    };
+    let established = {
+        let Ok(_permit) = gate.acquire().await else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_millis(spec.conn.connect_timeout_ms);
+        crate::sv1::establish(&spec.conn, sv1, source, index, deadline, &stats).await
+    };
+    let mut est = match established {
+        Ok(e) => e,
+        Err(e) => {
+            stats.count_error(e.kind());
+            settle(false);
+            return;
+        }
+    };
+    let t = est.timings;
+    stats.handshake.record(t.handshake);
+    if let Some(s) = t.setup {
+        stats.setup.record(s);
+    }
+    if let Some(c) = t.channel {
+        stats.channel.record(c);
+    }
+    if est.version_rolling {
+        stats.version_rolling_granted.fetch_add(1, Relaxed);
+    }
+    if let Some(d) = est.miner.as_ref().and_then(|m| m.difficulty()) {
+        stats.record_difficulty(d);
+    }
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    stats.last_handshake_ns.fetch_max(ns, Relaxed);
+    settle(true);
+
+    let ended = match (&spec.shares, est.miner.as_mut()) {
+        (Some(shares), Some(miner)) => {
+            let offset = spread(index, shares.rate_per_conn);
+            let r =
+                crate::sv1::submit_shares(&mut est.link, miner, shares, offset, &mut phase, &stats)
+                    .await;
+            if let Some(d) = miner.difficulty() {
+                stats.record_difficulty(d);
+            }
+            stats.drained.fetch_add(1, Relaxed);
+            stats.notify.notify_one();
+            match r {
+                Ok(()) => crate::sv1::hold(&mut est.link, Some(miner), &mut phase, &stats).await,
+                Err(e) => Err(e),
+            }
+        }
+        (_, miner) => crate::sv1::hold(&mut est.link, miner, &mut phase, &stats).await,
     };
     if let Err(e) = ended {
         stats.closed.fetch_add(1, Relaxed);
@@ -289,6 +425,7 @@ async fn run(spec: WorkerSpec, authority: Option<AuthorityPublicKey>) {
         setup: stats.setup.snapshot(),
         channel: stats.channel.snapshot(),
         errors: stats.errors(),
+        version_rolling_granted: stats.version_rolling_granted.load(Relaxed),
     };
     emit(&WorkerEvent::Ready(ready));
 
@@ -330,6 +467,7 @@ async fn run(spec: WorkerSpec, authority: Option<AuthorityPublicKey>) {
         window_full: stats.window_full.load(Relaxed),
         latency: stats.latency.snapshot(),
         errors: stats.errors(),
+        difficulty_range: stats.difficulty_range(),
     };
     emit(&WorkerEvent::Done(done));
 

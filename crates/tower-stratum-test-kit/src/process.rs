@@ -224,15 +224,21 @@ pub fn status_count(line: &str, field: &str) -> u64 {
 /// rate (30 shares/min per channel), a 3 s vardiff period, a status line every second and
 /// `extra` appended to its TOML config; returns it once listening, with its port.
 pub async fn solo_server(bin: &std::path::Path, extra: &str) -> (PeerProcess, u16) {
-    let port = free_port();
-    let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nshares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n{extra}"
+    solo_server_with(
+        bin,
+        &format!(
+            "shares_per_minute = 30.0\nvardiff_period_secs = 3\nstatus_interval_secs = 1\n{extra}"
         ),
     )
-    .unwrap();
+    .await
+}
+
+/// Starts our `solo-mining-server` binary (`bin`) on a free loopback port with `config` as the
+/// rest of its TOML config (everything but `listen`); returns it once listening, with its port.
+pub async fn solo_server_with(bin: &std::path::Path, config: &str) -> (PeerProcess, u16) {
+    let port = free_port();
+    let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
     let mut server = PeerProcess::spawn(bin, &["--config", cfg.to_str().unwrap()]);
     server.wait_for("Sv2 mining server listening", 60).await;
     (server, port)

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) status_interval_secs: u64,
     pub(crate) failover_attempts: u32,
     pub(crate) failback_interval_secs: u64,
+    pub(crate) upstream_outbound_queue: usize,
     pub(crate) upstreams: Vec<Upstream>,
 }
 
@@ -104,6 +105,9 @@ impl Default for Config {
             status_interval_secs: 5,
             failover_attempts: 3,
             failback_interval_secs: 60,
+            upstream_outbound_queue: tower_stratum_translator::TranslatorServiceConfig::default()
+                .client
+                .outbound_queue,
             upstreams: vec![Upstream::default()],
         }
     }
@@ -189,6 +193,9 @@ impl Config {
         if upstreams.is_empty() {
             return Err("at least one [[upstreams]] entry is required".into());
         }
+        if self.upstream_outbound_queue == 0 {
+            return Err("upstream_outbound_queue must be at least 1".into());
+        }
         let mut cfg = TranslatorServiceConfig {
             translator,
             upstreams,
@@ -196,6 +203,7 @@ impl Config {
             failback_interval: secs(self.failback_interval_secs),
             ..TranslatorServiceConfig::default()
         };
+        cfg.client.outbound_queue = self.upstream_outbound_queue;
         cfg.sv1.session.setup_timeout = secs(self.setup_timeout_secs);
         cfg.sv1.session.inactivity_timeout = secs(self.inactivity_timeout_secs);
         Ok(cfg)
@@ -274,6 +282,11 @@ status_interval_secs = {status}
 failover_attempts = {fa}
 failback_interval_secs = {fb}
 
+# Messages queued toward the upstream, at most (shares forwarded and not yet written). When it
+# is full the upstream connection is dropped as a slow peer and every miner is reconnected, so
+# keep it above the number of shares your miners can have in flight together.
+upstream_outbound_queue = {oq}
+
 # Upstreams in order of preference. The default is solo-mining-server's default address and
 # SRI's PUBLIC test authority key; use your pool's key.
 [[upstreams]]
@@ -300,6 +313,7 @@ user_identity = "translator-proxy"
         status = d.status_interval_secs,
         fa = d.failover_attempts,
         fb = d.failback_interval_secs,
+        oq = d.upstream_outbound_queue,
     )
 }
 
@@ -319,6 +333,14 @@ mod tests {
         assert_eq!(svc.upstreams[0].address, "127.0.0.1:34254");
         assert!(svc.upstreams[0].authority_key.is_some());
         assert_eq!(svc.translator.extranonce2_size, 4);
+        assert_eq!(svc.client.outbound_queue, 256);
+        let c: Config = toml::from_str("upstream_outbound_queue = 4096").unwrap();
+        assert_eq!(c.to_service_config().unwrap().client.outbound_queue, 4096);
+        let c: Config = toml::from_str("upstream_outbound_queue = 0").unwrap();
+        assert!(c
+            .to_service_config()
+            .unwrap_err()
+            .contains("outbound_queue"));
     }
 
     #[test]
