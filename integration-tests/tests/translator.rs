@@ -1190,7 +1190,8 @@ fn worker_counts(w: &[tower_stratum_mining::WorkerStats]) -> Vec<(String, u64)> 
 }
 
 /// Two Sv1 workers behind one translator: the server counts each one's accepted shares
-/// under its Sv1 worker name (the second cut to 32 bytes), none under the channel's account.
+/// under its Sv1 worker name (`account.worker`: the worker, cut to 32 bytes), none under the
+/// channel's account.
 async fn worker_names_reach_the_mining_server(mode: ChannelMode) {
     let mut solo = start_solo_server(true).await;
     let (t, addr) = start_translator(translator_config(vec![solo.upstream()], mode)).await;
@@ -1208,7 +1209,10 @@ async fn worker_names_reach_the_mining_server(mode: ChannelMode) {
     let workers = solo.tick().await;
     assert_eq!(
         worker_counts(&workers),
-        [("alice".to_string(), 2), (long[..32].to_string(), 1)],
+        [
+            ("alice".to_string(), 2),
+            ("rig-with-a-name-longer-than-32-bytes"[..32].to_string(), 1)
+        ],
         "{workers:?}"
     );
     assert!(

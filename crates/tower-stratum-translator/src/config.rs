@@ -77,8 +77,9 @@ pub struct TranslatorConfig {
     pub keepalive_interval: Option<Duration>,
     /// Request extension `0x0002` (Worker-Specific Hashrate Tracking) from the upstream with
     /// `RequestExtensions` (extension `0x0001`). When the upstream negotiates it, every
-    /// `SubmitSharesExtended` carries the miner's Sv1 worker name (its `mining.authorize`
-    /// username, cut to 32 bytes at a character boundary) as the `user_identity` TLV, so the
+    /// `SubmitSharesExtended` carries the miner's Sv1 worker name ([`crate::worker_name`] of its
+    /// `mining.authorize` username: the part after the first `.` of `account.worker`, else the
+    /// whole name; cut to 32 bytes at a character boundary) as the `user_identity` TLV, so the
     /// pool sees per-worker hashrate even on an aggregated channel. An upstream that refuses
     /// or ignores the request gets no TLV (one reply timeout,
     /// `ClientConfig::extensions_timeout`, if it ignores it). Default `true`.

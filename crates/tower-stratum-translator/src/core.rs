@@ -310,6 +310,17 @@ fn respond(conn: ConnectionId, r: Response) -> Option<Sv1Action> {
     (!r.id.is_null()).then(|| send(conn, ServerMessage::Response(r)))
 }
 
+/// The worker part of an Sv1 username: after the first `.` of the usual `account.worker`
+/// form (as SRI's `translator_sv2` does), else the whole name. The account is the channel's
+/// `user_identity` already; the 32-byte `user_identity` TLV then names the worker, not a
+/// truncated account shared by all its workers.
+pub fn worker_name(username: &str) -> &str {
+    match username.split_once('.') {
+        Some((_, worker)) if !worker.is_empty() => worker,
+        _ => username,
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -807,7 +818,7 @@ impl TranslatorCore {
             out.push(a);
         }
         if self.cfg.worker_hashrate_tracking {
-            m.worker = Some(TlvFields::user_identity(&msg.username));
+            m.worker = Some(TlvFields::user_identity(worker_name(&msg.username)));
         }
         let first = !m.authorized;
         m.authorized = true;
@@ -1850,5 +1861,22 @@ impl TranslatorCore {
         let work: f64 = self.accepted_window.iter().map(|(_, d)| d).sum();
         s.hashrate = work * HASHES_PER_DIFFICULTY_1 / window;
         s
+    }
+}
+
+#[cfg(test)]
+mod worker_name_tests {
+    use super::worker_name;
+
+    #[test]
+    fn worker_is_the_part_after_the_first_dot_else_the_whole_name() {
+        assert_eq!(
+            worker_name("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig-07"),
+            "rig-07"
+        );
+        assert_eq!(worker_name("acct.rig.a"), "rig.a");
+        assert_eq!(worker_name("alice"), "alice");
+        assert_eq!(worker_name("acct."), "acct.");
+        assert_eq!(worker_name(".w"), "w");
     }
 }

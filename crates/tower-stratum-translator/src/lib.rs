@@ -29,7 +29,8 @@
 //! - Upstream failover along an ordered list, with fail-back to the primary.
 //! - Worker-specific hashrate tracking (extension `0x0002`, requested by default): when the
 //!   upstream negotiates it, every `SubmitSharesExtended` carries the miner's Sv1 worker name
-//!   (its `mining.authorize` username, at most 32 bytes) as the `user_identity` TLV
+//!   ([`worker_name`] of its `mining.authorize` username: after the first `.`, at most 32
+//!   bytes) as the `user_identity` TLV
 //!   ([`TranslatorConfig::worker_hashrate_tracking`]).
 //!
 //! ```no_run
@@ -59,8 +60,8 @@ mod service;
 mod stats;
 
 pub use crate::core::{
-    map_upstream_error, TranslatorCore, UpstreamEvent, AGGREGATED_LOCAL_BYTES, BAD_EXTRANONCE2,
-    BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_UNAVAILABLE,
+    map_upstream_error, worker_name, TranslatorCore, UpstreamEvent, AGGREGATED_LOCAL_BYTES,
+    BAD_EXTRANONCE2, BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_UNAVAILABLE,
 };
 pub use config::{ChannelMode, ConfigError, ExtranonceChange, TranslatorConfig, UpstreamConfig};
 pub use handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};

@@ -435,8 +435,9 @@ fn upstream_error_codes_map_to_sv1_codes() {
 #[test]
 fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
     use tower_stratum_core::extensions::MAX_USER_IDENTITY_LEN;
-    // 31 ASCII bytes, then a 2-byte character that does not fit the 32-byte field.
-    let username = format!("{}ü.rig-01", "a".repeat(31));
+    // `account.worker`: the worker is 31 ASCII bytes, then a 2-byte character that does not
+    // fit the 32-byte field.
+    let username = format!("acct.{}ü", "a".repeat(31));
     for negotiated in [true, false] {
         let t0 = Instant::now();
         let mut core = TranslatorCore::new(
