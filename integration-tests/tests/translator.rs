@@ -682,6 +682,47 @@ async fn a_share_without_upstream_verdict_is_never_true() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_beyond_max_pending_are_answered_busy_and_the_upstream_stays() {
+    let mut pool = start_pool(0xab, true).await;
+    let mut cfg = translator_config(vec![pool.upstream()], ChannelMode::Aggregated);
+    cfg.translator.max_pending_shares = 2;
+    cfg.translator.submit_timeout = Duration::from_secs(1);
+    let (t, addr) = start_translator(cfg).await;
+    let mut m = Miner::ready(addr, None, false).await;
+    pool.cmd(PoolCmd::Verdict(Verdict::Silent)).await;
+    // Two shares forwarded and left without a verdict; the third is answered busy at once.
+    let mut ids = vec![];
+    for en2 in 1..=2 {
+        let s = m.share(&m.job(), true, None, en2);
+        let id = m.next_id;
+        m.next_id += 1;
+        let line = serde_json::json!({"id": id, "method": "mining.submit", "params": [
+            s.worker_name, s.job_id, hex(&s.extranonce2), format!("{:08x}", s.ntime), format!("{:08x}", s.nonce)]});
+        m.send_line(&line.to_string()).await;
+        pool.share().await;
+        ids.push(id);
+    }
+    let r = m.submit_valid(3).await;
+    assert_eq!(code(&r), Some(20), "{r}");
+    assert_eq!(r["error"][1], tower_stratum_translator::UPSTREAM_BUSY);
+    let st = stats_until(&t, |s| s.shares_pending == 2).await;
+    assert_eq!(st.shares_rejected.get("upstream-busy"), Some(&1), "{st:?}");
+    // The two time out (answered 20, "no verdict"); verdicts resume: room again, and the
+    // same connection's next share is accepted.
+    for id in ids {
+        let r = m.response(id).await;
+        assert_eq!(r["error"][1], tower_stratum_translator::NO_VERDICT, "{r}");
+    }
+    pool.cmd(PoolCmd::Verdict(Verdict::Accept)).await;
+    let r = m.submit_valid(4).await;
+    assert_eq!(r["result"], true, "{r}");
+    let st = stats_until(&t, |s| s.upstream_connected && s.shares_accepted >= 1).await;
+    assert_eq!(st.upstream_index, Some(0));
+    t.shutdown().await;
+    pool.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_sessions_get_their_answer_and_other_miners_keep_mining() {
     let mut pool = start_pool(0xab, true).await;
     let (t, addr) = start_translator(translator_config(

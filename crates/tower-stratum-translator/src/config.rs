@@ -58,6 +58,12 @@ pub struct TranslatorConfig {
     /// A share forwarded upstream without a verdict (`SubmitShares.Success`/`.Error`) within
     /// this long is answered `[20, "No verdict from upstream"]`. Default 60 s.
     pub submit_timeout: Duration,
+    /// At most this many shares forwarded upstream and awaiting a verdict, over all miners.
+    /// A share beyond it is answered at once `[20, "Upstream busy"]` (counted as
+    /// `upstream-busy`), never queued without bound nor silently dropped. The translator sizes
+    /// its upstream outbound queue and sibling queues above this bound, so a burst never
+    /// overflows them (which would drop the upstream connection as a slow peer). Default 4096.
+    pub max_pending_shares: usize,
     /// Miners without `mining.extranonce.subscribe` when their extranonce1 must change.
     /// Default [`ExtranonceChange::Reconnect`].
     pub extranonce_change: ExtranonceChange,
@@ -99,6 +105,7 @@ impl Default for TranslatorConfig {
             power_of_two_difficulty: false,
             require_version_rolling: true,
             submit_timeout: Duration::from_secs(60),
+            max_pending_shares: 4096,
             extranonce_change: ExtranonceChange::Reconnect,
             resume_grace: Duration::from_secs(60),
             update_channel_interval: Duration::from_secs(60),
@@ -141,6 +148,9 @@ impl TranslatorConfig {
         }
         if !pos(f64::from(self.shares_per_minute)) {
             return Err(ConfigError::NotPositive("shares_per_minute"));
+        }
+        if self.max_pending_shares == 0 {
+            return Err(ConfigError::NotPositive("max_pending_shares"));
         }
         if !pos(self.min_difficulty) {
             return Err(ConfigError::NotPositive("min_difficulty"));

@@ -47,6 +47,8 @@ const HASHRATE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Message of the error-20 answer to a share the upstream could not receive.
 pub const UPSTREAM_UNAVAILABLE: &str = "Upstream unavailable";
+/// Message of the error-20 answer to a share beyond `max_pending_shares`.
+pub const UPSTREAM_BUSY: &str = "Upstream busy";
 /// Message of the error-20 answer to a share without an upstream verdict in time.
 pub const NO_VERDICT: &str = "No verdict from upstream";
 /// Message of the error-20 answer to a share with the wrong extranonce2 length.
@@ -264,7 +266,8 @@ impl Slots {
 /// or version bits outside the granted mask (20). Upstream errors map to Sv1 codes
 /// (`stale-share`/`invalid-job-id` 21, `duplicate-share` 22, `difficulty-too-low` 23,
 /// `invalid-user-identity`/`unknown-user` 24, others 20). A share the upstream never answers
-/// within `submit_timeout`, or that is in flight when the upstream connection drops, gets 20.
+/// within `submit_timeout`, or that is in flight when the upstream connection drops, gets 20;
+/// so does one arriving while `max_pending_shares` already await a verdict (`Upstream busy`).
 /// The cost: one upstream round trip per share before the miner hears back.
 ///
 /// Every miner's difficulty is at least its channel's upstream difficulty (the target is
@@ -1047,6 +1050,9 @@ impl TranslatorCore {
         };
         let version = rolled_version(job.notify.version, share.version_bits, mask);
         let upstream_job = job.upstream_id;
+        if self.pending.len() >= self.cfg.max_pending_shares {
+            return local_reject(self, "upstream-busy", Sv1Error::new(20, UPSTREAM_BUSY));
+        }
         if let Some(m) = self.miners.get_mut(&conn) {
             if m.seen.len() >= MAX_SEEN {
                 m.seen.clear();

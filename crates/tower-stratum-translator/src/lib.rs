@@ -61,7 +61,7 @@ mod stats;
 
 pub use crate::core::{
     map_upstream_error, worker_name, TranslatorCore, UpstreamEvent, AGGREGATED_LOCAL_BYTES,
-    BAD_EXTRANONCE2, BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_UNAVAILABLE,
+    BAD_EXTRANONCE2, BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_BUSY, UPSTREAM_UNAVAILABLE,
 };
 pub use config::{ChannelMode, ConfigError, ExtranonceChange, TranslatorConfig, UpstreamConfig};
 pub use handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};

@@ -25,9 +25,11 @@ pub struct TranslatorServiceConfig {
     /// Upstreams in order of preference (at least one). The first is the primary.
     pub upstreams: Vec<UpstreamConfig>,
     /// The Sv1 server (deadlines, line length, queues). Default [`Sv1ServerConfig::default`].
+    /// Its `sibling_queue` is raised to at least `translator.max_pending_shares + 256`.
     pub sv1: Sv1ServerConfig,
     /// The Sv2 client (timeouts, reconnect backoff); its endpoints are ignored (taken from
-    /// `upstreams`). Default [`ClientConfig::default`].
+    /// `upstreams`). Default [`ClientConfig::default`]. Its `outbound_queue` is raised to at
+    /// least `translator.max_pending_shares + 256`.
     pub client: ClientConfig,
     /// With several upstreams: move to the next one after this many consecutive failed
     /// connection attempts. Default 3. (A single upstream is retried forever.)
@@ -98,13 +100,19 @@ impl TranslatorHandle {
 /// # Errors
 /// [`ConfigError`] when the configuration is unusable.
 pub fn spawn<L: Listener>(
-    config: TranslatorServiceConfig,
+    mut config: TranslatorServiceConfig,
     listener: L,
 ) -> Result<TranslatorHandle, ConfigError> {
     config.translator.validate()?;
     if config.upstreams.is_empty() {
         return Err(ConfigError::NoUpstream);
     }
+    // Every queue on the share path (Sv1 hub -> router -> upstream client -> its connection)
+    // holds more than the shares allowed in flight, so a burst is answered "busy" by the
+    // core instead of overflowing a queue (which drops the upstream as a slow peer).
+    let share_path = config.translator.max_pending_shares.saturating_add(256);
+    config.sv1.sibling_queue = config.sv1.sibling_queue.max(share_path);
+    config.client.outbound_queue = config.client.outbound_queue.max(share_path);
     let now = tokio::time::Instant::now().into_std();
     let (stats_tx, stats_rx) = watch::channel(TranslatorStats::default());
     let handler = TranslatorSv1Handler::new(

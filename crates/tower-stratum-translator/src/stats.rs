@@ -23,7 +23,7 @@ pub struct TranslatorStats {
     pub shares_accepted: u64,
     /// Shares rejected, by reason: local checks (`job-not-found`, `stale`, `duplicate`,
     /// `low-difficulty`, `bad-extranonce2-size`, `version-bits`, `upstream-unavailable`,
-    /// `no-verdict`) and upstream errors (`upstream:<spec error code>`).
+    /// `upstream-busy`, `no-verdict`) and upstream errors (`upstream:<spec error code>`).
     pub shares_rejected: BTreeMap<String, u64>,
     /// Shares forwarded upstream and still awaiting a verdict.
     pub shares_pending: usize,

@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) require_version_rolling: bool,
     pub(crate) worker_hashrate_tracking: bool,
     pub(crate) submit_timeout_secs: u64,
+    pub(crate) max_pending_shares: usize,
     pub(crate) extranonce_change: Change,
     pub(crate) resume_grace_secs: u64,
     pub(crate) keepalive_secs: u64,
@@ -97,6 +98,7 @@ impl Default for Config {
             require_version_rolling: t.require_version_rolling,
             worker_hashrate_tracking: t.worker_hashrate_tracking,
             submit_timeout_secs: t.submit_timeout.as_secs(),
+            max_pending_shares: t.max_pending_shares,
             extranonce_change: Change::Reconnect,
             resume_grace_secs: t.resume_grace.as_secs(),
             keepalive_secs: t.keepalive_interval.map(|d| d.as_secs()).unwrap_or(0),
@@ -164,6 +166,7 @@ impl Config {
             require_version_rolling: self.require_version_rolling,
             worker_hashrate_tracking: self.worker_hashrate_tracking,
             submit_timeout: Duration::from_secs(self.submit_timeout_secs.max(1)),
+            max_pending_shares: self.max_pending_shares,
             extranonce_change: match self.extranonce_change {
                 Change::Reconnect => ExtranonceChange::Reconnect,
                 Change::Close => ExtranonceChange::Close,
@@ -250,12 +253,17 @@ power_of_two_difficulty = false
 require_version_rolling = true
 
 # Ask the upstream for Sv2 extension 0x0002 (worker-specific hashrate tracking); if it agrees,
-# every share carries the miner's worker name (its mining.authorize username, up to 32 bytes).
+# every share carries the miner's worker name (the part of its mining.authorize username
+# after the first ".", else the whole name; up to 32 bytes).
 worker_hashrate_tracking = true
 
 # A share without an upstream verdict within this many seconds is answered with an error.
 # Miners hear "true" only for shares the upstream accepted.
 submit_timeout_secs = {st}
+
+# Shares forwarded upstream and awaiting a verdict, over all miners, at most; a share beyond
+# it is answered at once with error 20 "Upstream busy" (never queued without bound).
+max_pending_shares = {mp}
 
 # Miners that did not subscribe to extranonce changes, when their extranonce1 must change
 # (upstream reconnect or failover): "reconnect" (client.reconnect, then close) or "close".
@@ -282,9 +290,8 @@ status_interval_secs = {status}
 failover_attempts = {fa}
 failback_interval_secs = {fb}
 
-# Messages queued toward the upstream, at most (shares forwarded and not yet written). When it
-# is full the upstream connection is dropped as a slow peer and every miner is reconnected, so
-# keep it above the number of shares your miners can have in flight together.
+# Messages queued toward the upstream, at most (shares forwarded and not yet written). The
+# translator raises it to at least max_pending_shares + 256, so shares never overflow it.
 upstream_outbound_queue = {oq}
 
 # Upstreams in order of preference. The default is solo-mining-server's default address and
@@ -306,6 +313,7 @@ user_identity = "translator-proxy"
         mind = d.min_difficulty,
         maxd = d.max_difficulty,
         st = d.submit_timeout_secs,
+        mp = d.max_pending_shares,
         rg = d.resume_grace_secs,
         ka = d.keepalive_secs,
         setup = d.setup_timeout_secs,
