@@ -14,6 +14,31 @@
 //! All codecs check a frame's declared size against their maximum before buffering it, and stop
 //! for good after a fatal error ([`CodecError::Dead`]).
 //!
+//! # Build your binary with `--cfg poly1305_force_soft`
+//!
+//! The Noise transport's cipher is ChaCha20-Poly1305 from the RustCrypto crates under SRI's
+//! `noise_sv2` (`chacha20poly1305` 0.10, `poly1305` 0.8). On x86-64 with AVX2, `poly1305`
+//! picks its AVX2 backend at run time, and for Sv2's small frames (every frame is two AEAD
+//! messages: the 6-byte header and the payload, 20–60 bytes for shares and their replies) that
+//! backend is about three times slower than its portable one: its per-message setup and
+//! finalization dominate. Measured with this crate's `codec` bench on a 2-core x86-64 VM
+//! (AVX2), one `SubmitSharesExtended` frame (71 bytes on the wire): Noise encode 2.72 µs →
+//! 0.90 µs, decode 2.76 µs → 0.98 µs with the cfg (see `docs/PERFORMANCE.md`, "Codec").
+//!
+//! A library cannot set a cfg for its dependencies, so **binaries that use it should**:
+//! put this in the `.cargo/config.toml` of the workspace that builds it (this repository's does)
+//!
+//! ```toml
+//! [build]
+//! rustflags = ["--cfg", "poly1305_force_soft"]
+//! ```
+//!
+//! or build with `RUSTFLAGS="--cfg poly1305_force_soft"` (a `RUSTFLAGS` variable replaces the
+//! config file's flags: add the cfg to it if you set one). The cfg changes only which
+//! `poly1305` backend is compiled in, not its output (both compute the same tags). The AVX2
+//! backend's advantage is on long messages (kilobyte templates and jobs), which are rare next
+//! to shares; where the two cross was not measured.
+//!
 //! # Example
 //!
 //! A Noise connection over an in-memory pipe:
