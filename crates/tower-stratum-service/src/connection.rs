@@ -3,24 +3,33 @@
 //! It only moves bytes and time: it runs the transport handshake, feeds received frames and
 //! timer expiries to the session, writes what the session and the handlers want sent, and
 //! reports lifecycle events to the hub.
+//!
+//! After the handshake the task is an event loop. Each wake-up handles up to [`BATCH`] events
+//! that are ready without waiting (frames already received, answers from the inbound stack,
+//! messages the hub queued), feeding every reply into the write buffer, then flushes once: when
+//! nothing more is ready (so a reply never waits for more input) or when the batch is full
+//! (then the task also yields, so a busy connection cannot starve others on its thread).
 
 use crate::hub::{ConnHandle, HubInput, Outbound};
 use crate::inbound::InboundStack;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tower_stratum_codec::{
-    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, PlainCodec, Sv2Codec,
+    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, CodecError, PlainCodec,
+    Sv2Codec,
 };
 use tower_stratum_core::{
-    Action, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage, Session,
+    Action, Actions, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage, Session,
     SessionOutput, Sv2Message,
 };
 use tracing::{debug, info, warn, Instrument};
@@ -95,7 +104,7 @@ where
         peer,
         transport,
         mut session,
-        mut stack,
+        stack,
         hub,
         cancel,
         max_payload,
@@ -146,152 +155,342 @@ where
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
-    let mut out_tx = Some(out_tx);
-    let mut ctx: Option<ConnectionContext> = None;
-    let mut closing: Option<CloseReason> = None;
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
     // Cancelled by the hub when this client's queue overflows (slow-consumer policy).
     let evict = CancellationToken::new();
-    let guard = Guard {
-        cancel: &cancel,
-        evict: &evict,
-        write_timeout,
+    let shell = Shell {
+        id,
+        peer,
+        framed,
+        session,
+        stack,
+        hub,
+        out_tx: Some(out_tx),
+        out_rx,
+        ctx: None,
+        guard: Guard {
+            cancel,
+            evict,
+            write_timeout,
+        },
+        in_flight: FuturesOrdered::new(),
+        max_in_flight: MAX_IN_FLIGHT,
+        held: None,
+        closing: None,
+        unflushed: false,
     };
+    shell.run().await
+}
 
-    loop {
-        // 2. Perform everything the session produced.
-        while let Some(out) = session.poll_output() {
-            match out {
-                SessionOutput::Transmit(m) => {
-                    if let Err(r) = guard.run(feed(&mut framed, m)).await {
-                        session.close(r);
+/// Events handled per wake-up before the task flushes and yields: bounds the work one busy
+/// connection does before others get the thread, and the replies buffered before a write.
+const BATCH: u32 = 32;
+
+/// Messages handed to the inbound stack whose answers are outstanding, at most: one, so a
+/// connection's messages are handled strictly one at a time.
+const MAX_IN_FLIGHT: usize = 1;
+
+/// An established (or setting up) connection after the transport handshake: the event loop.
+struct Shell<IO, S: InboundStack> {
+    id: ConnectionId,
+    peer: Option<SocketAddr>,
+    framed: Framed<IO, Sv2Codec>,
+    session: Session,
+    stack: S,
+    hub: mpsc::Sender<HubInput>,
+    /// Handed to the hub (in `Added`) once established.
+    out_tx: Option<mpsc::Sender<Outbound>>,
+    out_rx: mpsc::Receiver<Outbound>,
+    ctx: Option<ConnectionContext>,
+    guard: Guard,
+    /// Calls into the inbound stack, answered in the order the messages arrived.
+    in_flight: FuturesOrdered<tracing::instrument::Instrumented<S::Future>>,
+    max_in_flight: usize,
+    /// A session output that has to wait: a message to deliver while the stack is not ready or
+    /// `max_in_flight` calls are outstanding, or a transmit/close that must not overtake the
+    /// answers in flight. Nothing more is taken from the session (or read) meanwhile.
+    held: Option<SessionOutput>,
+    closing: Option<CloseReason>,
+    /// Something was fed to the write buffer since the last flush.
+    unflushed: bool,
+}
+
+/// What woke the connection task.
+enum Event {
+    Stop(CloseReason),
+    Answer(Option<Result<Actions, tower::BoxError>>),
+    Ready(Result<(), tower::BoxError>),
+    Outbound(Option<Outbound>),
+    Frame(Option<Result<Frame, CodecError>>),
+    Timer,
+}
+
+impl<IO, S> Shell<IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: InboundStack,
+{
+    async fn run(mut self) -> (CloseReason, bool) {
+        // One resettable timer for the session's deadlines. It is armed lazily: only moved
+        // earlier, else left to fire, after which the session (which ignores an early call)
+        // says what is next. So a frame that pushes the inactivity deadline back costs nothing.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<std::time::Instant> = None;
+        let mut budget = BATCH;
+        loop {
+            self.pump().await;
+            if self.closing.is_some() {
+                break;
+            }
+            // What is ready without waiting (frames already received, answers, queued
+            // messages) is handled before the write buffer is flushed, up to the budget.
+            let ready = if budget > 0 {
+                poll_once(self.next_event(false, timer.as_mut(), false))
+                    .await
+                    .flatten()
+            } else {
+                None
+            };
+            let event = match ready {
+                Some(e) => e,
+                None => {
+                    // Nothing more right now (or the batch is full): write, then wait.
+                    self.flush().await;
+                    if self.closing.is_some() {
+                        break;
+                    }
+                    if budget == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    budget = BATCH;
+                    if let Some(want) = self.session.poll_timeout() {
+                        if armed.is_none_or(|a| want < a) {
+                            timer.as_mut().reset(Instant::from_std(want));
+                            armed = Some(want);
+                        }
+                    }
+                    match self.next_event(true, timer.as_mut(), armed.is_some()).await {
+                        Some(e) => e,
+                        None => continue,
                     }
                 }
+            };
+            budget = budget.saturating_sub(1);
+            if matches!(event, Event::Timer) {
+                armed = None;
+            }
+            self.handle(event).await;
+        }
+        let reason = self.closing.take().unwrap_or(CloseReason::Shutdown);
+        self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
+        if let Some(c) = self.ctx {
+            let _ = self
+                .hub
+                .send(HubInput::Removed {
+                    ctx: c,
+                    reason: reason.clone(),
+                })
+                .await;
+        }
+        info!(%reason, "closed");
+        (reason, self.ctx.is_some())
+    }
+
+    /// Performs the session's outputs in order until one has to wait (see `held`).
+    async fn pump(&mut self) {
+        while self.closing.is_none() {
+            let Some(out) = self.held.take().or_else(|| self.session.poll_output()) else {
+                return;
+            };
+            match out {
+                SessionOutput::Deliver(message) => {
+                    let Some(c) = self.ctx else { continue };
+                    if self.in_flight.len() >= self.max_in_flight {
+                        self.held = Some(SessionOutput::Deliver(message));
+                        return;
+                    }
+                    match poll_fn(|cx| Poll::Ready(self.stack.poll_ready(cx))).await {
+                        Poll::Pending => {
+                            self.held = Some(SessionOutput::Deliver(message));
+                            return;
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let span = tracing::debug_span!("message", name = message.name());
+                            let call = span
+                                .in_scope(|| self.stack.call(InboundMessage { ctx: c, message }));
+                            self.in_flight.push_back(call.instrument(span));
+                        }
+                        Poll::Ready(Err(e)) => self.stack_error(e),
+                    }
+                }
+                out @ (SessionOutput::Transmit(_) | SessionOutput::Close(_))
+                    if !self.in_flight.is_empty() =>
+                {
+                    self.held = Some(out);
+                    return;
+                }
+                SessionOutput::Transmit(m) => self.write(m).await,
                 SessionOutput::Established(info) => {
                     let c = ConnectionContext {
-                        id,
-                        peer,
-                        role: session.role(),
+                        id: self.id,
+                        peer: self.peer,
+                        role: self.session.role(),
                         info,
                     };
                     tracing::Span::current()
                         .record("protocol", tracing::field::display(info.protocol));
                     info!(version = info.version, flags = info.flags, "established");
-                    ctx = Some(c);
-                    if let Some(tx) = out_tx.take() {
+                    self.ctx = Some(c);
+                    if let Some(tx) = self.out_tx.take() {
                         let handle = ConnHandle {
                             tx,
-                            cancel: evict.clone(),
+                            cancel: self.guard.evict.clone(),
                         };
-                        if hub.send(HubInput::Added { ctx: c, handle }).await.is_err() {
-                            session.close(CloseReason::Shutdown);
+                        if self
+                            .hub
+                            .send(HubInput::Added { ctx: c, handle })
+                            .await
+                            .is_err()
+                        {
+                            self.session.close(CloseReason::Shutdown);
                         }
                     }
                 }
-                SessionOutput::Deliver(message) => {
-                    let Some(c) = ctx else { continue };
-                    let msg_span = tracing::debug_span!("message", name = message.name());
-                    let r = async {
-                        match stack.ready().await {
-                            Ok(svc) => svc.call(InboundMessage { ctx: c, message }).await,
-                            Err(e) => Err(e),
-                        }
-                    }
-                    .instrument(msg_span)
-                    .await;
-                    match r {
-                        Ok(actions) => {
-                            for a in actions {
-                                match a {
-                                    Action::Reply(m) => {
-                                        if let Err(r) = guard.run(feed(&mut framed, m)).await {
-                                            session.close(r);
-                                        }
-                                    }
-                                    Action::Close(reason) => {
-                                        session.close(CloseReason::Closed(reason))
-                                    }
-                                    _ => {}
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            if e.downcast_ref::<crate::ServiceError>().is_some() {
-                                session.close(CloseReason::Shutdown);
-                            } else {
-                                warn!(error = %e, "inbound stack error; message dropped");
-                            }
-                        }
-                    }
-                }
-                SessionOutput::Close(reason) => closing = Some(reason),
+                SessionOutput::Close(reason) => self.closing = Some(reason),
             }
-        }
-        // Write what was fed; a peer that does not read gets `write_timeout`.
-        if let Err(r) = guard
-            .run(async {
-                framed
-                    .flush()
-                    .await
-                    .map_err(|e| CloseReason::Io(e.to_string()))
-            })
-            .await
-        {
-            if closing.is_none() {
-                closing = Some(r);
-            }
-        }
-        if let Some(reason) = closing.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), framed.close()).await;
-            if let Some(c) = ctx {
-                let _ = hub
-                    .send(HubInput::Removed {
-                        ctx: c,
-                        reason: reason.clone(),
-                    })
-                    .await;
-            }
-            info!(%reason, "closed");
-            return (reason, ctx.is_some());
-        }
-
-        // 3. Wait for the next input: shutdown, a queued message, a frame, or a timer.
-        let deadline = session.poll_timeout();
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => session.close(CloseReason::Shutdown),
-            _ = evict.cancelled() => session.close(CloseReason::SlowConsumer),
-            out = out_rx.recv(), if ctx.is_some() => match out {
-                Some(Outbound::Frame(f)) => {
-                    let mut next = Some(Outbound::Frame(f));
-                    // Batch whatever else is queued into the same write.
-                    while let Some(o) = next.take() {
-                        match o {
-                            Outbound::Frame(f) => {
-                                let fed = guard.run(async {
-                                    framed.feed(f).await.map_err(|e| CloseReason::Transport(e.to_string()))
-                                });
-                                if let Err(r) = fed.await {
-                                    session.close(r);
-                                    break;
-                                }
-                            }
-                            Outbound::Close(r) => { session.close(r); break; }
-                        }
-                        next = out_rx.try_recv().ok();
-                    }
-                }
-                Some(Outbound::Close(r)) => session.close(r),
-                None => session.close(CloseReason::Shutdown),
-            },
-            frame = framed.next() => match frame {
-                Some(Ok(f)) => session.handle_frame(now(), f),
-                Some(Err(e)) => session.close(CloseReason::Transport(e.to_string())),
-                None => session.close(CloseReason::PeerClosed),
-            },
-            _ = sleep_until(deadline) => session.handle_timeout(now()),
         }
     }
+
+    /// The next event. `wait = false`: only what is ready now (`None` if nothing is enabled;
+    /// pending otherwise), without the stop signals and the timer, which the waiting call checks.
+    async fn next_event(
+        &mut self,
+        wait: bool,
+        timer: Pin<&mut tokio::time::Sleep>,
+        armed: bool,
+    ) -> Option<Event> {
+        let answers = !self.in_flight.is_empty();
+        let room = self.in_flight.len() < self.max_in_flight;
+        let want_ready = room && matches!(self.held, Some(SessionOutput::Deliver(_)));
+        let can_read = room && self.held.is_none();
+        let outbound = self.ctx.is_some();
+        let stack = &mut self.stack;
+        tokio::select! {
+            biased;
+            _ = self.guard.cancel.cancelled(), if wait => Some(Event::Stop(CloseReason::Shutdown)),
+            _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(CloseReason::SlowConsumer)),
+            a = self.in_flight.next(), if answers => Some(Event::Answer(a)),
+            r = poll_fn(|cx| stack.poll_ready(cx)), if want_ready => Some(Event::Ready(r)),
+            o = self.out_rx.recv(), if outbound => Some(Event::Outbound(o)),
+            f = self.framed.next(), if can_read => Some(Event::Frame(f)),
+            _ = timer, if wait && armed => Some(Event::Timer),
+            else => None,
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Stop(r) => self.close_now(r),
+            Event::Answer(Some(Ok(actions))) => {
+                for a in actions {
+                    match a {
+                        Action::Reply(m) => self.write(m).await,
+                        Action::Close(reason) => self.close_now(CloseReason::Closed(reason)),
+                        _ => {}
+                    }
+                }
+            }
+            Event::Answer(Some(Err(e))) => self.stack_error(e),
+            Event::Answer(None) => {}
+            // The held message is dispatched by the next `pump`.
+            Event::Ready(Ok(())) => {}
+            Event::Ready(Err(e)) => {
+                self.held = None;
+                self.stack_error(e);
+            }
+            Event::Outbound(Some(Outbound::Frame(f))) => {
+                let fed = self.guard.run(async {
+                    self.framed
+                        .feed(f)
+                        .await
+                        .map_err(|e| CloseReason::Transport(e.to_string()))
+                });
+                match fed.await {
+                    Ok(()) => self.unflushed = true,
+                    Err(r) => self.close_now(r),
+                }
+            }
+            Event::Outbound(Some(Outbound::Close(r))) => self.close_now(r),
+            Event::Outbound(None) => self.close_now(CloseReason::Shutdown),
+            Event::Frame(Some(Ok(f))) => self.session.handle_frame(now(), f),
+            Event::Frame(Some(Err(e))) => self.session.close(CloseReason::Transport(e.to_string())),
+            Event::Frame(None) => self.session.close(CloseReason::PeerClosed),
+            Event::Timer => self.session.handle_timeout(now()),
+        }
+    }
+
+    /// Encodes `m` into the write buffer (flushed later, once per batch).
+    async fn write(&mut self, m: Sv2Message) {
+        match self.guard.run(feed(&mut self.framed, m)).await {
+            Ok(()) => self.unflushed = true,
+            Err(r) => self.close_now(r),
+        }
+    }
+
+    /// Writes what was fed; a peer that does not read gets `write_timeout`.
+    async fn flush(&mut self) {
+        if !self.unflushed {
+            return;
+        }
+        self.unflushed = false;
+        let framed = &mut self.framed;
+        let flushed = self.guard.run(async {
+            framed
+                .flush()
+                .await
+                .map_err(|e| CloseReason::Io(e.to_string()))
+        });
+        if let Err(r) = flushed.await {
+            self.close_now(r);
+        }
+    }
+
+    /// Closes without waiting for the answers in flight (a handler's `Close`, a failed write,
+    /// eviction, shutdown). A close the session already decided keeps its reason.
+    fn close_now(&mut self, reason: CloseReason) {
+        let reason = match self.held.take() {
+            Some(SessionOutput::Close(first)) => first,
+            other => {
+                self.held = other;
+                reason
+            }
+        };
+        if self.closing.is_none() {
+            self.closing = Some(reason);
+        }
+    }
+
+    fn stack_error(&mut self, e: tower::BoxError) {
+        if e.downcast_ref::<crate::ServiceError>().is_some() {
+            self.close_now(CloseReason::Shutdown);
+        } else {
+            warn!(error = %e, "inbound stack error; message dropped");
+        }
+    }
+}
+
+/// Polls `f` once with the task's own context: `Some(output)` if it is ready now.
+async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    poll_fn(|cx| {
+        Poll::Ready(match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 fn unreachable_plain(
@@ -311,18 +510,23 @@ fn first_close(session: &mut Session) -> Option<CloseReason> {
 }
 
 /// Bounds a write: it fails with the stop reason if the connection is cancelled (shutdown) or
-/// evicted (slow consumer) meanwhile, and with `SlowConsumer` after `write_timeout`.
-struct Guard<'a> {
-    cancel: &'a CancellationToken,
-    evict: &'a CancellationToken,
+/// evicted (slow consumer) while it waits, and with `SlowConsumer` after `write_timeout`. A write
+/// that completes at once (room in the buffer or the socket) costs no timer and no waiter.
+struct Guard {
+    cancel: CancellationToken,
+    evict: CancellationToken,
     write_timeout: Duration,
 }
 
-impl Guard<'_> {
+impl Guard {
     async fn run<T>(
         &self,
-        f: impl std::future::Future<Output = Result<T, CloseReason>>,
+        f: impl Future<Output = Result<T, CloseReason>>,
     ) -> Result<T, CloseReason> {
+        let mut f = std::pin::pin!(f);
+        if let Some(r) = poll_once(f.as_mut()).await {
+            return r;
+        }
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(CloseReason::Shutdown),
