@@ -384,6 +384,7 @@ impl<S: InboundStack> Supervisor<S> {
             cancel: self.cancel.child_token(),
             max_payload: self.cfg.max_payload,
             outbound_queue: self.cfg.outbound_queue,
+            max_in_flight: self.cfg.max_in_flight,
             write_timeout: self.cfg.write_timeout,
         };
         let (reason, was_established) = connection::run_reporting(stream, params).await;

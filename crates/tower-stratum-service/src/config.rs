@@ -5,6 +5,9 @@ use tower_stratum_codec::{AuthorityKeypair, AuthorityPublicKey};
 use tower_stratum_core::session::SessionConfig;
 use tower_stratum_core::Subprotocol;
 
+/// Default of `max_in_flight` ([`ServerConfig`], [`ClientConfig`]): 16 messages per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
 /// Default maximum Sv2 payload accepted from a peer: 1 MiB. Frames declaring more are refused
 /// before any allocation and the connection is closed. (Sv2's own limit is 2^24 - 1 bytes; a
 /// NewTemplate or DeclareMiningJob with many transactions may need a larger value.)
@@ -75,6 +78,17 @@ pub struct ServerConfig {
     /// Capacity of the queue into the handler task (messages from all connections and
     /// application requests). Default 1024.
     pub handler_queue: usize,
+    /// Messages from one peer that may be in the inbound stack at once, waiting for the
+    /// handlers' answers (the stack is called for each as soon as it is ready, so a burst of
+    /// shares reaches the handler task together and its replies leave in one write). Replies are
+    /// written in the order the messages arrived. When this many are outstanding the connection
+    /// reads nothing more from that peer until the oldest is answered (backpressure per
+    /// connection; `handler_queue` bounds them all together). Messages reach the handlers in
+    /// arrival order as long as every layer forwards to the inner service inside `call` (tower's
+    /// layers and [`crate::HandlerService`] do); a layer that forwards from inside its response
+    /// future can reorder them: use 1 with such a layer. 0 is taken as 1 (strictly one at a
+    /// time). Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
     /// Capacity of each direction of a sibling link, in messages. Default 1024.
     pub sibling_queue: usize,
 }
@@ -93,6 +107,7 @@ impl Default for ServerConfig {
             outbound_queue: 256,
             write_timeout: Duration::from_secs(30),
             handler_queue: 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             sibling_queue: 1024,
         }
     }
@@ -194,6 +209,17 @@ pub struct ClientConfig {
     pub write_timeout: Duration,
     /// Handler queue capacity. Default 1024.
     pub handler_queue: usize,
+    /// Messages from the server that may be in the inbound stack at once, waiting for the
+    /// handlers' answers (the stack is called for each as soon as it is ready, so a burst of
+    /// shares reaches the handler task together and its replies leave in one write). Replies are
+    /// written in the order the messages arrived. When this many are outstanding the connection
+    /// reads nothing more from that peer until the oldest is answered (backpressure per
+    /// connection; `handler_queue` bounds them all together). Messages reach the handlers in
+    /// arrival order as long as every layer forwards to the inner service inside `call` (tower's
+    /// layers and [`crate::HandlerService`] do); a layer that forwards from inside its response
+    /// future can reorder them: use 1 with such a layer. 0 is taken as 1 (strictly one at a
+    /// time). Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
     /// `SetupConnection.vendor`. Default `"tower-stratum"`.
     pub vendor: String,
     /// `SetupConnection.hardware_version`. Default empty.
@@ -221,6 +247,7 @@ impl Default for ClientConfig {
             outbound_queue: 256,
             write_timeout: Duration::from_secs(30),
             handler_queue: 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             vendor: "tower-stratum".into(),
             hardware_version: String::new(),
             firmware: env!("CARGO_PKG_VERSION").into(),

@@ -9,6 +9,11 @@
 //! messages the hub queued), feeding every reply into the write buffer, then flushes once: when
 //! nothing more is ready (so a reply never waits for more input) or when the batch is full
 //! (then the task also yields, so a busy connection cannot starve others on its thread).
+//!
+//! Up to `max_in_flight` delivered messages wait for their answers at once (in a
+//! `FuturesOrdered`): a burst of shares reaches the hub together and its replies leave in one
+//! write, in arrival order. With that many outstanding, the task reads nothing more from the
+//! peer until the oldest is answered.
 
 use crate::hub::{ConnHandle, HubInput, Outbound};
 use crate::inbound::InboundStack;
@@ -57,6 +62,8 @@ pub(crate) struct ConnParams<S> {
     pub(crate) cancel: CancellationToken,
     pub(crate) max_payload: usize,
     pub(crate) outbound_queue: usize,
+    /// Calls into the inbound stack outstanding at once, at least 1.
+    pub(crate) max_in_flight: usize,
     pub(crate) write_timeout: Duration,
 }
 
@@ -109,6 +116,7 @@ where
         cancel,
         max_payload,
         outbound_queue,
+        max_in_flight,
         write_timeout,
     } = p;
 
@@ -174,7 +182,7 @@ where
             write_timeout,
         },
         in_flight: FuturesOrdered::new(),
-        max_in_flight: MAX_IN_FLIGHT,
+        max_in_flight: max_in_flight.max(1),
         held: None,
         closing: None,
         unflushed: false,
@@ -185,10 +193,6 @@ where
 /// Events handled per wake-up before the task flushes and yields: bounds the work one busy
 /// connection does before others get the thread, and the replies buffered before a write.
 const BATCH: u32 = 32;
-
-/// Messages handed to the inbound stack whose answers are outstanding, at most: one, so a
-/// connection's messages are handled strictly one at a time.
-const MAX_IN_FLIGHT: usize = 1;
 
 /// An established (or setting up) connection after the transport handshake: the event loop.
 struct Shell<IO, S: InboundStack> {

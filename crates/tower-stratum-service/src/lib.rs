@@ -73,7 +73,7 @@ mod server;
 pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
 pub use config::{
     Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
-    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
 };
 pub use inbound::{HandlerService, InboundStack};
 pub use listener::{Listener, StreamListener};

@@ -355,6 +355,7 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
                     cancel: cancel.child_token(),
                     max_payload: cfg.max_payload,
                     outbound_queue: cfg.outbound_queue,
+                    max_in_flight: cfg.max_in_flight,
                     write_timeout: cfg.write_timeout,
                 };
                 tracker.spawn(connection::run(io, params));
