@@ -280,6 +280,16 @@ impl<H: HandlerSet> Hub<H> {
     /// Executes everything not addressed to `origin`; returns what is (replies and close),
     /// which the origin's connection task performs itself, in order.
     async fn apply(&mut self, origin: Option<ConnectionId>, actions: Actions) -> Actions {
+        // The usual answer to a share: only replies (or a close) for the origin. Hand the
+        // handler's vector back as it is instead of moving its items into a new one.
+        if origin.is_some()
+            && actions
+                .0
+                .iter()
+                .all(|a| matches!(a, Action::Reply(_) | Action::Close(_)))
+        {
+            return actions;
+        }
         let mut mine = Actions::none();
         for a in actions {
             match a {

@@ -75,7 +75,7 @@ pub use config::{
     Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
 };
-pub use inbound::{HandlerService, InboundStack};
+pub use inbound::{HandlerFuture, HandlerService, InboundStack};
 pub use listener::{Listener, StreamListener};
 pub use request::{Request, RequestSender, Response};
 pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
