@@ -10,14 +10,14 @@
 //! nothing more is ready (so a reply never waits for more input) or when the batch is full
 //! (then the task also yields, so a busy connection cannot starve others on its thread).
 //!
-//! Up to `max_in_flight` delivered messages wait for their answers at once (in a
-//! `FuturesOrdered`): a burst of shares reaches the hub together and its replies leave in one
+//! Up to `max_in_flight` delivered messages wait for their answers at once (in an
+//! [`InFlight`] queue): a burst of shares reaches the hub together and its replies leave in one
 //! write, in arrival order. With that many outstanding, the task reads nothing more from the
 //! peer until the oldest is answered.
 
 use crate::hub::{ConnHandle, HubInput, Outbound};
+use crate::in_flight::InFlight;
 use crate::inbound::InboundStack;
-use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -164,8 +164,9 @@ where
     *framed.write_buffer_mut() = bytes::BytesMut::new();
 
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
-    // Cancelled by the hub when this client's queue overflows (slow-consumer policy).
-    let evict = CancellationToken::new();
+    // Cancelled by the hub when this client's queue overflows (slow-consumer policy). A child of
+    // `cancel`, so waiting on it alone also sees shutdown.
+    let evict = cancel.child_token();
     let shell = Shell {
         id,
         peer,
@@ -181,7 +182,7 @@ where
             evict,
             write_timeout,
         },
-        in_flight: FuturesOrdered::new(),
+        in_flight: InFlight::new(),
         max_in_flight: max_in_flight.max(1),
         held: None,
         closing: None,
@@ -208,7 +209,7 @@ struct Shell<IO, S: InboundStack> {
     ctx: Option<ConnectionContext>,
     guard: Guard,
     /// Calls into the inbound stack, answered in the order the messages arrived.
-    in_flight: FuturesOrdered<tracing::instrument::Instrumented<S::Future>>,
+    in_flight: InFlight<tracing::instrument::Instrumented<S::Future>>,
     max_in_flight: usize,
     /// A session output that has to wait: a message to deliver while the stack is not ready or
     /// `max_in_flight` calls are outstanding, or a transmit/close that must not overtake the
@@ -248,8 +249,9 @@ where
                 break;
             }
             // What is ready without waiting (frames already received, answers, queued
-            // messages) is handled before the write buffer is flushed, up to the budget.
-            let ready = if budget > 0 {
+            // messages) is handled before the write buffer is flushed, up to the budget. With
+            // nothing to flush, the waiting call below returns at once as well.
+            let ready = if budget > 0 && self.unflushed {
                 poll_once(self.next_event(false, timer.as_mut(), false))
                     .await
                     .flatten()
@@ -266,15 +268,28 @@ where
                     }
                     if budget == 0 {
                         tokio::task::yield_now().await;
+                        budget = BATCH;
                     }
-                    budget = BATCH;
                     if let Some(want) = self.session.poll_timeout() {
                         if armed.is_none_or(|a| want < a) {
                             timer.as_mut().reset(Instant::from_std(want));
                             armed = Some(want);
                         }
                     }
-                    match self.next_event(true, timer.as_mut(), armed.is_some()).await {
+                    let mut waited = false;
+                    let next = self.next_event(true, timer.as_mut(), armed.is_some());
+                    let mut next = std::pin::pin!(next);
+                    let event = poll_fn(|cx| {
+                        let p = next.as_mut().poll(cx);
+                        waited |= p.is_pending();
+                        p
+                    })
+                    .await;
+                    // The budget counts the events handled since the task last had to wait.
+                    if waited {
+                        budget = BATCH;
+                    }
+                    match event {
                         Some(e) => e,
                         None => continue,
                     }
@@ -383,8 +398,7 @@ where
         let stack = &mut self.stack;
         tokio::select! {
             biased;
-            _ = self.guard.cancel.cancelled(), if wait => Some(Event::Stop(CloseReason::Shutdown)),
-            _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(CloseReason::SlowConsumer)),
+            _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(self.guard.stop_reason())),
             a = self.in_flight.next(), if answers => Some(Event::Answer(a)),
             r = poll_fn(|cx| stack.poll_ready(cx)), if want_ready => Some(Event::Ready(r)),
             o = self.out_rx.recv(), if outbound => Some(Event::Outbound(o)),
@@ -518,6 +532,7 @@ fn first_close(session: &mut Session) -> Option<CloseReason> {
 /// that completes at once (room in the buffer or the socket) costs no timer and no waiter.
 struct Guard {
     cancel: CancellationToken,
+    /// A child of `cancel`: cancelled by shutdown too.
     evict: CancellationToken,
     write_timeout: Duration,
 }
@@ -533,9 +548,17 @@ impl Guard {
         }
         tokio::select! {
             biased;
-            _ = self.cancel.cancelled() => Err(CloseReason::Shutdown),
-            _ = self.evict.cancelled() => Err(CloseReason::SlowConsumer),
+            _ = self.evict.cancelled() => Err(self.stop_reason()),
             r = tokio::time::timeout(self.write_timeout, f) => r.unwrap_or(Err(CloseReason::SlowConsumer)),
+        }
+    }
+
+    /// Why `evict` fired: shutdown (its parent) or the hub's slow-consumer eviction.
+    fn stop_reason(&self) -> CloseReason {
+        if self.cancel.is_cancelled() {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::SlowConsumer
         }
     }
 }

@@ -65,6 +65,7 @@ mod client;
 mod config;
 mod connection;
 mod hub;
+mod in_flight;
 mod inbound;
 mod listener;
 mod request;
