@@ -18,7 +18,7 @@
 use crate::hub::{ConnHandle, HubInput, Outbound};
 use crate::in_flight::InFlight;
 use crate::inbound::InboundStack;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -195,6 +195,11 @@ where
 /// connection does before others get the thread, and the replies buffered before a write.
 const BATCH: u32 = 32;
 
+/// Bytes in the write buffer above which it is flushed before anything else is handled (the
+/// same bound as tokio-util's `Framed`): what one wake-up buffers stays bounded, and a peer that
+/// does not read stops the task (and so its reading) at the flush, under `write_timeout`.
+const FLUSH_AT: usize = 8 * 1024;
+
 /// An established (or setting up) connection after the transport handshake: the event loop.
 struct Shell<IO, S: InboundStack> {
     id: ConnectionId,
@@ -299,19 +304,21 @@ where
             if matches!(event, Event::Timer) {
                 armed = None;
             }
-            self.handle(event).await;
+            self.handle(event);
+            if self.framed.write_buffer().len() >= FLUSH_AT {
+                self.flush().await;
+            }
         }
         let reason = self.closing.take().unwrap_or(CloseReason::Shutdown);
         self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
         if let Some(c) = self.ctx {
-            let _ = self
-                .hub
-                .send(HubInput::Removed {
+            if let Ok(permit) = self.hub.reserve().await {
+                permit.send(HubInput::Removed {
                     ctx: c,
                     reason: reason.clone(),
-                })
-                .await;
+                });
+            }
         }
         info!(%reason, "closed");
         (reason, self.ctx.is_some())
@@ -350,7 +357,7 @@ where
                     self.held = Some(out);
                     return;
                 }
-                SessionOutput::Transmit(m) => self.write(m).await,
+                SessionOutput::Transmit(m) => self.write(m),
                 SessionOutput::Established(info) => {
                     let c = ConnectionContext {
                         id: self.id,
@@ -367,13 +374,11 @@ where
                             tx,
                             cancel: self.guard.evict.clone(),
                         };
-                        if self
-                            .hub
-                            .send(HubInput::Added { ctx: c, handle })
-                            .await
-                            .is_err()
-                        {
-                            self.session.close(CloseReason::Shutdown);
+                        // `reserve` then a synchronous send: the waiting future does not hold
+                        // the message (the task's future stays small).
+                        match self.hub.reserve().await {
+                            Ok(permit) => permit.send(HubInput::Added { ctx: c, handle }),
+                            Err(_) => self.session.close(CloseReason::Shutdown),
                         }
                     }
                 }
@@ -408,13 +413,14 @@ where
         }
     }
 
-    async fn handle(&mut self, event: Event) {
+    /// Handles one event. Replies only go into the write buffer (see [`Shell::write`]).
+    fn handle(&mut self, event: Event) {
         match event {
             Event::Stop(r) => self.close_now(r),
             Event::Answer(Some(Ok(actions))) => {
                 for a in actions {
                     match a {
-                        Action::Reply(m) => self.write(m).await,
+                        Action::Reply(m) => self.write(m),
                         Action::Close(reason) => self.close_now(CloseReason::Closed(reason)),
                         _ => {}
                     }
@@ -428,18 +434,7 @@ where
                 self.held = None;
                 self.stack_error(e);
             }
-            Event::Outbound(Some(Outbound::Frame(f))) => {
-                let fed = self.guard.run(async {
-                    self.framed
-                        .feed(f)
-                        .await
-                        .map_err(|e| CloseReason::Transport(e.to_string()))
-                });
-                match fed.await {
-                    Ok(()) => self.unflushed = true,
-                    Err(r) => self.close_now(r),
-                }
-            }
+            Event::Outbound(Some(Outbound::Frame(f))) => self.write_frame(f),
             Event::Outbound(Some(Outbound::Close(r))) => self.close_now(r),
             Event::Outbound(None) => self.close_now(CloseReason::Shutdown),
             Event::Frame(Some(Ok(f))) => self.session.handle_frame(now(), f),
@@ -449,11 +444,25 @@ where
         }
     }
 
-    /// Encodes `m` into the write buffer (flushed later, once per batch).
-    async fn write(&mut self, m: Sv2Message) {
-        match self.guard.run(feed(&mut self.framed, m)).await {
+    /// Encodes `m` into the write buffer, flushed once per batch, or before more is handled once
+    /// it holds [`FLUSH_AT`] bytes. No await here: a write that cannot complete is the flush's.
+    fn write(&mut self, m: Sv2Message) {
+        let name = m.name();
+        match m.encode() {
+            Ok(f) => self.write_frame(f),
+            Err(e) => {
+                warn!(message = name, error = %e, "cannot encode");
+                self.close_now(CloseReason::Closed(format!("cannot encode {name}: {e}")));
+            }
+        }
+    }
+
+    fn write_frame(&mut self, f: Frame) {
+        // `Framed::start_send` only encodes into the write buffer (its `poll_ready` would only
+        // flush above tokio-util's 8 KiB boundary, which `run` does itself with `FLUSH_AT`).
+        match Pin::new(&mut self.framed).start_send(f) {
             Ok(()) => self.unflushed = true,
-            Err(r) => self.close_now(r),
+            Err(e) => self.close_now(CloseReason::Transport(e.to_string())),
         }
     }
 
@@ -561,21 +570,6 @@ impl Guard {
             CloseReason::SlowConsumer
         }
     }
-}
-
-async fn feed<IO>(framed: &mut Framed<IO, Sv2Codec>, m: Sv2Message) -> Result<(), CloseReason>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    let name = m.name();
-    let frame = m.encode().map_err(|e| {
-        warn!(message = name, error = %e, "cannot encode");
-        CloseReason::Closed(format!("cannot encode {name}: {e}"))
-    })?;
-    framed
-        .feed(frame)
-        .await
-        .map_err(|e| CloseReason::Transport(e.to_string()))
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {
