@@ -135,6 +135,7 @@ mod tests {
                     version: 2,
                     flags: 0,
                     success_flags: 0,
+                    extensions: Default::default(),
                 },
             },
             message: tower_stratum_test_kit::msg::submit_standard(1, 7),
