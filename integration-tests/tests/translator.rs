@@ -508,6 +508,12 @@ impl Miner {
     }
 
     async fn submit(&mut self, s: &Submit) -> Value {
+        let id = self.send_submit(s).await;
+        self.response(id).await
+    }
+
+    /// Sends `mining.submit` for `s` without waiting for the answer; returns its id.
+    async fn send_submit(&mut self, s: &Submit) -> u64 {
         let mut params = vec![
             Value::from(s.worker_name.clone()),
             Value::from(s.job_id.clone()),
@@ -518,7 +524,13 @@ impl Miner {
         if let Some(v) = s.version_bits {
             params.push(Value::from(format!("{v:08x}")));
         }
-        self.request("mining.submit", Value::Array(params)).await
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_line(
+            &serde_json::json!({"id": id, "method": "mining.submit", "params": params}).to_string(),
+        )
+        .await;
+        id
     }
 
     /// Mines and submits a valid share on the current job; returns the response.
@@ -662,11 +674,7 @@ async fn a_share_without_upstream_verdict_is_never_true() {
     // Shares in flight when the upstream goes away: 20 as well, never true.
     let r = {
         let s = m.share(&m.job(), true, None, 2);
-        let id = m.next_id;
-        m.next_id += 1;
-        let line = serde_json::json!({"id": id, "method": "mining.submit", "params": [
-            s.worker_name, s.job_id, hex(&s.extranonce2), format!("{:08x}", s.ntime), format!("{:08x}", s.nonce)]});
-        m.send_line(&line.to_string()).await;
+        let id = m.send_submit(&s).await;
         pool.share().await;
         pool.handle.shutdown().await;
         m.response(id).await
@@ -694,13 +702,8 @@ async fn shares_beyond_max_pending_are_answered_busy_and_the_upstream_stays() {
     let mut ids = vec![];
     for en2 in 1..=2 {
         let s = m.share(&m.job(), true, None, en2);
-        let id = m.next_id;
-        m.next_id += 1;
-        let line = serde_json::json!({"id": id, "method": "mining.submit", "params": [
-            s.worker_name, s.job_id, hex(&s.extranonce2), format!("{:08x}", s.ntime), format!("{:08x}", s.nonce)]});
-        m.send_line(&line.to_string()).await;
+        ids.push(m.send_submit(&s).await);
         pool.share().await;
-        ids.push(id);
     }
     let r = m.submit_valid(3).await;
     assert_eq!(code(&r), Some(20), "{r}");
