@@ -64,7 +64,7 @@ impl tower::Service<InboundMessage> for HandlerService {
     }
 }
 
-/// The future of [`HandlerService::call`]: resolves to the [`Actions`] for the message's own
+/// The future of [`HandlerService`]'s `call`: resolves to the [`Actions`] for the message's own
 /// connection once the handler task has handled it, or to a boxed [`ServiceError::Stopped`] if
 /// the service stopped first (or `call` came without a successful `poll_ready`).
 ///
