@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 use tower_stratum_core::session::{
-    ProtocolSupport, Timer, Violation, REQUIRES_FIXED_VERSION, REQUIRES_VERSION_ROLLING,
+    MaxPayload, ProtocolSupport, Timer, Violation, REQUIRES_FIXED_VERSION,
+    REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::CommonMessagesOwned;
 use tower_stratum_core::{
@@ -445,5 +446,63 @@ fn client_setup_reply_deadline() {
     assert_eq!(
         close_reason(&drain(&mut s)),
         Some(CloseReason::TimedOut(Timer::Setup))
+    );
+}
+
+#[test]
+fn receive_limit_follows_the_stage_and_the_negotiated_subprotocol() {
+    let t0 = Instant::now();
+    let limits = MaxPayload::server();
+    let mut support = all_supported();
+    support[0] = Some(ProtocolSupport {
+        supported_flags: REQUIRES_WORK_SELECTION,
+        success_flags: 0,
+        inactivity_timeout: None,
+    });
+    let server = |p: Subprotocol, flags: u32| {
+        let mut s =
+            Session::server(SessionConfig::default(), support, false, t0).with_max_payload(limits);
+        assert_eq!(s.max_payload(), limits.setup, "before SetupConnection");
+        s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, flags)));
+        drain(&mut s);
+        s.max_payload()
+    };
+    assert_eq!(server(Subprotocol::Mining, 0), 4 * 1024);
+    assert_eq!(
+        server(Subprotocol::Mining, REQUIRES_WORK_SELECTION),
+        128 * 1024
+    );
+    assert_eq!(server(Subprotocol::JobDeclaration, 0), 8 << 20);
+    assert_eq!(server(Subprotocol::TemplateDistribution, 0), 128 * 1024);
+    // Values past the U24 maximum are capped.
+    let s = Session::server(SessionConfig::default(), all_supported(), false, t0)
+        .with_max_payload(MaxPayload::uniform(usize::MAX));
+    assert_eq!(s.max_payload(), (1 << 24) - 1);
+}
+
+#[test]
+fn an_unfinished_frame_times_out_and_a_finished_one_disarms_the_deadline() {
+    let t0 = Instant::now();
+    let cfg = SessionConfig::default();
+    let mut s = established(Subprotocol::Mining, t0);
+    let inactivity = s.poll_timeout();
+    let t1 = t0 + Duration::from_secs(1);
+    s.frame_progress(t1, true);
+    assert_eq!(s.poll_timeout(), Some(t1 + cfg.frame_timeout));
+    // More bytes of the same frame do not push the deadline back.
+    s.frame_progress(t1 + Duration::from_secs(5), true);
+    assert_eq!(s.poll_timeout(), Some(t1 + cfg.frame_timeout));
+    // The frame completes: the deadline is gone.
+    s.frame_progress(t1 + Duration::from_secs(6), false);
+    assert_eq!(s.poll_timeout(), inactivity);
+    // The next one never does.
+    let t2 = t0 + Duration::from_secs(10);
+    s.frame_progress(t2, true);
+    s.handle_timeout(t2 + cfg.frame_timeout - Duration::from_millis(1));
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(t2 + cfg.frame_timeout);
+    assert_eq!(
+        close_reason(&drain(&mut s)),
+        Some(CloseReason::TimedOut(Timer::Frame))
     );
 }

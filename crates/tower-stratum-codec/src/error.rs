@@ -29,6 +29,19 @@ pub enum CodecError {
         /// The maximum payload length in bytes the codec accepts.
         max: usize,
     },
+    /// The frame being received would hold more bytes than the connection's share of a
+    /// [`PartialFrameBudget`](crate::PartialFrameBudget) allows: `held` bytes of an unfinished
+    /// frame, while all connections sharing the budget already hold `used` of its `limit`
+    /// bytes. Fatal on decode: close the connection (its buffered bytes are released).
+    #[error("unfinished frame holds {held} bytes, partial-frame budget exhausted ({used} of {limit} bytes in use)")]
+    BudgetExhausted {
+        /// Bytes of the unfinished frame held by this connection.
+        held: usize,
+        /// Bytes charged by all connections sharing the budget.
+        used: usize,
+        /// The budget's limit, in bytes.
+        limit: usize,
+    },
     /// A Noise transport frame failed authentication (ChaCha20-Poly1305 MAC mismatch: tampered,
     /// truncated-and-resynchronised or replayed ciphertext, or a peer with other keys). Spec 4.
     ///

@@ -11,8 +11,12 @@
 //! - [`AuthorityPublicKey`], [`AuthoritySecretKey`], [`AuthorityKeypair`]: authority keys in SRI's
 //!   base58check text format (spec 4.7).
 //!
-//! All codecs check a frame's declared size against their maximum before buffering it, and stop
-//! for good after a fatal error ([`CodecError::Dead`]).
+//! All codecs check a frame's declared size against their maximum before buffering it, buffer a
+//! frame's bytes as they arrive (never reserving its declared length up front), can charge what
+//! an unfinished frame holds to a [`PartialFrameBudget`] shared by many connections, and stop
+//! for good after a fatal error ([`CodecError::Dead`]). The maximum can be changed between
+//! frames ([`Sv2Codec::set_max_payload`]), e.g. once SetupConnection has told which subprotocol
+//! the connection speaks.
 //!
 //! # Build your binary with `--cfg poly1305_force_soft`
 //!
@@ -70,6 +74,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod error;
 mod handshake;
 mod keys;
@@ -77,6 +82,9 @@ mod noise;
 mod plain;
 mod sv2_codec;
 
+pub use budget::{
+    BudgetCharge, BudgetRefused, PartialFrameBudget, DEFAULT_PARTIAL_FRAME_ALLOWANCE,
+};
 pub use error::{CodecError, HandshakeError};
 pub use handshake::{
     accept_noise, connect_noise, NoiseInitiator, NoiseResponder, ACT1_LEN, ACT2_LEN,
@@ -89,5 +97,5 @@ pub use noise::{
     encrypted_frame_len, NoiseCodec, ENCRYPTED_HEADER_LEN, MAC_LEN, MAX_CIPHERTEXT_CHUNK_LEN,
     MAX_PLAINTEXT_CHUNK_LEN,
 };
-pub use plain::PlainCodec;
+pub use plain::{PlainCodec, READ_CHUNK};
 pub use sv2_codec::Sv2Codec;

@@ -2,6 +2,7 @@
 //! SRI's `codec_sv2` `NoiseEncoder` / `NoiseDecoder`.
 
 use crate::{
+    budget::BudgetCharge,
     error::CodecError,
     plain::{check_encodable, eof_mid_frame},
 };
@@ -59,7 +60,12 @@ pub fn encrypted_frame_len(payload_len: usize) -> usize {
 /// also checked against `max_payload` (defence in depth; the bound above already implies it).
 ///
 /// Bytes of a window not yet complete stay in the caller's read buffer (`src`, at most one window,
-/// i.e. 65535 bytes): codec_sv2's `writable()` must be filled whole. Inside codec_sv2 a frame is
+/// i.e. 65535 bytes): codec_sv2's `writable()` must be filled whole. Nothing is reserved for the
+/// frame's declared length: codec_sv2's buffer grows with the windows actually received.
+///
+/// With a budget ([`Self::set_budget`]), what an unfinished frame holds (its bytes inside
+/// codec_sv2 plus those in `src`) beyond the budget's allowance is charged to it each time the
+/// decoder waits; a refused charge fails with [`CodecError::BudgetExhausted`] (fatal). Inside codec_sv2 a frame is
 /// held twice at the end (the encrypted payload, then the decrypted frame), and its buffers are
 /// handed out and reallocated for every frame.
 ///
@@ -80,6 +86,7 @@ pub struct NoiseCodec {
     max_buffered: usize,
     // Encrypted bytes of the frame in progress handed to `decoder`.
     buffered: usize,
+    budget: Option<BudgetCharge>,
 }
 
 impl NoiseCodec {
@@ -97,6 +104,40 @@ impl NoiseCodec {
             max_payload,
             max_buffered: encrypted_frame_len(max_payload),
             buffered: 0,
+            budget: None,
+        }
+    }
+
+    /// Changes the largest received payload accepted, in bytes (capped at [`MAX_PAYLOAD_LEN`]).
+    /// Applies at once, including to a frame already in progress.
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.max_payload = max_payload.min(MAX_PAYLOAD_LEN);
+        self.max_buffered = encrypted_frame_len(self.max_payload);
+    }
+
+    /// Charges the bytes of unfinished frames to `charge` from now on (see
+    /// [`PartialFrameBudget`](crate::PartialFrameBudget)).
+    pub fn set_budget(&mut self, charge: BudgetCharge) {
+        self.budget = Some(charge);
+    }
+
+    /// Charges `held` bytes of an unfinished frame to the budget, if any. On refusal the
+    /// decoding half is dead (the caller has already taken the decrypting state).
+    fn hold(&mut self, held: usize) -> Result<(), CodecError> {
+        let Some(charge) = self.budget.as_mut() else {
+            return Ok(());
+        };
+        match charge.set_held(held) {
+            Ok(()) => Ok(()),
+            Err(r) => {
+                self.buffered = 0;
+                self.budget = None;
+                Err(CodecError::BudgetExhausted {
+                    held: r.held,
+                    used: r.used,
+                    limit: r.limit,
+                })
+            }
         }
     }
 
@@ -181,19 +222,21 @@ impl Decoder for NoiseCodec {
         loop {
             let want = self.decoder.writable_len();
             if want > 0 {
-                if src.len() < want {
-                    // At most one ciphertext chunk (65535 bytes).
-                    src.reserve(want - src.len());
-                    self.decrypt = Some(state);
-                    return Ok(None);
-                }
                 let total = self.buffered.saturating_add(want);
                 if total > self.max_buffered {
                     self.buffered = 0;
+                    self.budget = None;
                     return Err(CodecError::FrameTooLarge {
                         declared: self.declared_lower_bound(total),
                         max: self.max_payload,
                     });
+                }
+                if src.len() < want {
+                    self.hold(self.buffered + src.len())?;
+                    // At most one ciphertext chunk (65535 bytes), within the checked bound.
+                    src.reserve(want - src.len());
+                    self.decrypt = Some(state);
+                    return Ok(None);
                 }
                 let window = self.decoder.writable();
                 if window.len() != want {
@@ -209,6 +252,7 @@ impl Decoder for NoiseCodec {
             } else if !fed_last_round {
                 // Two rounds in a row with nothing to read and no frame: wait for more input
                 // rather than spin (codec_sv2 never does this today).
+                self.hold(self.buffered + src.len())?;
                 self.decrypt = Some(state);
                 return Ok(None);
             } else {
@@ -218,6 +262,7 @@ impl Decoder for NoiseCodec {
             match self.decoder.next_transport_frame(state) {
                 Ok(Decrypted::Frame(frame, next)) => {
                     self.buffered = 0;
+                    self.hold(0)?;
                     self.decrypt = Some(next);
                     return self.finish_frame(frame.into_bytes()).map(Some);
                 }
@@ -225,6 +270,7 @@ impl Decoder for NoiseCodec {
                 Err(error) => {
                     tracing::debug!(%error, "noise transport frame rejected");
                     self.buffered = 0;
+                    self.budget = None;
                     return Err(CodecError::Decrypt);
                 }
             }
@@ -239,6 +285,7 @@ impl Decoder for NoiseCodec {
                 let received = src.len() + self.buffered;
                 self.decrypt = None;
                 self.buffered = 0;
+                self.budget = None;
                 Err(eof_mid_frame(received))
             }
         }

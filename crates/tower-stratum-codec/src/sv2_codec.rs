@@ -1,6 +1,6 @@
 //! One codec type for both transports.
 
-use crate::{error::CodecError, noise::NoiseCodec, plain::PlainCodec};
+use crate::{budget::BudgetCharge, error::CodecError, noise::NoiseCodec, plain::PlainCodec};
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 use tower_stratum_core::frame::Frame;
@@ -29,6 +29,29 @@ impl Sv2Codec {
             Sv2Codec::Plain(c) => c.max_payload(),
             Sv2Codec::Noise(c) => c.max_payload(),
         }
+    }
+
+    /// Changes the largest received payload accepted, in bytes; see
+    /// [`PlainCodec::set_max_payload`] and [`NoiseCodec::set_max_payload`].
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        match self {
+            Sv2Codec::Plain(c) => c.set_max_payload(max_payload),
+            Sv2Codec::Noise(c) => c.set_max_payload(max_payload),
+        }
+    }
+
+    /// Charges unfinished frames to `charge` (see [`crate::PartialFrameBudget`]).
+    pub fn set_budget(&mut self, charge: BudgetCharge) {
+        match self {
+            Sv2Codec::Plain(c) => c.set_budget(charge),
+            Sv2Codec::Noise(c) => c.set_budget(charge),
+        }
+    }
+
+    /// This codec, charging unfinished frames to `charge`.
+    pub fn with_budget(mut self, charge: BudgetCharge) -> Self {
+        self.set_budget(charge);
+        self
     }
 
     /// Bytes the codec itself holds for the frame being received; see

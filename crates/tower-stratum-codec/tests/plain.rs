@@ -8,8 +8,8 @@ use common::{encode_all, feed_chunked, frame, sample_frames};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
 use tokio_util::codec::{Decoder, Encoder, Framed};
-use tower_stratum_codec::{CodecError, PlainCodec, Sv2Codec};
-use tower_stratum_core::frame::MAX_PAYLOAD_LEN;
+use tower_stratum_codec::{CodecError, PartialFrameBudget, PlainCodec, Sv2Codec};
+use tower_stratum_core::frame::{HEADER_SIZE, MAX_PAYLOAD_LEN};
 
 const MAX: usize = 1 << 16;
 
@@ -167,4 +167,62 @@ async fn framed_over_duplex() {
     assert_eq!(got, frames);
     drop(a);
     assert!(b.next().await.is_none());
+}
+
+#[test]
+fn a_large_declared_frame_reserves_one_chunk_not_its_length() {
+    let mut codec = PlainCodec::new(MAX_PAYLOAD_LEN);
+    let len = MAX_PAYLOAD_LEN;
+    let mut src = BytesMut::from(&[0u8, 0, 0x15, 0xff, 0xff, 0xff][..]);
+    assert!(codec.decode(&mut src).unwrap().is_none());
+    assert!(
+        src.capacity() <= HEADER_SIZE + tower_stratum_codec::READ_CHUNK,
+        "reserved {} bytes for a frame declaring {len}",
+        src.capacity()
+    );
+}
+
+#[test]
+fn unfinished_frames_are_charged_to_the_budget_beyond_the_allowance() {
+    let budget = PartialFrameBudget::new(10_000, 1_000);
+    let mut a = PlainCodec::new(MAX);
+    a.set_budget(budget.charge());
+    let mut b = PlainCodec::new(MAX);
+    b.set_budget(budget.charge());
+    let wire = encode_all(
+        &mut PlainCodec::new(MAX),
+        &[frame(0, 0x20, vec![7u8; 8_000])],
+    );
+    let mut src_a = BytesMut::from(&wire[..7_000]);
+    assert!(a.decode(&mut src_a).unwrap().is_none());
+    assert_eq!(budget.used(), 6_000);
+    // b would take the total past 10,000: refused, fatal for b only.
+    let mut src_b = BytesMut::from(&wire[..6_000]);
+    match b.decode(&mut src_b) {
+        Err(CodecError::BudgetExhausted { held, used, limit }) => {
+            assert_eq!((held, used, limit), (6_000, 6_000, 10_000))
+        }
+        other => panic!("expected BudgetExhausted, got {other:?}"),
+    }
+    assert!(matches!(b.decode(&mut src_b), Err(CodecError::Dead)));
+    drop(b);
+    // a completes its frame: the charge is returned.
+    src_a.extend_from_slice(&wire[7_000..]);
+    assert!(a.decode(&mut src_a).unwrap().is_some());
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn the_limit_can_be_lowered_between_frames() {
+    let mut codec = PlainCodec::new(MAX);
+    codec.set_max_payload(100);
+    let wire = encode_all(&mut PlainCodec::new(MAX), &[frame(0, 0x20, vec![1u8; 101])]);
+    let mut src = BytesMut::from(&wire[..]);
+    assert!(matches!(
+        codec.decode(&mut src),
+        Err(CodecError::FrameTooLarge {
+            declared: 101,
+            max: 100
+        })
+    ));
 }

@@ -26,4 +26,6 @@ pub mod share_math;
 pub use handler::{
     Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport, SiblingMessage,
 };
-pub use session::{CloseReason, ConnectionInfo, Role, Session, SessionConfig, SessionOutput};
+pub use session::{
+    CloseReason, ConnectionInfo, MaxPayload, Role, Session, SessionConfig, SessionOutput,
+};

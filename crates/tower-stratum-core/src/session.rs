@@ -145,6 +145,101 @@ pub struct ProtocolSupport {
     pub inactivity_timeout: Option<Duration>,
 }
 
+/// The largest frame payload, in bytes, a connection accepts from its peer: before
+/// SetupConnection is answered, and then per negotiated subprotocol. What a peer may legitimately
+/// send depends on its subprotocol and role, so a miner's connection never needs to accept the
+/// megabytes a template or a declared job can take.
+///
+/// The shell applies [`Session::max_payload`] to the codec: a frame declaring more is refused
+/// before its payload is buffered (`tower_stratum_codec::CodecError::FrameTooLarge`) and the
+/// connection is closed. Every value is capped at
+/// [`MAX_PAYLOAD_LEN`](crate::frame::MAX_PAYLOAD_LEN) (2^24 - 1, the U24 `msg_length` limit).
+///
+/// [`MaxPayload::server`] and [`MaxPayload::client`] give the defaults for what a server
+/// receives from its clients and what a client receives from its server, from the largest
+/// message each side can receive (spec 5-7 message layouts; sizes below are payload bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPayload {
+    /// Until SetupConnection is answered: SetupConnection is at most 1,291 bytes (five
+    /// `STR0_255`s and 10 bytes of fixed fields), its replies at most 260.
+    pub setup: usize,
+    /// Mining connections whose client did not set `REQUIRES_WORK_SELECTION`.
+    pub mining: usize,
+    /// Mining connections with `REQUIRES_WORK_SELECTION` (a job declarator client sends
+    /// `SetCustomMiningJob`, up to about 74 KiB with a full `B0_64K` of coinbase outputs and
+    /// a 255-entry merkle path).
+    pub mining_work_selection: usize,
+    /// Job Declaration connections.
+    pub job_declaration: usize,
+    /// Template Distribution connections.
+    pub template_distribution: usize,
+}
+
+impl MaxPayload {
+    /// What a server accepts from its clients by default:
+    ///
+    /// | stage / subprotocol | bytes | largest legitimate message |
+    /// |---|---|---|
+    /// | before setup | 4 KiB | SetupConnection (1,291) |
+    /// | Mining | 4 KiB | OpenExtendedMiningChannel (about 300), shares with TLVs (under 200) |
+    /// | Mining, work selection | 128 KiB | SetCustomMiningJob (about 74 KiB) |
+    /// | Job Declaration | 8 MiB | ProvideMissingTransactions.Success (a block's transactions, up to 4 MB) and DeclareMiningJob (up to about 2.2 MiB of wtxids) |
+    /// | Template Distribution | 128 KiB | SubmitSolution (a `B0_64K` coinbase) |
+    pub const fn server() -> Self {
+        Self {
+            setup: 4 * 1024,
+            mining: 4 * 1024,
+            mining_work_selection: 128 * 1024,
+            job_declaration: 8 << 20,
+            template_distribution: 128 * 1024,
+        }
+    }
+
+    /// What a client accepts from its server by default:
+    ///
+    /// | stage / subprotocol | bytes | largest legitimate message |
+    /// |---|---|---|
+    /// | before setup | 4 KiB | SetupConnection.Error (260) |
+    /// | Mining | 256 KiB | NewExtendedMiningJob (two `B0_64K` coinbase parts and a merkle path, about 137 KiB) |
+    /// | Mining, work selection | 256 KiB | the same |
+    /// | Job Declaration | 256 KiB | AllocateMiningJobToken.Success (a `B0_64K` of coinbase outputs), ProvideMissingTransactions (up to 128 KiB of indexes) |
+    /// | Template Distribution | 8 MiB | RequestTransactionData.Success (a template's transactions, up to 4 MB) |
+    pub const fn client() -> Self {
+        Self {
+            setup: 4 * 1024,
+            mining: 256 * 1024,
+            mining_work_selection: 256 * 1024,
+            job_declaration: 256 * 1024,
+            template_distribution: 8 << 20,
+        }
+    }
+
+    /// The same limit, `bytes`, at every stage (e.g. for tests, or to restore a single limit).
+    pub const fn uniform(bytes: usize) -> Self {
+        Self {
+            setup: bytes,
+            mining: bytes,
+            mining_work_selection: bytes,
+            job_declaration: bytes,
+            template_distribution: bytes,
+        }
+    }
+
+    /// The limit for a connection bound to `protocol` whose client sent `flags` in
+    /// SetupConnection.
+    pub fn for_protocol(&self, protocol: Subprotocol, flags: u32) -> usize {
+        let bytes = match protocol {
+            Subprotocol::Mining if flags & REQUIRES_WORK_SELECTION != 0 => {
+                self.mining_work_selection
+            }
+            Subprotocol::Mining => self.mining,
+            Subprotocol::JobDeclaration => self.job_declaration,
+            Subprotocol::TemplateDistribution => self.template_distribution,
+        };
+        bytes.min(crate::frame::MAX_PAYLOAD_LEN)
+    }
+}
+
 /// Session timeouts and the version range. Versions are Sv2 protocol versions (currently 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -157,6 +252,11 @@ pub struct SessionConfig {
     /// Deadline for SetupConnection (server: to receive it; client: to receive the reply),
     /// counted from the end of the handshake. Default 10 s.
     pub setup_timeout: Duration,
+    /// Deadline for a frame to arrive whole once its first bytes have (after the handshake):
+    /// a peer that starts a frame and stops sending ("slowloris" inside a frame) is closed
+    /// with [`CloseReason::TimedOut`]`(`[`Timer::Frame`]`)` instead of holding its buffer
+    /// until the inactivity timeout. Default 30 s (a 4 MB frame at about 1 Mbit/s).
+    pub frame_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -166,6 +266,7 @@ impl Default for SessionConfig {
             max_version: 2,
             handshake_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -200,14 +301,18 @@ pub enum Timer {
     /// Client: the answer to `RequestExtensions` (extension `0x0001` section 4.3). When it
     /// fires the connection continues without extensions (it is not closed).
     Extensions,
+    /// A frame whose first bytes arrived has not arrived whole within
+    /// [`SessionConfig::frame_timeout`] (see [`Session::frame_progress`]).
+    Frame,
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [
+    const ALL: [Timer; 5] = [
         Timer::Handshake,
         Timer::Setup,
         Timer::Inactivity,
         Timer::Extensions,
+        Timer::Frame,
     ];
     fn index(self) -> usize {
         self as usize
@@ -221,6 +326,7 @@ impl fmt::Display for Timer {
             Timer::Setup => "setup-connection",
             Timer::Inactivity => "inactivity",
             Timer::Extensions => "extensions-negotiation",
+            Timer::Frame => "frame-completion",
         })
     }
 }
@@ -400,10 +506,11 @@ pub struct Session {
     config: SessionConfig,
     setup: Setup,
     state: State,
-    timers: [Option<Instant>; 4],
+    timers: [Option<Instant>; 5],
     inactivity: Option<Duration>,
     outputs: VecDeque<SessionOutput>,
     ext: ExtensionsConfig,
+    max_payload: MaxPayload,
 }
 
 /// Extensions negotiation settings and state (extension `0x0001`).
@@ -449,10 +556,11 @@ impl Session {
             config,
             setup: Setup::Server(support),
             state: State::Handshake,
-            timers: [None; 4],
+            timers: [None; 5],
             inactivity: None,
             outputs: VecDeque::new(),
             ext: ExtensionsConfig::default(),
+            max_payload: MaxPayload::uniform(crate::frame::MAX_PAYLOAD_LEN),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
         if !noise {
@@ -478,10 +586,11 @@ impl Session {
                 inactivity_timeout,
             },
             state: State::Handshake,
-            timers: [None; 4],
+            timers: [None; 5],
             inactivity: None,
             outputs: VecDeque::new(),
             ext: ExtensionsConfig::default(),
+            max_payload: MaxPayload::uniform(crate::frame::MAX_PAYLOAD_LEN),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
         if !noise {
@@ -511,6 +620,42 @@ impl Session {
         self.ext.request = extensions;
         self.ext.reply_timeout = reply_timeout;
         self
+    }
+
+    /// The payload limits to apply to received frames (see [`Session::max_payload`]). Default:
+    /// none below the U24 maximum; the service sets [`MaxPayload::server`] or
+    /// [`MaxPayload::client`] unless configured otherwise. Call before feeding frames.
+    pub fn with_max_payload(mut self, limits: MaxPayload) -> Self {
+        self.max_payload = limits;
+        self
+    }
+
+    /// The largest payload, in bytes, to accept in the next received frame: the `setup` limit
+    /// until SetupConnection is answered, then the limit of the negotiated subprotocol (and the
+    /// client's `REQUIRES_WORK_SELECTION` flag). The shell re-reads it after each frame.
+    pub fn max_payload(&self) -> usize {
+        match &self.state {
+            State::Negotiating(info) | State::Established(info) => {
+                self.max_payload.for_protocol(info.protocol, info.flags)
+            }
+            _ => self.max_payload.setup.min(crate::frame::MAX_PAYLOAD_LEN),
+        }
+    }
+
+    /// Tells the session whether, at `now`, the bytes received so far end inside a frame
+    /// (`partial`). The first call with `partial == true` arms [`Timer::Frame`] for
+    /// [`SessionConfig::frame_timeout`]; a call with `false` (the frame completed) disarms it.
+    /// The shell calls it when a frame starts to arrive and after each complete frame.
+    pub fn frame_progress(&mut self, now: Instant, partial: bool) {
+        if self.is_closed() || self.is_handshaking() {
+            return;
+        }
+        let slot = &mut self.timers[Timer::Frame.index()];
+        match (partial, *slot) {
+            (true, None) => *slot = Some(now + self.config.frame_timeout),
+            (false, Some(_)) => *slot = None,
+            _ => {}
+        }
     }
 
     /// This session's role.
@@ -596,7 +741,7 @@ impl Session {
             return;
         }
         self.state = State::Closed;
-        self.timers = [None; 4];
+        self.timers = [None; 5];
         self.outputs.push_back(SessionOutput::Close(reason));
     }
 

@@ -179,6 +179,11 @@ where
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ids = Arc::new(AtomicU64::new(1));
+        // One budget for every connection of this client.
+        let budget = tower_stratum_codec::PartialFrameBudget::new(
+            cfg.partial_frame_budget,
+            tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
+        );
         for p in Subprotocol::ALL {
             let (Some(flags), Some(endpoint)) =
                 (flags[p.index()], cfg.endpoints[p.index()].clone())
@@ -195,6 +200,7 @@ where
                 hub: hub_tx.clone(),
                 cancel: cancel.clone(),
                 ids: ids.clone(),
+                budget: budget.clone(),
             };
             tracker.spawn(
                 sup.run()
@@ -255,6 +261,7 @@ struct Supervisor<S> {
     hub: mpsc::Sender<HubInput>,
     cancel: CancellationToken,
     ids: Arc<AtomicU64>,
+    budget: tower_stratum_codec::PartialFrameBudget,
 }
 
 /// Full jitter: a uniformly random duration in `[0, d]`.
@@ -383,6 +390,7 @@ impl<S: InboundStack> Supervisor<S> {
             hub: self.hub.clone(),
             cancel: self.cancel.child_token(),
             max_payload: self.cfg.max_payload,
+            budget: self.budget.clone(),
             outbound_queue: self.cfg.outbound_queue,
             max_in_flight: self.cfg.max_in_flight,
             write_timeout: self.cfg.write_timeout,

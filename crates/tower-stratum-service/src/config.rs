@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 use tower_stratum_codec::{AuthorityKeypair, AuthorityPublicKey};
-use tower_stratum_core::session::SessionConfig;
+use tower_stratum_core::session::{MaxPayload, SessionConfig};
 use tower_stratum_core::Subprotocol;
 
 /// Default of `max_in_flight` ([`ServerConfig`], [`ClientConfig`]): 16 messages per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
-/// Default maximum Sv2 payload accepted from a peer: 1 MiB. Frames declaring more are refused
-/// before any allocation and the connection is closed. (Sv2's own limit is 2^24 - 1 bytes; a
-/// NewTemplate or DeclareMiningJob with many transactions may need a larger value.)
-pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// Default `partial_frame_budget` ([`ServerConfig`], [`ClientConfig`]): 64 MiB held in
+/// unfinished frames, beyond each connection's 4 KiB allowance, across all of a service's
+/// connections.
+pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 64 << 20;
 
 /// How a server secures its connections.
 #[derive(Debug, Clone)]
@@ -66,8 +66,17 @@ pub struct ServerConfig {
     /// Declaration 900 s, Template Distribution none (a TD client may legitimately stay silent
     /// for hours between blocks).
     pub inactivity_timeout: [Option<Duration>; 3],
-    /// Maximum payload size accepted, in bytes. Default [`DEFAULT_MAX_PAYLOAD`].
-    pub max_payload: usize,
+    /// Largest payload accepted from a client, in bytes, before SetupConnection and per
+    /// negotiated subprotocol. A frame declaring more is refused before its payload is buffered
+    /// and the connection is closed. Default [`MaxPayload::server`] (4 KiB for miners).
+    pub max_payload: MaxPayload,
+    /// Bytes that all connections together may hold in frames that have started to arrive but
+    /// are not complete, beyond [`tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE`] (4 KiB)
+    /// each (see [`tower_stratum_codec::PartialFrameBudget`]). A connection whose unfinished
+    /// frame would take the total past it is closed; a frame must also arrive whole within
+    /// [`SessionConfig::frame_timeout`]. So unfinished frames pin at most this plus 4 KiB per
+    /// connection. Default [`DEFAULT_PARTIAL_FRAME_BUDGET`] (64 MiB).
+    pub partial_frame_budget: usize,
     /// Per-connection outbound queue, in messages. A push (broadcast, send-to) that finds it
     /// full disconnects the client ([`tower_stratum_core::CloseReason::SlowConsumer`]).
     /// Default 256.
@@ -103,7 +112,8 @@ impl Default for ServerConfig {
                 Some(Duration::from_secs(900)),
                 None,
             ],
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_payload: MaxPayload::server(),
+            partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             outbound_queue: 256,
             write_timeout: Duration::from_secs(30),
             handler_queue: 1024,
@@ -201,8 +211,14 @@ pub struct ClientConfig {
     pub reconnect: Option<Backoff>,
     /// TCP connect timeout. Default 10 s.
     pub connect_timeout: Duration,
-    /// Maximum payload accepted from the server, bytes. Default [`DEFAULT_MAX_PAYLOAD`].
-    pub max_payload: usize,
+    /// Largest payload accepted from the server, in bytes, before SetupConnection's reply and
+    /// per subprotocol. Default [`MaxPayload::client`] (8 MiB for Template Distribution, 256 KiB
+    /// for Mining and Job Declaration).
+    pub max_payload: MaxPayload,
+    /// Bytes the client's connections together may hold in unfinished frames beyond 4 KiB
+    /// each; see [`ServerConfig::partial_frame_budget`]. Default
+    /// [`DEFAULT_PARTIAL_FRAME_BUDGET`] (64 MiB).
+    pub partial_frame_budget: usize,
     /// Outbound queue per connection, messages. Default 256.
     pub outbound_queue: usize,
     /// Write timeout. Default 30 s.
@@ -243,7 +259,8 @@ impl Default for ClientConfig {
             inactivity_timeout: [Some(Duration::from_secs(600)); 3],
             reconnect: Some(Backoff::default()),
             connect_timeout: Duration::from_secs(10),
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_payload: MaxPayload::client(),
+            partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             outbound_queue: 256,
             write_timeout: Duration::from_secs(30),
             handler_queue: 1024,

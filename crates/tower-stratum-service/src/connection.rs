@@ -30,9 +30,10 @@ use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tower_stratum_codec::{
-    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, CodecError, PlainCodec,
-    Sv2Codec,
+    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, CodecError,
+    PartialFrameBudget, PlainCodec, Sv2Codec,
 };
+use tower_stratum_core::session::MaxPayload;
 use tower_stratum_core::{
     Action, Actions, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage, Session,
     SessionOutput, Sv2Message,
@@ -60,7 +61,10 @@ pub(crate) struct ConnParams<S> {
     pub(crate) stack: S,
     pub(crate) hub: mpsc::Sender<HubInput>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) max_payload: usize,
+    /// Receive limits, applied to the session (which tells the codec's limit per stage).
+    pub(crate) max_payload: MaxPayload,
+    /// Shared by the connections of one service: bytes held in unfinished frames.
+    pub(crate) budget: PartialFrameBudget,
     pub(crate) outbound_queue: usize,
     /// Calls into the inbound stack outstanding at once, at least 1.
     pub(crate) max_in_flight: usize,
@@ -94,7 +98,7 @@ where
     let span = tracing::info_span!(
         "connection",
         id = p.id.0,
-        peer = ?p.peer,
+        peer = %PeerAddr(p.peer),
         role = %p.session.role(),
         protocol = tracing::field::Empty,
     );
@@ -110,15 +114,19 @@ where
         id,
         peer,
         transport,
-        mut session,
+        session,
         stack,
         hub,
         cancel,
         max_payload,
+        budget,
         outbound_queue,
         max_in_flight,
         write_timeout,
     } = p;
+    let mut session = session.with_max_payload(max_payload);
+    // Until SetupConnection is answered only its (small) limit applies.
+    let max_payload = session.max_payload();
 
     // 1. Transport handshake, bounded by the session's handshake timer.
     let codec = match transport {
@@ -156,6 +164,7 @@ where
         }
     };
     session.handshake_complete(now());
+    let codec = codec.with_budget(budget.charge());
 
     let mut framed = Framed::from_parts(FramedParts::new::<Frame>(io, codec));
     // `from_parts` raises both buffers to 8 KiB; an idle connection needs far less (they grow
@@ -187,6 +196,8 @@ where
         held: None,
         closing: None,
         unflushed: false,
+        max_payload,
+        frame_started: false,
     };
     shell.run().await
 }
@@ -223,6 +234,10 @@ struct Shell<IO, S: InboundStack> {
     closing: Option<CloseReason>,
     /// Something was fed to the write buffer since the last flush.
     unflushed: bool,
+    /// The codec's current receive limit (the session's, applied after each frame).
+    max_payload: usize,
+    /// The session knows that a frame has started to arrive (its frame timer is armed).
+    frame_started: bool,
 }
 
 /// What woke the connection task.
@@ -232,6 +247,8 @@ enum Event {
     Ready(Result<(), tower::BoxError>),
     Outbound(Option<Outbound>),
     Frame(Option<Result<Frame, CodecError>>),
+    /// The bytes received so far end inside a frame (reported once per frame).
+    FrameStarted,
     Timer,
 }
 
@@ -321,6 +338,9 @@ where
             }
         }
         info!(%reason, "closed");
+        if peer_at_fault(&reason) {
+            log_dropped_peer(self.peer, &reason);
+        }
         (reason, self.ctx.is_some())
     }
 
@@ -401,13 +421,15 @@ where
         let can_read = room && self.held.is_none();
         let outbound = self.ctx.is_some();
         let stack = &mut self.stack;
+        let framed = &mut self.framed;
+        let started = self.frame_started;
         tokio::select! {
             biased;
             _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(self.guard.stop_reason())),
             a = self.in_flight.next(), if answers => Some(Event::Answer(a)),
             r = poll_fn(|cx| stack.poll_ready(cx)), if want_ready => Some(Event::Ready(r)),
             o = self.out_rx.recv(), if outbound => Some(Event::Outbound(o)),
-            f = self.framed.next(), if can_read => Some(Event::Frame(f)),
+            f = poll_fn(|cx| poll_frame(framed, started, cx)), if can_read => Some(f),
             _ = timer, if wait && armed => Some(Event::Timer),
             else => None,
         }
@@ -437,8 +459,24 @@ where
             Event::Outbound(Some(Outbound::Frame(f))) => self.write_frame(f),
             Event::Outbound(Some(Outbound::Close(r))) => self.close_now(r),
             Event::Outbound(None) => self.close_now(CloseReason::Shutdown),
-            Event::Frame(Some(Ok(f))) => self.session.handle_frame(now(), f),
+            Event::Frame(Some(Ok(f))) => {
+                let now = now();
+                self.session.handle_frame(now, f);
+                // The next frame's deadline starts now, if its first bytes are already in.
+                self.session.frame_progress(now, false);
+                self.frame_started = partial_frame(&self.framed);
+                self.session.frame_progress(now, self.frame_started);
+                let limit = self.session.max_payload();
+                if limit != self.max_payload {
+                    self.max_payload = limit;
+                    self.framed.codec_mut().set_max_payload(limit);
+                }
+            }
             Event::Frame(Some(Err(e))) => self.session.close(CloseReason::Transport(e.to_string())),
+            Event::FrameStarted => {
+                self.frame_started = true;
+                self.session.frame_progress(now(), true);
+            }
             Event::Frame(None) => self.session.close(CloseReason::PeerClosed),
             Event::Timer => self.session.handle_timeout(now()),
         }
@@ -504,6 +542,86 @@ where
             self.close_now(CloseReason::Shutdown);
         } else {
             warn!(error = %e, "inbound stack error; message dropped");
+        }
+    }
+}
+
+/// The next frame, or [`Event::FrameStarted`] when reading stops inside a frame the session
+/// has not been told about (`started == false`).
+fn poll_frame<IO: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<IO, Sv2Codec>,
+    started: bool,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Event> {
+    match framed.poll_next_unpin(cx) {
+        Poll::Ready(f) => Poll::Ready(Event::Frame(f)),
+        Poll::Pending if !started && partial_frame(framed) => Poll::Ready(Event::FrameStarted),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Whether the bytes received so far end inside a frame.
+fn partial_frame<IO>(framed: &Framed<IO, Sv2Codec>) -> bool {
+    !framed.read_buffer().is_empty() || framed.codec().buffered_len() > 0
+}
+
+/// Whether a close is the peer's doing (a broken rule, bad bytes, a missed deadline): worth a
+/// line in the operator's log, unlike an orderly close or our own shutdown.
+fn peer_at_fault(reason: &CloseReason) -> bool {
+    use tower_stratum_core::session::Timer;
+    matches!(
+        reason,
+        CloseReason::PeerMisbehaved(_)
+            | CloseReason::Transport(_)
+            | CloseReason::Handshake(_)
+            | CloseReason::SlowConsumer
+            | CloseReason::TimedOut(
+                Timer::Handshake | Timer::Setup | Timer::Inactivity | Timer::Frame
+            )
+    )
+}
+
+/// Logs a peer dropped for its own fault at INFO under the target `tower_stratum::peer`, at
+/// most [`PEER_LOG_PER_SECOND`] lines per second for the whole process (a flood of bad peers
+/// cannot flood the log); the lines left out are counted in the next one.
+fn log_dropped_peer(peer: Option<SocketAddr>, reason: &CloseReason) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(u64::MAX);
+    static IN_WINDOW: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let second = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    if WINDOW.swap(second, Ordering::Relaxed) != second {
+        IN_WINDOW.store(0, Ordering::Relaxed);
+    }
+    if IN_WINDOW.fetch_add(1, Ordering::Relaxed) >= PEER_LOG_PER_SECOND {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    info!(
+        target: "tower_stratum::peer",
+        peer = %PeerAddr(peer),
+        %reason,
+        suppressed,
+        "dropped peer"
+    );
+}
+
+/// At most this many `dropped peer` lines per second (see [`log_dropped_peer`]).
+const PEER_LOG_PER_SECOND: u64 = 10;
+
+/// A peer address for logs: `127.0.0.1:34254`, or `-` for a stream without one.
+struct PeerAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
         }
     }
 }

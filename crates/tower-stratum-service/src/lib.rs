@@ -74,7 +74,7 @@ mod server;
 pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
 pub use config::{
     Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 pub use inbound::{HandlerFuture, HandlerService, InboundStack};
 pub use listener::{Listener, StreamListener};

@@ -329,6 +329,11 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
     } = a;
     let tracker = TaskTracker::new();
     let mut next_id = 1u64;
+    // One budget for every connection of this server.
+    let budget = tower_stratum_codec::PartialFrameBudget::new(
+        cfg.partial_frame_budget,
+        tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
+    );
     loop {
         let accepted = tokio::select! {
             biased;
@@ -354,6 +359,7 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
                     hub: hub_tx.clone(),
                     cancel: cancel.child_token(),
                     max_payload: cfg.max_payload,
+                    budget: budget.clone(),
                     outbound_queue: cfg.outbound_queue,
                     max_in_flight: cfg.max_in_flight,
                     write_timeout: cfg.write_timeout,
