@@ -23,7 +23,7 @@ use tower_stratum_test_kit::msg;
 use tower_stratum_test_kit::peer::RawPeer;
 use tower_stratum_test_kit::process::{self, peer_bin, PeerProcess};
 use tower_stratum_test_kit::recording::{Event, Events, MinimalMiningServer};
-use tower_stratum_test_kit::within;
+use tower_stratum_test_kit::{logs, within};
 
 /// A raw Noise peer that completed SetupConnection for Mining.
 async fn setup_peer(addr: SocketAddr, keys: Option<&AuthorityKeypair>) -> RawPeer<TcpStream> {
@@ -104,6 +104,8 @@ fn is_budget(reason: &CloseReason) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_declaring_a_megabyte_frame_is_closed_at_once() {
+    logs::capture();
+    let logged = logs::count("dropped peer");
     let keys = AuthorityKeypair::generate();
     let (events, mut rx) = Events::new(100);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -128,6 +130,15 @@ async fn a_miner_declaring_a_megabyte_frame_is_closed_at_once() {
     assert!(within(5, "server closes the socket", p.recv())
         .await
         .is_none());
+    // The operator's log says who was dropped and why (INFO, target tower_stratum::peer),
+    // with the address as an address (not `Some(..)`).
+    logs::wait_for("dropped peer", logged, 5).await;
+    assert!(
+        logs::count("exceeds the maximum of 4096 bytes") > 0
+            && logs::count("peer=127.0.0.1:") > 0
+            && logs::count("peer=Some(") == 0,
+        "dropped-peer line missing or malformed"
+    );
     handle.shutdown().await;
 }
 
