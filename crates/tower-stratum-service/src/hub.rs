@@ -1,15 +1,15 @@
 //! The hub: one task that owns the handlers, the registry of established connections and the
 //! sibling link. Connection tasks and the application talk to it through one bounded queue.
 //!
-//! The hub never awaits a connection: pushes to connection queues use `try_send`, and a full
-//! queue disconnects that connection (slow-consumer policy), so one slow peer cannot stall
-//! the hub or any other connection.
+//! The hub never awaits a connection or its sibling: pushes to connection queues use
+//! `try_send`, and a full queue disconnects that connection (slow-consumer policy), so one slow
+//! peer cannot stall the hub or any other connection. Messages for a sibling whose queue is
+//! full wait in a bounded backlog that the hub's loop drains as room appears.
 
 use crate::request::{Request, Response};
 use crate::ServiceError;
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tower_stratum_core::handler::client::dispatch_client;
@@ -140,14 +140,18 @@ pub(crate) struct SiblingEnd {
     pub(crate) rx: mpsc::Receiver<SiblingMessage>,
 }
 
-/// How long the hub waits for room in a full sibling queue before dropping the message (and
-/// logging an error). The hub never waits longer, so two hubs cannot deadlock on each other.
-const SIBLING_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages for the sibling held while its queue is full, at most. Past it a message is
+/// dropped with an error log. The hub never waits for the sibling, so two hubs cannot
+/// deadlock on each other and a slow sibling never stalls the connections (a found block's
+/// `SubmitSolution` is answered-then-queued like any other message).
+const SIBLING_BACKLOG: usize = 4096;
 
 pub(crate) struct Hub<H> {
     pub(crate) handlers: H,
     pub(crate) conns: HashMap<ConnectionId, (ConnectionContext, ConnHandle)>,
     pub(crate) sibling: Option<SiblingEnd>,
+    /// Messages for the sibling waiting for room in its queue, oldest first.
+    sibling_backlog: std::collections::VecDeque<SiblingMessage>,
 }
 
 impl<H: HandlerSet> Hub<H> {
@@ -156,20 +160,37 @@ impl<H: HandlerSet> Hub<H> {
             handlers,
             conns: HashMap::new(),
             sibling,
+            sibling_backlog: std::collections::VecDeque::new(),
         }
     }
 
     /// Runs until [`HubInput::Stop`] or until every input sender is gone.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<HubInput>) {
         loop {
+            // Only with a backlog: a sender of our own to wait for room on.
+            let backlog_tx = match (&self.sibling, self.sibling_backlog.is_empty()) {
+                (Some(s), false) => Some(s.tx.clone()),
+                _ => None,
+            };
             let sibling_rx = async {
                 match self.sibling.as_mut() {
                     Some(s) => s.rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
+            let sibling_room = async {
+                match backlog_tx {
+                    Some(tx) => tx.reserve_owned().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
+                Some(permit) = sibling_room => {
+                    if let Some(msg) = self.sibling_backlog.pop_front() {
+                        permit.send(msg);
+                    }
+                }
                 input = rx.recv() => match input {
                     None | Some(HubInput::Stop) => break,
                     Some(input) => self.on_input(input).await,
@@ -301,7 +322,7 @@ impl<H: HandlerSet> Hub<H> {
                 Action::Broadcast(p, m) => self.broadcast(p, m, origin, &mut mine),
                 Action::Disconnect(id, r) if Some(id) == origin => mine.push(Action::Close(r)),
                 Action::Disconnect(id, r) => self.close(id, CloseReason::Closed(r)),
-                Action::ToSibling(msg) => self.send_to_sibling(msg).await,
+                Action::ToSibling(msg) => self.send_to_sibling(msg),
                 _ => {}
             }
         }
@@ -364,17 +385,28 @@ impl<H: HandlerSet> Hub<H> {
         }
     }
 
-    async fn send_to_sibling(&mut self, msg: SiblingMessage) {
+    /// Queues `msg` for the sibling without waiting: straight into its queue when there is
+    /// room and nothing older waits, else into the backlog (order kept).
+    fn send_to_sibling(&mut self, msg: SiblingMessage) {
         let Some(s) = self.sibling.as_ref() else {
             debug!("no sibling linked: message dropped");
             return;
         };
-        match tokio::time::timeout(SIBLING_SEND_TIMEOUT, s.tx.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => debug!("sibling gone: message dropped"),
-            Err(_) => {
-                tracing::error!("sibling queue full for {SIBLING_SEND_TIMEOUT:?}: message dropped")
+        if self.sibling_backlog.is_empty() {
+            match s.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return debug!("sibling gone: message dropped")
+                }
+                Err(mpsc::error::TrySendError::Full(msg)) => self.sibling_backlog.push_back(msg),
             }
+        } else if self.sibling_backlog.len() < SIBLING_BACKLOG {
+            self.sibling_backlog.push_back(msg);
+        } else {
+            tracing::error!(
+                backlog = SIBLING_BACKLOG,
+                "sibling queue and backlog full: message dropped"
+            );
         }
     }
 }
