@@ -394,9 +394,9 @@ impl<H: HandlerSet> Hub<H> {
         };
         if self.sibling_backlog.is_empty() {
             match s.tx.try_send(msg) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return debug!("sibling gone: message dropped")
+                    debug!("sibling gone: message dropped")
                 }
                 Err(mpsc::error::TrySendError::Full(msg)) => self.sibling_backlog.push_back(msg),
             }
