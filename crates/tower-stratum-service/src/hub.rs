@@ -72,6 +72,10 @@ pub(crate) trait HandlerSet: Send + 'static {
     ) -> impl Future<Output = Actions> + Send;
     fn sibling(&mut self, msg: SiblingMessage) -> impl Future<Output = Actions> + Send;
     fn sibling_closed(&mut self) -> impl Future<Output = Actions> + Send;
+    /// The earliest of the handlers' `poll_timeout`s.
+    fn poll_timeout(&self) -> Option<std::time::Instant>;
+    /// Calls `on_timer` of every handler whose deadline is due at `now`.
+    fn timer(&mut self, now: std::time::Instant) -> impl Future<Output = Actions> + Send;
 }
 
 macro_rules! handler_set {
@@ -112,6 +116,30 @@ macro_rules! handler_set {
                 let mut a = self.m.handle_sibling_closed().await;
                 a.0.extend(self.j.handle_sibling_closed().await);
                 a.0.extend(self.t.handle_sibling_closed().await);
+                a
+            }
+            fn poll_timeout(&self) -> Option<std::time::Instant> {
+                [
+                    self.m.poll_timeout(),
+                    self.j.poll_timeout(),
+                    self.t.poll_timeout(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            }
+            async fn timer(&mut self, now: std::time::Instant) -> Actions {
+                let due = |d: Option<std::time::Instant>| d.is_some_and(|d| d <= now);
+                let mut a = Actions::none();
+                if due(self.m.poll_timeout()) {
+                    a.0.extend(self.m.on_timer(now).await);
+                }
+                if due(self.j.poll_timeout()) {
+                    a.0.extend(self.j.on_timer(now).await);
+                }
+                if due(self.t.poll_timeout()) {
+                    a.0.extend(self.t.on_timer(now).await);
+                }
                 a
             }
         }
@@ -166,7 +194,18 @@ impl<H: HandlerSet> Hub<H> {
 
     /// Runs until [`HubInput::Stop`] or until every input sender is gone.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<HubInput>) {
+        // One sleep for the handlers' earliest deadline, reset only when it changes.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<std::time::Instant> = None;
         loop {
+            let want = self.handlers.poll_timeout();
+            if want != armed {
+                if let Some(at) = want {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = want;
+            }
             // Only with a backlog: a sender of our own to wait for room on.
             let backlog_tx = match (&self.sibling, self.sibling_backlog.is_empty()) {
                 (Some(s), false) => Some(s.tx.clone()),
@@ -186,6 +225,12 @@ impl<H: HandlerSet> Hub<H> {
             };
             tokio::select! {
                 biased;
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    let now = tokio::time::Instant::now().into_std();
+                    let actions = self.handlers.timer(now).await;
+                    self.apply(None, actions).await;
+                }
                 Some(permit) = sibling_room => {
                     if let Some(msg) = self.sibling_backlog.pop_front() {
                         permit.send(msg);

@@ -62,6 +62,26 @@ macro_rules! common_methods {
         fn handle_sibling_closed(&mut self) -> impl Future<Output = Actions> + Send {
             async { Actions::none() }
         }
+
+        /// When this handler next wants [`on_timer`](Self::on_timer) called, in monotonic time
+        /// (`std::time::Instant`), or `None` for never. The runtime asks after every call into
+        /// the handlers and keeps one sleep for the earliest deadline of the three, so periodic
+        /// work (vardiff, job refresh, resubmitting a found block, a resume grace period) needs
+        /// no ticker task and no message to itself. A deadline in the past fires at once, so
+        /// `on_timer` must move the deadline on (or clear it) or it is called again at once.
+        /// Default: `None`.
+        fn poll_timeout(&self) -> Option<std::time::Instant> {
+            None
+        }
+
+        /// A deadline this handler gave in [`poll_timeout`](Self::poll_timeout) is due; `now`
+        /// is the runtime's clock (tokio's, so tests with paused time see virtual time).
+        /// Actions are executed as for a sibling message (no origin connection). Default:
+        /// nothing.
+        fn on_timer(&mut self, now: std::time::Instant) -> impl Future<Output = Actions> + Send {
+            let _ = now;
+            async { Actions::none() }
+        }
     };
 }
 

@@ -95,3 +95,52 @@ async fn a_stalled_sibling_does_not_stall_other_connections() {
     }
     handle.shutdown().await;
 }
+
+/// Asks for a wake-up every second and records the times it is called with.
+struct Ticker {
+    next: Option<std::time::Instant>,
+    calls: tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
+    left: u32,
+}
+
+impl Sv2MiningServerHandler for Ticker {
+    fn setup_support(&self) -> Option<SetupSupport> {
+        Some(SetupSupport {
+            supported_flags: 0,
+            success_flags: 0,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.next
+    }
+
+    async fn on_timer(&mut self, now: std::time::Instant) -> Actions {
+        let _ = self.calls.send(now);
+        self.left -= 1;
+        self.next = (self.left > 0).then(|| now + Duration::from_secs(1));
+        Actions::none()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn handler_timers_fire_at_the_deadlines_they_ask_for_on_the_runtime_clock() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t0 = tokio::time::Instant::now().into_std();
+    let (calls, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_svc, handle) = Sv2ServerService::builder()
+        .config(ServerConfig::with_transport(ServerTransport::Plaintext))
+        .mining(Ticker {
+            next: Some(t0 + Duration::from_secs(10)),
+            calls,
+            left: 3,
+        })
+        .serve(l);
+    // Virtual time: exactly the deadlines asked for, then nothing more.
+    for want in [10, 11, 12] {
+        let at = rx.recv().await.unwrap();
+        assert_eq!(at - t0, Duration::from_secs(want));
+    }
+    handle.shutdown().await;
+    assert!(rx.recv().await.is_none(), "called after its last deadline");
+}
