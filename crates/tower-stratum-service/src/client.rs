@@ -8,9 +8,7 @@ use crate::inbound::{HandlerService, InboundStack};
 use crate::request::{Request, RequestSender, Response};
 use crate::server::SiblingIo;
 use crate::{HandlerTypes, ServiceError};
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -97,7 +95,7 @@ where
 impl<M, J, T> tower::Service<Request> for Sv2ClientService<M, J, T> {
     type Response = Response;
     type Error = ServiceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+    type Future = crate::ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
         self.requests.poll_ready(cx)

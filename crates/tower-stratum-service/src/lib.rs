@@ -64,6 +64,7 @@ macro_rules! handler_setters {
 mod client;
 mod config;
 mod connection;
+mod error;
 mod hub;
 mod in_flight;
 mod inbound;
@@ -76,30 +77,11 @@ pub use config::{
     Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
+pub use error::ServiceError;
 pub use inbound::{HandlerFuture, HandlerService, InboundStack};
 pub use listener::{Listener, StreamListener};
-pub use request::{Request, RequestSender, Response};
+pub use request::{Request, RequestSender, Response, ResponseFuture};
 pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
-
-use tower_stratum_core::ConnectionId;
 
 /// Marks which handler types a service handle serves, without owning them.
 type HandlerTypes<M, J, T> = std::marker::PhantomData<fn() -> (M, J, T)>;
-
-/// Errors of the services' request interfaces.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServiceError {
-    /// The service is shut down (or shutting down).
-    #[error("service stopped")]
-    Stopped,
-    /// No established connection has this id.
-    #[error("unknown connection {0}")]
-    UnknownConnection(ConnectionId),
-    /// No sibling service is linked.
-    #[error("no sibling linked")]
-    NoSibling,
-    /// Binding or configuring the listener failed.
-    #[error("io: {0}")]
-    Io(String),
-}

@@ -70,10 +70,31 @@ impl RequestSender {
     }
 }
 
+/// The answer to one [`Request`], once the service's handler task has carried it out. Fails
+/// with [`ServiceError::Stopped`] if the service stopped first, or with the request's own error.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    state: Result<oneshot::Receiver<Result<Response, ServiceError>>, Option<ServiceError>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, ServiceError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            Ok(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(ServiceError::Stopped))),
+            Err(e) => Poll::Ready(Err(e.take().unwrap_or(ServiceError::Stopped))),
+        }
+    }
+}
+
 impl tower::Service<Request> for RequestSender {
     type Response = Response;
     type Error = ServiceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
         self.tx.poll_reserve(cx).map_err(|_| ServiceError::Stopped)
@@ -81,10 +102,10 @@ impl tower::Service<Request> for RequestSender {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send_item(HubInput::Request { req, reply });
-        Box::pin(async move {
-            sent.map_err(|_| ServiceError::Stopped)?;
-            rx.await.map_err(|_| ServiceError::Stopped)?
-        })
+        let state = match self.tx.send_item(HubInput::Request { req, reply }) {
+            Ok(()) => Ok(rx),
+            Err(_) => Err(Some(ServiceError::Stopped)),
+        };
+        ResponseFuture { state }
     }
 }

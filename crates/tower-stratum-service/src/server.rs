@@ -8,8 +8,6 @@ use crate::inbound::{HandlerService, InboundStack};
 use crate::listener::Listener;
 use crate::request::{Request, RequestSender, Response};
 use crate::{HandlerTypes, ServiceError};
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -115,7 +113,7 @@ where
 impl<M, J, T> tower::Service<Request> for Sv2ServerService<M, J, T> {
     type Response = Response;
     type Error = ServiceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, ServiceError>> + Send>>;
+    type Future = crate::ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
         self.requests.poll_ready(cx)
