@@ -15,6 +15,8 @@
 //! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
 //!   known-answer vectors in `tests/vectors.rs`).
 //! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
+//! - [`miner_channel`]: the other side, for miners and proxies: [`MinerChannel`], one channel's
+//!   jobs, future jobs, chain tip and target as a downstream of a pool sees them (sans-IO).
 //!
 //! # Example
 //!
@@ -47,6 +49,7 @@
 mod block;
 mod channel;
 mod config;
+pub mod miner_channel;
 mod server;
 /// Re-export of [`tower_stratum_core::share_math`] (it lives in the core so the Sv1 layer and
 /// miners use the same code without depending on this crate).
@@ -56,6 +59,7 @@ pub mod vardiff;
 
 pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
 pub use config::{ConfigError, MiningServerConfig};
+pub use miner_channel::{ChannelWork, MinerChannel};
 pub use server::{
     MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
 };

@@ -1,163 +1,55 @@
-//! The miner's Mining Protocol state (spec 5), sans-IO: channel, jobs, chain tip, target. Each
-//! method takes one message (and the time it arrived) and updates the state; the handler shell
-//! ([`crate::handler`]) publishes [`MinerState::work`] to the hashing threads when
-//! [`MinerState::take_changed`] says the work changed. Nothing here reads the clock, spawns or
-//! does IO.
-//!
-//! Rules implemented (spec 5.2, 5.3):
-//! - A job is for us when its `channel_id` is our channel or the group channel our channel
-//!   belongs to (`group_channel_id` of the open success, or a later `SetGroupChannel`, 5.3.22).
-//! - A future job (no `min_ntime`) waits for the `SetNewPrevHash` naming its `job_id`; that
-//!   message activates it, supplies `min_ntime`, and drops every other job (5.3.17).
-//! - A non-future job is mined at once on the current chain tip, from its own `min_ntime`
-//!   (5.3.15, 5.3.16).
-//! - `SetTarget` (5.3.21) applies to future jobs and jobs received later; a job received
-//!   with `min_ntime` set keeps the target it was received under. A new target keeps the
-//!   search position (no unit is hashed twice).
-//! - `SetExtranoncePrefix` (5.3.10) applies to jobs received after it.
-//! - Version rolling: the BIP320 bits of every standard job (5.3.15) and of extended jobs with
-//!   `version_rolling_allowed` (5.3.16); none at all if the upstream set
-//!   `REQUIRES_FIXED_VERSION` in `SetupConnection.Success` (5.3.1).
-//! - A standard-mode miner opens an extended channel instead when the upstream set
-//!   `REQUIRES_EXTENDED_CHANNELS` (5.3.1).
+//! The miner's Mining Protocol state (spec 5), sans-IO: the library's
+//! [`MinerChannel`](tower_stratum::mining::MinerChannel) (channel, jobs, future jobs, chain tip,
+//! target, extranonce prefix, version rolling: the rules are listed there) plus what only a
+//! hashing miner needs: a unit counter per search space, so a job whose headers equal an
+//! earlier one's on the same tip (same version, version mask and merkle source; e.g. a
+//! template resent unchanged, or a new target) continues where that one stopped instead of
+//! hashing the same headers again. The handler shell ([`crate::handler`]) publishes
+//! [`MinerState::work`] to the hashing threads when [`MinerState::take_changed`] says the work
+//! changed. Nothing here reads the clock, spawns or does IO.
 
-use crate::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
-use std::collections::VecDeque;
+use crate::work::{ShareKind, Work};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
-use tower_stratum::session::{REQUIRES_EXTENDED_CHANNELS, REQUIRES_FIXED_VERSION};
-use tower_stratum::stratum_core::binary_sv2::{Str0255Owned, U256Owned};
+use tower_stratum::mining::miner_channel::MAX_JOBS;
+pub use tower_stratum::mining::miner_channel::{ChannelMode, ChannelRequest, Ignored};
+use tower_stratum::mining::miner_channel::{ChannelWork, JobMerkle, MinerChannel};
 use tower_stratum::stratum_core::mining_sv2::{
     CloseChannelOwned, NewExtendedMiningJobOwned, NewMiningJobOwned,
-    OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
-    OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
+    OpenExtendedMiningChannelSuccessOwned, OpenStandardMiningChannelSuccessOwned,
     SetExtranoncePrefixOwned, SetGroupChannelOwned, SetNewPrevHashOwned, SetTargetOwned,
 };
-use tower_stratum::stratum_core::parsers_sv2::MiningOwned;
 use tower_stratum::Sv2Message;
-
-/// Jobs kept per channel (future and current); older ones are dropped first.
-const MAX_JOBS: usize = 64;
-
-/// Which channel type the miner opens (spec 5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelMode {
-    /// `OpenStandardMiningChannel`: the upstream fixes the merkle root (or sends group-channel
-    /// extended jobs, whose coinbase the miner completes with its extranonce_prefix).
-    Standard,
-    /// `OpenExtendedMiningChannel`: the miner rolls its own extranonce in the coinbase.
-    Extended,
-}
-
-/// What the miner asks for when it opens its channel.
-#[derive(Debug, Clone)]
-pub struct ChannelRequest {
-    /// Channel type.
-    pub mode: ChannelMode,
-    /// `user_identity` (account/worker name at the pool); build it with
-    /// `tower_stratum::session::str0255`.
-    pub user_identity: Str0255Owned,
-    /// `nominal_hash_rate`, hashes per second; the upstream derives the initial target from it.
-    pub nominal_hash_rate: f32,
-    /// Extended channels: `min_extranonce_size`, bytes of extranonce the miner rolls.
-    pub min_extranonce_size: u16,
-}
-
-#[derive(Debug, Clone)]
-struct Channel {
-    id: u32,
-    group_id: u32,
-    target: [u8; 32],
-    extranonce_prefix: Vec<u8>,
-    /// Miner-owned extranonce size (extended channels), bytes.
-    extranonce_size: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    id: u32,
-    version: u32,
-    version_mask: u32,
-    /// `None` = future job.
-    min_ntime: Option<u32>,
-    received: Instant,
-    merkle: MerkleSource,
-    /// The target of a job received with `min_ntime` set (fixed, spec 5.3.21); `None` for a
-    /// future job, which follows the channel's target.
-    target: Option<[u8; 32]>,
-}
-
-#[derive(Debug, Clone)]
-struct Tip {
-    prev_hash: [u8; 32],
-    nbits: u32,
-}
-
-/// Outcome of a message that the miner cannot use, for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ignored {
-    /// The message names a channel that is neither ours nor our group's.
-    OtherChannel(u32),
-    /// A channel-open answer that does not match our pending request (or comes when none is
-    /// pending / the channel type differs).
-    UnexpectedOpen,
-    /// `SetNewPrevHash` for a job we do not have (we mine nothing until a job for the new tip
-    /// arrives).
-    UnknownJob(u32),
-    /// A field has an impossible value (e.g. an extranonce prefix over 32 bytes).
-    Malformed(&'static str),
-}
-
-/// The miner's protocol state: see the module docs.
-#[derive(Debug)]
-pub struct MinerState {
-    request: ChannelRequest,
-    /// Channel type opened on this connection (the requested one, unless the upstream
-    /// requires extended channels).
-    open_mode: ChannelMode,
-    /// `SetupConnection.Success` had `REQUIRES_FIXED_VERSION`: never roll the version.
-    fixed_version: bool,
-    next_request_id: u32,
-    pending_request: Option<u32>,
-    channel: Option<Channel>,
-    jobs: VecDeque<Job>,
-    tip: Option<Tip>,
-    /// `job_id` of the job being mined.
-    active: Option<u32>,
-    tip_epoch: u64,
-    /// Unit counter of every search space mined on the current tip: a job whose header space
-    /// equals an earlier one's (same version and merkle source; e.g. a template resent
-    /// unchanged) continues where that one stopped instead of hashing the same headers again.
-    spaces: Vec<(SearchSpace, Arc<AtomicU64>)>,
-    /// Unit counter of the active job.
-    next_unit: Arc<AtomicU64>,
-    changed: bool,
-}
 
 /// What makes two jobs' headers identical on one chain tip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SearchSpace {
     version: u32,
     version_mask: u32,
-    merkle: MerkleSource,
+    merkle: JobMerkle,
+}
+
+/// The miner's protocol state: see the module docs.
+#[derive(Debug)]
+pub struct MinerState {
+    channel: MinerChannel,
+    /// Unit counter of every search space mined on the current tip epoch.
+    spaces: Vec<(SearchSpace, Arc<AtomicU64>)>,
+    /// The tip epoch `spaces` belong to.
+    spaces_epoch: u64,
+    /// Unit counter of the active job.
+    next_unit: Arc<AtomicU64>,
+    changed: bool,
 }
 
 impl MinerState {
     /// A state with no connection.
     pub fn new(request: ChannelRequest) -> Self {
         Self {
-            open_mode: request.mode,
-            fixed_version: false,
-            request,
-            next_request_id: 1,
-            pending_request: None,
-            channel: None,
-            jobs: VecDeque::new(),
-            tip: None,
-            active: None,
-            tip_epoch: 0,
+            channel: MinerChannel::new(request),
             spaces: Vec::new(),
+            spaces_epoch: 0,
             next_unit: Arc::new(AtomicU64::new(0)),
             changed: true,
         }
@@ -165,12 +57,12 @@ impl MinerState {
 
     /// The channel type this miner opens.
     pub fn mode(&self) -> ChannelMode {
-        self.request.mode
+        self.channel.mode()
     }
 
     /// Our channel id, once open.
     pub fn channel_id(&self) -> Option<u32> {
-        self.channel.as_ref().map(|c| c.id)
+        self.channel.channel_id()
     }
 
     /// Whether the work changed since the last call (then publish [`Self::work`]).
@@ -178,113 +70,55 @@ impl MinerState {
         std::mem::take(&mut self.changed)
     }
 
-    fn reset(&mut self) {
-        self.pending_request = None;
-        self.channel = None;
-        self.jobs.clear();
-        self.tip = None;
-        self.new_tip_epoch();
-    }
-
-    /// A new chain tip, channel or connection: nothing active, shares found before are stale
-    /// from now on, every search space is new.
-    fn new_tip_epoch(&mut self) {
-        self.active = None;
-        self.tip_epoch += 1;
-        self.spaces.clear();
+    /// After every change of the channel: pick the unit counter of the (new) active job's
+    /// search space, continuing an identical one's on the same tip.
+    fn sync<T>(&mut self, r: T) -> T {
+        if !self.channel.take_changed() {
+            return r;
+        }
         self.changed = true;
-    }
-
-    /// Mines `job_id` from now on, continuing the unit counter of an identical search space.
-    fn activate(&mut self, job_id: u32) {
-        let Some(job) = self.jobs.iter().find(|j| j.id == job_id) else {
-            return;
-        };
-        let space = SearchSpace {
-            version: job.version,
-            version_mask: job.version_mask,
-            merkle: job.merkle.clone(),
-        };
-        let counter = match self.spaces.iter().find(|(s, _)| *s == space) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let c = Arc::new(AtomicU64::new(0));
-                self.spaces.push((space, c.clone()));
-                if self.spaces.len() > MAX_JOBS {
-                    self.spaces.remove(0);
+        if self.channel.tip_epoch() != self.spaces_epoch {
+            self.spaces.clear();
+            self.spaces_epoch = self.channel.tip_epoch();
+        }
+        if let Some(w) = self.channel.work() {
+            let space = SearchSpace {
+                version: w.version,
+                version_mask: w.version_mask,
+                merkle: w.merkle,
+            };
+            self.next_unit = match self.spaces.iter().find(|(s, _)| *s == space) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = Arc::new(AtomicU64::new(0));
+                    self.spaces.push((space, c.clone()));
+                    if self.spaces.len() > MAX_JOBS {
+                        self.spaces.remove(0);
+                    }
+                    c
                 }
-                c
-            }
-        };
-        self.next_unit = counter;
-        self.active = Some(job_id);
-        self.changed = true;
-    }
-
-    fn is_ours(&self, channel_id: u32) -> bool {
-        self.channel
-            .as_ref()
-            .is_some_and(|c| c.id == channel_id || (c.group_id != 0 && c.group_id == channel_id))
+            };
+        }
+        r
     }
 
     /// The upstream connection is established with `success_flags` (from
     /// `SetupConnection.Success`): forget everything and return the channel-open request to
     /// send.
     pub fn connected(&mut self, success_flags: u32) -> Sv2Message {
-        self.reset();
-        self.fixed_version = success_flags & REQUIRES_FIXED_VERSION != 0;
-        self.open_mode = if success_flags & REQUIRES_EXTENDED_CHANNELS != 0 {
-            ChannelMode::Extended
-        } else {
-            self.request.mode
-        };
-        self.open_request()
+        let r = self.channel.connected(success_flags);
+        self.sync(r)
     }
 
     /// The channel type opened on the current connection.
     pub fn open_mode(&self) -> ChannelMode {
-        self.open_mode
-    }
-
-    /// The open request for a new channel (also after `CloseChannel`).
-    fn open_request(&mut self) -> Sv2Message {
-        let request_id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1);
-        self.pending_request = Some(request_id);
-        let user_identity = self.request.user_identity.clone();
-        let max_target = U256Owned::from([0xffu8; 32]);
-        match self.open_mode {
-            ChannelMode::Standard => Sv2Message::Mining(MiningOwned::OpenStandardMiningChannel(
-                OpenStandardMiningChannelOwned {
-                    request_id,
-                    user_identity,
-                    nominal_hash_rate: self.request.nominal_hash_rate,
-                    max_target,
-                },
-            )),
-            ChannelMode::Extended => Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannel(
-                OpenExtendedMiningChannelOwned {
-                    request_id,
-                    user_identity,
-                    nominal_hash_rate: self.request.nominal_hash_rate,
-                    max_target,
-                    min_extranonce_size: self.request.min_extranonce_size,
-                },
-            )),
-        }
+        self.channel.open_mode()
     }
 
     /// The upstream connection is gone: nothing to mine until the next `connected`.
     pub fn disconnected(&mut self) {
-        self.reset();
-    }
-
-    fn take_pending(&mut self, request_id: u32, mode: ChannelMode) -> Result<(), Ignored> {
-        if self.pending_request != Some(request_id) || self.open_mode != mode {
-            return Err(Ignored::UnexpectedOpen);
-        }
-        self.pending_request = None;
-        Ok(())
+        self.channel.disconnected();
+        self.sync(())
     }
 
     /// `OpenStandardMiningChannel.Success`.
@@ -292,16 +126,8 @@ impl MinerState {
         &mut self,
         m: &OpenStandardMiningChannelSuccessOwned,
     ) -> Result<(), Ignored> {
-        self.take_pending(m.request_id, ChannelMode::Standard)?;
-        self.channel = Some(Channel {
-            id: m.channel_id,
-            group_id: m.group_channel_id,
-            target: m.target.to_array(),
-            extranonce_prefix: m.extranonce_prefix.as_bytes().to_vec(),
-            extranonce_size: 0,
-        });
-        self.new_tip_epoch();
-        Ok(())
+        let r = self.channel.open_standard_success(m);
+        self.sync(r)
     }
 
     /// `OpenExtendedMiningChannel.Success`.
@@ -309,78 +135,20 @@ impl MinerState {
         &mut self,
         m: &OpenExtendedMiningChannelSuccessOwned,
     ) -> Result<(), Ignored> {
-        self.take_pending(m.request_id, ChannelMode::Extended)?;
-        let prefix = m.extranonce_prefix.as_bytes().to_vec();
-        if prefix.len() + usize::from(m.extranonce_size) > 32 {
-            return Err(Ignored::Malformed(
-                "extranonce_prefix + extranonce_size > 32",
-            ));
-        }
-        self.channel = Some(Channel {
-            id: m.channel_id,
-            group_id: m.group_channel_id,
-            target: m.target.to_array(),
-            extranonce_prefix: prefix,
-            extranonce_size: usize::from(m.extranonce_size),
-        });
-        self.new_tip_epoch();
-        Ok(())
+        let r = self.channel.open_extended_success(m);
+        self.sync(r)
     }
 
     /// `OpenMiningChannel.Error` for our request: returns whether it was ours.
     pub fn open_error(&mut self, request_id: u32) -> bool {
-        if self.pending_request == Some(request_id) {
-            self.pending_request = None;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn store_job(&mut self, job: Job) {
-        self.jobs.retain(|j| j.id != job.id);
-        let immediate = job.min_ntime.is_some();
-        let id = job.id;
-        self.jobs.push_back(job);
-        while self.jobs.len() > MAX_JOBS {
-            self.jobs.pop_front();
-        }
-        if immediate && self.tip.is_some() {
-            // A non-future job: mine it now on the current tip (spec 5.3.15).
-            self.activate(id);
-        }
-    }
-
-    fn version_mask(&self, allowed_by_job: bool) -> u32 {
-        if allowed_by_job && !self.fixed_version {
-            BIP320_VERSION_MASK
-        } else {
-            0
-        }
-    }
-
-    /// A job received with `min_ntime` set keeps the channel's current target.
-    fn job_target(&self, min_ntime: Option<u32>) -> Option<[u8; 32]> {
-        min_ntime.and(self.channel.as_ref().map(|c| c.target))
+        let r = self.channel.open_error(request_id);
+        self.sync(r)
     }
 
     /// `NewMiningJob` (standard channels).
     pub fn new_mining_job(&mut self, m: &NewMiningJobOwned, now: Instant) -> Result<(), Ignored> {
-        if !self.is_ours(m.channel_id) {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        }
-        let min_ntime = m.min_ntime.clone().into_inner();
-        let job = Job {
-            id: m.job_id,
-            version: m.version,
-            version_mask: self.version_mask(true),
-            min_ntime,
-            received: now,
-            merkle: MerkleSource::Fixed(m.merkle_root.to_array()),
-            target: self.job_target(min_ntime),
-        };
-        self.store_job(job);
-        Ok(())
+        let r = self.channel.new_mining_job(m, now);
+        self.sync(r)
     }
 
     /// `NewExtendedMiningJob` (extended channels, and group channels of standard ones).
@@ -389,32 +157,8 @@ impl MinerState {
         m: &NewExtendedMiningJobOwned,
         now: Instant,
     ) -> Result<(), Ignored> {
-        if !self.is_ours(m.channel_id) {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        }
-        let Some(ch) = &self.channel else {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        };
-        let mut prefix = m.coinbase_tx_prefix.as_bytes().to_vec();
-        prefix.extend_from_slice(&ch.extranonce_prefix);
-        let merkle = MerkleSource::Coinbase {
-            prefix,
-            suffix: m.coinbase_tx_suffix.as_bytes().to_vec(),
-            path: m.merkle_path.iter().map(|n| n.to_array()).collect(),
-            rollable: ch.extranonce_size,
-        };
-        let min_ntime = m.min_ntime.clone().into_inner();
-        let job = Job {
-            id: m.job_id,
-            version: m.version,
-            version_mask: self.version_mask(m.version_rolling_allowed),
-            min_ntime,
-            received: now,
-            merkle,
-            target: self.job_target(min_ntime),
-        };
-        self.store_job(job);
-        Ok(())
+        let r = self.channel.new_extended_mining_job(m, now);
+        self.sync(r)
     }
 
     /// `SetNewPrevHash` (Mining Protocol): activates the named future job, drops the others.
@@ -423,112 +167,75 @@ impl MinerState {
         m: &SetNewPrevHashOwned,
         now: Instant,
     ) -> Result<(), Ignored> {
-        if !self.is_ours(m.channel_id) {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        }
-        self.tip = Some(Tip {
-            prev_hash: m.prev_hash.to_array(),
-            nbits: m.nbits,
-        });
-        self.new_tip_epoch();
-        let job_id = m.job_id;
-        self.jobs.retain(|j| j.id == job_id);
-        match self.jobs.front_mut() {
-            Some(job) => {
-                job.min_ntime = Some(m.min_ntime);
-                job.received = now;
-                self.activate(job_id);
-                Ok(())
-            }
-            None => Err(Ignored::UnknownJob(job_id)),
-        }
+        let r = self.channel.set_new_prev_hash(m, now);
+        self.sync(r)
     }
 
-    /// `SetTarget`: new maximum target for our channel (or its group).
+    /// `SetTarget`: new maximum target for our channel (or its group). A new target keeps the
+    /// search position (no unit is hashed twice).
     pub fn set_target(&mut self, m: &SetTargetOwned) -> Result<(), Ignored> {
-        if !self.is_ours(m.channel_id) {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        }
-        if let Some(ch) = &mut self.channel {
-            ch.target = m.maximum_target.to_array();
-        }
-        let active_follows_channel = self
-            .jobs
-            .iter()
-            .any(|j| Some(j.id) == self.active && j.target.is_none());
-        if active_follows_channel {
-            self.changed = true;
-        }
-        Ok(())
+        let r = self.channel.set_target(m);
+        self.sync(r)
     }
 
     /// `SetExtranoncePrefix`: applies to jobs received after it (spec 5.3.10).
     pub fn set_extranonce_prefix(&mut self, m: &SetExtranoncePrefixOwned) -> Result<(), Ignored> {
-        let Some(ch) = self.channel.as_mut().filter(|c| c.id == m.channel_id) else {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        };
-        let prefix = m.extranonce_prefix.as_bytes().to_vec();
-        if prefix.len() + ch.extranonce_size > 32 {
-            return Err(Ignored::Malformed(
-                "extranonce_prefix + extranonce_size > 32",
-            ));
-        }
-        ch.extranonce_prefix = prefix;
-        Ok(())
+        let r = self.channel.set_extranonce_prefix(m);
+        self.sync(r)
     }
 
     /// `SetGroupChannel`: our channel joins `group_channel_id` if it is listed.
     pub fn set_group_channel(&mut self, m: &SetGroupChannelOwned) -> Result<(), Ignored> {
-        let Some(ch) = self.channel.as_mut() else {
-            return Err(Ignored::OtherChannel(m.group_channel_id));
-        };
-        if m.channel_ids.iter().any(|id| *id == ch.id) {
-            ch.group_id = m.group_channel_id;
-            Ok(())
-        } else {
-            Err(Ignored::OtherChannel(m.group_channel_id))
-        }
+        let r = self.channel.set_group_channel(m);
+        self.sync(r)
     }
 
     /// `CloseChannel` for our channel (or its group): stop mining and return the request that
     /// opens a new one.
     pub fn close_channel(&mut self, m: &CloseChannelOwned) -> Result<Sv2Message, Ignored> {
-        if !self.is_ours(m.channel_id) {
-            return Err(Ignored::OtherChannel(m.channel_id));
-        }
-        self.reset();
-        Ok(self.open_request())
+        let r = self.channel.close_channel(m);
+        self.sync(r)
     }
 
     /// The work to mine now, if any: needs a channel, a chain tip and an active job.
     pub fn work(&self) -> Option<Work> {
-        let ch = self.channel.as_ref()?;
-        let tip = self.tip.as_ref()?;
-        let job = self.jobs.iter().find(|j| Some(j.id) == self.active)?;
-        let min_ntime = job.min_ntime?;
+        let ChannelWork {
+            tip_epoch,
+            channel_id,
+            job_id,
+            mode,
+            version,
+            version_mask,
+            prev_hash,
+            nbits,
+            min_ntime,
+            min_ntime_received,
+            target,
+            merkle,
+        } = self.channel.work()?;
         Some(Work {
-            tip_epoch: self.tip_epoch,
-            channel_id: ch.id,
-            job_id: job.id,
-            share_kind: match self.open_mode {
+            tip_epoch,
+            channel_id,
+            job_id,
+            share_kind: match mode {
                 ChannelMode::Standard => ShareKind::Standard,
                 ChannelMode::Extended => ShareKind::Extended,
             },
-            version: job.version,
-            version_mask: job.version_mask,
-            prev_hash: tip.prev_hash,
-            nbits: tip.nbits,
+            version,
+            version_mask,
+            prev_hash,
+            nbits,
             min_ntime,
-            min_ntime_received: job.received,
-            target: job.target.unwrap_or(ch.target),
-            merkle: job.merkle.clone(),
+            min_ntime_received,
+            target,
+            merkle,
             next_unit: self.next_unit.clone(),
         })
     }
 
     /// The epoch of the current search space (see [`Work::tip_epoch`]).
     pub fn tip_epoch(&self) -> u64 {
-        self.tip_epoch
+        self.channel.tip_epoch()
     }
 }
 
@@ -536,10 +243,14 @@ impl MinerState {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::work::{MerkleSource, BIP320_VERSION_MASK};
     use std::sync::atomic::Ordering;
+    use tower_stratum::session::{REQUIRES_EXTENDED_CHANNELS, REQUIRES_FIXED_VERSION};
+    use tower_stratum::stratum_core::binary_sv2::U256Owned;
     use tower_stratum::stratum_core::binary_sv2::{
         B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned, Sv2OptionOwned,
     };
+    use tower_stratum::stratum_core::parsers_sv2::MiningOwned;
 
     fn state(mode: ChannelMode) -> MinerState {
         MinerState::new(ChannelRequest {

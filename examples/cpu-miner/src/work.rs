@@ -21,7 +21,7 @@ use tower_stratum::stratum_core::bitcoin::consensus::deserialize;
 use tower_stratum::stratum_core::bitcoin::Transaction;
 
 /// The BIP320 general-purpose version bits a miner may roll (`0x1fffe000`, 16 bits).
-pub const BIP320_VERSION_MASK: u32 = 0x1fff_e000;
+pub use tower_stratum::mining::miner_channel::BIP320_VERSION_MASK;
 
 /// Serialises an 80-byte block header (the share math of `tower-stratum-mining`, so miner and
 /// server build headers with the same code): `prev_hash` and `merkle_root` in internal byte
@@ -92,26 +92,10 @@ pub fn extranonce_for(k: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// How the merkle root of a work is obtained.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MerkleSource {
-    /// A standard job: the upstream fixed the merkle root (internal byte order).
-    Fixed([u8; 32]),
-    /// An extended job (on an extended channel, or a group-channel job on a standard channel):
-    /// coinbase = `prefix` (coinbase_tx_prefix + the channel's extranonce_prefix) + the
-    /// miner-owned extranonce of `rollable` bytes + `suffix`. An Sv1 job has the same shape:
-    /// `prefix` = coinb1 + extranonce1, extranonce2 of `rollable` bytes, `suffix` = coinb2.
-    Coinbase {
-        /// `coinbase_tx_prefix` followed by `extranonce_prefix`.
-        prefix: Vec<u8>,
-        /// `coinbase_tx_suffix`.
-        suffix: Vec<u8>,
-        /// Merkle path, deepest first, internal byte order.
-        path: Vec<[u8; 32]>,
-        /// Size of the miner-owned extranonce, bytes (0 for a standard channel).
-        rollable: usize,
-    },
-}
+/// Where a job's merkle root comes from: the library's
+/// [`JobMerkle`](tower_stratum::mining::miner_channel::JobMerkle), which Sv1 jobs fill too
+/// (`prefix` = coinb1 + extranonce1, extranonce2 of `rollable` bytes, `suffix` = coinb2).
+pub use tower_stratum::mining::miner_channel::JobMerkle as MerkleSource;
 
 /// Which submit message a share of this work goes in: Sv2 `SubmitShares.Standard` /
 /// `SubmitShares.Extended` (spec 5.3.11/5.3.12) or Sv1 `mining.submit`.
