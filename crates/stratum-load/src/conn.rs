@@ -6,7 +6,7 @@
 //! A raw `Framed<TcpStream, Sv2Codec>` client (no session, no service): the cheapest way to
 //! drive many connections, and exactly the bytes a miner sends.
 
-use crate::job::{Channel, ChannelKind, Update};
+use crate::job::{Channel, Update};
 use crate::msgs::{self, OpenRequest};
 use crate::spec::{ConnSpec, ShareSpec};
 use crate::worker::{Phase, Stats};
@@ -195,12 +195,15 @@ pub(crate) async fn establish(
         msgs::setup_connection(spec.channel, &host, spec.addr.port()),
     )
     .await?;
+    let success_flags;
     loop {
         let m = timeout_at(deadline, recv(&mut link, "SetupConnection"))
             .await
             .map_err(|_| ConnError::Timeout("SetupConnection"))??;
         match m {
-            Sv2Message::Common(CommonMessagesOwned::SetupConnectionSuccess(_)) => break,
+            Sv2Message::Common(CommonMessagesOwned::SetupConnectionSuccess(s)) => {
+                break success_flags = s.flags;
+            }
             Sv2Message::Common(CommonMessagesOwned::SetupConnectionError(e)) => {
                 return Err(ConnError::SetupRefused(e.error_code.as_utf8_or_hex()))
             }
@@ -217,47 +220,29 @@ pub(crate) async fn establish(
         });
     };
     let t = Instant::now();
-    let request_id = 1;
     let req = OpenRequest {
         kind,
         user_identity: format!("{}.{index}", spec.user_identity),
         nominal_hash_rate: spec.nominal_hash_rate,
         min_extranonce_size: spec.min_extranonce_size,
     };
-    send(&mut link, msgs::open_channel(&req, request_id)).await?;
-    let mut channel: Option<Channel> = None;
-    loop {
-        if channel.as_ref().is_some_and(Channel::has_work) {
-            break;
-        }
+    let mut ch = Channel::new(&req, spec.avoid_blocks)
+        .ok_or(ConnError::Malformed("user identity over 255 bytes"))?;
+    send(&mut link, Some(ch.open(success_flags))).await?;
+    while !ch.has_work() {
         let m = timeout_at(deadline, recv(&mut link, "channel open"))
             .await
             .map_err(|_| ConnError::Timeout("channel open (no job)"))??;
-        match (m, channel.as_mut()) {
-            (Sv2Message::Mining(MiningOwned::OpenStandardMiningChannelSuccess(s)), None)
-                if s.request_id == request_id && kind == ChannelKind::Standard =>
-            {
-                channel = Some(Channel::standard(&s, spec.avoid_blocks));
-            }
-            (Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(s)), None)
-                if s.request_id == request_id && kind == ChannelKind::Extended =>
-            {
-                channel = Some(
-                    Channel::extended(&s, spec.avoid_blocks)
-                        .ok_or(ConnError::Malformed("extranonce over 32 bytes"))?,
-                );
-            }
-            (Sv2Message::Mining(MiningOwned::OpenMiningChannelError(e)), None) => {
-                return Err(ConnError::OpenRefused(e.error_code.as_utf8_or_hex()));
-            }
-            (Sv2Message::Mining(m), Some(ch)) => match ch.on_message(&m) {
+        if let Sv2Message::Mining(m) = m {
+            match ch.on_message(&m) {
                 Update::Closed(reason) => return Err(ConnError::ChannelClosed(reason)),
                 Update::Malformed(what) => return Err(ConnError::Malformed(what)),
+                Update::Refused(code) => return Err(ConnError::OpenRefused(code)),
                 Update::Applied | Update::Ignored => {}
-            },
-            _ => {}
+            }
         }
     }
+    let channel = Some(ch);
     timings.channel = Some(t.elapsed());
     Ok(Established {
         link,
@@ -337,7 +322,7 @@ fn on_share_phase_message(
         Sv2Message::Mining(m) => match ch.on_message(&m) {
             Update::Closed(reason) => return Err(ConnError::ChannelClosed(reason)),
             Update::Malformed(what) => stats.count_error(format!("malformed: {what}")),
-            Update::Applied | Update::Ignored => {}
+            Update::Refused(_) | Update::Applied | Update::Ignored => {}
         },
         Sv2Message::Common(CommonMessagesOwned::Reconnect(_)) => return Err(ConnError::Reconnect),
         _ => {}

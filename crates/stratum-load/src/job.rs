@@ -1,5 +1,7 @@
-//! One load-generator channel's Mining Protocol state, sans-IO: target, jobs, chain tip, and a
-//! share finder that produces shares the server must accept without real mining.
+//! One load-generator channel, sans-IO: the library's
+//! [`MinerChannel`](tower_stratum_mining::MinerChannel) (channel open, jobs, future jobs, chain
+//! tip, target, extranonce prefix: the spec 5.3 rules are listed there) plus a share finder that
+//! produces shares the server must accept without real mining.
 //!
 //! How shares stay valid and cheap: the channel is opened with `max_target` = 2^256 - 1 and a
 //! tiny `nominal_hash_rate`, so the server gives its easiest target (on `pool_sv2` and
@@ -11,24 +13,18 @@
 //! hashes that meet the network target (about two hashes per share); once the channel target is
 //! as hard as the network's, every share is a block and is reported as such.
 //!
-//! Rules followed (spec 5.3): a job is ours when its `channel_id` is our channel or our group
-//! channel; a future job (no `min_ntime`) waits for the `SetNewPrevHash` naming it, which drops
-//! every other job; a non-future job is mined at once on the current tip; `SetTarget` applies
-//! to the next share; `SetExtranoncePrefix` to jobs received after it. The version is never
-//! rolled. The nonce runs through all 2^32 values per job, then the extranonce (extended) or
-//! ntime (standard) moves by one, so no share repeats.
+//! The version is never rolled. The nonce runs through all 2^32 values per job, then the
+//! extranonce (extended) or ntime (standard) moves by one, so no share repeats.
 
-use crate::msgs::Share;
-use std::collections::VecDeque;
+use crate::msgs::{OpenRequest, Share};
+use std::time::Instant;
 use tower_stratum_core::stratum_core::bitcoin::Target;
-use tower_stratum_core::stratum_core::mining_sv2::{
-    OpenExtendedMiningChannelSuccessOwned, OpenStandardMiningChannelSuccessOwned,
-};
 use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
+use tower_stratum_core::Sv2Message;
+use tower_stratum_mining::miner_channel::{
+    ChannelMode, ChannelRequest, ChannelWork, Ignored, JobMerkle, MinerChannel,
+};
 use tower_stratum_mining::share_math;
-
-/// Jobs kept per channel, oldest dropped first.
-const MAX_JOBS: usize = 8;
 
 /// Which channel type a connection opens (spec 5.2).
 #[derive(
@@ -51,41 +47,18 @@ impl std::fmt::Display for ChannelKind {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Merkle {
-    /// `NewMiningJob.merkle_root`.
-    Root([u8; 32]),
-    /// `NewExtendedMiningJob` (on an extended channel, or the group channel of a standard one):
-    /// coinbase parts, the `extranonce_prefix` in force when the job arrived, merkle path.
-    Coinbase {
-        prefix: Vec<u8>,
-        suffix: Vec<u8>,
-        extranonce_prefix: Vec<u8>,
-        path: Vec<[u8; 32]>,
-    },
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    id: u32,
-    version: u32,
-    min_ntime: Option<u32>,
-    merkle: Merkle,
-}
-
-#[derive(Debug, Clone)]
-struct Tip {
-    prev_hash: [u8; 32],
-    nbits: u32,
-    network_target: Target,
-}
-
+/// The job being searched, on the current tip.
 #[derive(Debug, Clone)]
 struct Active {
+    tip_epoch: u64,
     job_id: u32,
     version: u32,
     ntime: u32,
-    merkle: Merkle,
+    prev_hash: [u8; 32],
+    nbits: u32,
+    network_target: Target,
+    target: Target,
+    merkle: JobMerkle,
     merkle_root: [u8; 32],
     /// The rollable extranonce of an extended channel (`None`: standard channel).
     extranonce: Option<Vec<u8>>,
@@ -96,12 +69,14 @@ struct Active {
 pub(crate) enum Update {
     /// The message was for this channel and is applied.
     Applied,
-    /// Not a job/target message for this channel.
+    /// Not a message for this channel.
     Ignored,
-    /// A job message this channel cannot use (e.g. a coinbase that does not parse).
+    /// A message this channel cannot use (e.g. a coinbase that does not parse).
     Malformed(&'static str),
     /// `CloseChannel` for this channel, with its reason code.
     Closed(String),
+    /// `OpenMiningChannel.Error` for our open request, with its error code.
+    Refused(String),
 }
 
 /// A share found by [`Channel::next_share`].
@@ -119,16 +94,9 @@ pub(crate) struct Found {
 }
 
 /// One channel: see the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Channel {
-    kind: ChannelKind,
-    id: u32,
-    group_id: u32,
-    target: Target,
-    extranonce_prefix: Vec<u8>,
-    extranonce_size: usize,
-    jobs: VecDeque<Job>,
-    tip: Option<Tip>,
+    miner: MinerChannel,
     active: Option<Active>,
     /// Next nonce; above `u32::MAX` the extranonce or ntime rolls.
     nonce: u64,
@@ -142,186 +110,141 @@ fn le_target(bytes: [u8; 32]) -> Target {
 }
 
 impl Channel {
-    fn new(
-        kind: ChannelKind,
-        id: u32,
-        group_id: u32,
-        target: [u8; 32],
-        extranonce_prefix: Vec<u8>,
-        extranonce_size: usize,
-        avoid_blocks: bool,
-    ) -> Self {
-        Self {
-            kind,
-            id,
-            group_id,
-            target: le_target(target),
-            extranonce_prefix,
-            extranonce_size,
-            jobs: VecDeque::new(),
-            tip: None,
+    /// A channel to open as `req` asks, or `None` if its `user_identity` does not fit a
+    /// `STR0_255`. `avoid_blocks`: skip hashes that meet the network target while the channel
+    /// target allows it.
+    pub(crate) fn new(req: &OpenRequest, avoid_blocks: bool) -> Option<Self> {
+        let mode = match req.kind {
+            ChannelKind::Standard => ChannelMode::Standard,
+            ChannelKind::Extended => ChannelMode::Extended,
+        };
+        Some(Self {
+            miner: MinerChannel::new(ChannelRequest {
+                mode,
+                user_identity: tower_stratum_core::session::str0255(&req.user_identity)?,
+                nominal_hash_rate: req.nominal_hash_rate,
+                min_extranonce_size: req.min_extranonce_size,
+            }),
             active: None,
             nonce: 0,
             extranonce_counter: 0,
             avoid_blocks,
-        }
-    }
-
-    /// The channel an `OpenStandardMiningChannel.Success` describes. `avoid_blocks`: skip
-    /// hashes that meet the network target while the channel target allows it.
-    pub(crate) fn standard(m: &OpenStandardMiningChannelSuccessOwned, avoid_blocks: bool) -> Self {
-        Self::new(
-            ChannelKind::Standard,
-            m.channel_id,
-            m.group_channel_id,
-            m.target.to_array(),
-            m.extranonce_prefix.as_bytes().to_vec(),
-            0,
-            avoid_blocks,
-        )
-    }
-
-    /// The channel an `OpenExtendedMiningChannel.Success` describes, or `None` if its
-    /// `extranonce_prefix` and `extranonce_size` exceed 32 bytes together.
-    pub(crate) fn extended(
-        m: &OpenExtendedMiningChannelSuccessOwned,
-        avoid_blocks: bool,
-    ) -> Option<Self> {
-        let prefix = m.extranonce_prefix.as_bytes().to_vec();
-        let size = usize::from(m.extranonce_size);
-        (prefix.len() + size <= 32).then(|| {
-            Self::new(
-                ChannelKind::Extended,
-                m.channel_id,
-                m.group_channel_id,
-                m.target.to_array(),
-                prefix,
-                size,
-                avoid_blocks,
-            )
         })
     }
 
-    /// The server-assigned `channel_id`.
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    /// The connection is set up (`success_flags` from `SetupConnection.Success`): the
+    /// channel-open request to send.
+    pub(crate) fn open(&mut self, success_flags: u32) -> Sv2Message {
+        let m = self.miner.connected(success_flags);
+        self.refresh();
+        m
     }
 
-    fn is_ours(&self, channel_id: u32) -> bool {
-        channel_id == self.id || channel_id == self.group_id
+    /// The server-assigned `channel_id` (0 until open).
+    pub(crate) fn id(&self) -> u32 {
+        self.miner.channel_id().unwrap_or(0)
     }
 
     /// Whether a job is active on a known chain tip (shares can be produced).
     pub(crate) fn has_work(&self) -> bool {
-        self.active.is_some() && self.tip.is_some()
+        self.active.is_some()
     }
 
-    /// Applies one server-to-client Mining message.
+    /// Applies one server-to-client Mining message, received now.
     pub(crate) fn on_message(&mut self, m: &MiningOwned) -> Update {
-        match m {
-            MiningOwned::NewMiningJob(j) if self.is_ours(j.channel_id) => {
-                let min_ntime = j.min_ntime.clone().into_inner();
-                self.store(Job {
-                    id: j.job_id,
-                    version: j.version,
-                    min_ntime,
-                    merkle: Merkle::Root(j.merkle_root.to_array()),
-                })
-            }
-            MiningOwned::NewExtendedMiningJob(j) if self.is_ours(j.channel_id) => {
-                let min_ntime = j.min_ntime.clone().into_inner();
-                self.store(Job {
-                    id: j.job_id,
-                    version: j.version,
-                    min_ntime,
-                    merkle: Merkle::Coinbase {
-                        prefix: j.coinbase_tx_prefix.as_bytes().to_vec(),
-                        suffix: j.coinbase_tx_suffix.as_bytes().to_vec(),
-                        extranonce_prefix: self.extranonce_prefix.clone(),
-                        path: j.merkle_path.iter().map(|n| n.to_array()).collect(),
-                    },
-                })
-            }
-            MiningOwned::SetNewPrevHash(p) if self.is_ours(p.channel_id) => {
-                let tip = Tip {
-                    prev_hash: p.prev_hash.to_array(),
-                    nbits: p.nbits,
-                    network_target: share_math::nbits_to_target(p.nbits),
+        let now = Instant::now();
+        let ch = &mut self.miner;
+        let r = match m {
+            MiningOwned::OpenStandardMiningChannelSuccess(s) => ch.open_standard_success(s),
+            MiningOwned::OpenExtendedMiningChannelSuccess(s) => ch.open_extended_success(s),
+            MiningOwned::OpenMiningChannelError(e) => {
+                return if ch.open_error(e.request_id) {
+                    Update::Refused(e.error_code.as_utf8_or_hex())
+                } else {
+                    Update::Ignored
                 };
-                self.tip = Some(tip);
-                self.active = None;
-                self.jobs.retain(|j| j.id == p.job_id);
-                match self.jobs.front_mut() {
-                    Some(job) => {
-                        job.min_ntime = Some(p.min_ntime);
-                        let job = job.clone();
-                        self.activate(&job)
+            }
+            MiningOwned::NewMiningJob(j) => ch.new_mining_job(j, now),
+            MiningOwned::NewExtendedMiningJob(j) => ch.new_extended_mining_job(j, now),
+            MiningOwned::SetNewPrevHash(p) => ch.set_new_prev_hash(p, now),
+            MiningOwned::SetTarget(t) => ch.set_target(t),
+            MiningOwned::SetExtranoncePrefix(e) => ch.set_extranonce_prefix(e),
+            MiningOwned::SetGroupChannel(g) => ch.set_group_channel(g),
+            MiningOwned::CloseChannel(c) => {
+                return match ch.close_channel(c) {
+                    Ok(_) => {
+                        self.refresh();
+                        Update::Closed(c.reason_code.as_utf8_or_hex())
                     }
-                    // No job for the new tip yet: nothing to mine until one arrives.
-                    None => Update::Applied,
-                }
+                    Err(_) => Update::Ignored,
+                };
             }
-            MiningOwned::SetTarget(t) if self.is_ours(t.channel_id) => {
-                self.target = le_target(t.maximum_target.to_array());
-                Update::Applied
-            }
-            MiningOwned::SetExtranoncePrefix(e) if e.channel_id == self.id => {
-                let prefix = e.extranonce_prefix.as_bytes().to_vec();
-                if prefix.len() + self.extranonce_size > 32 {
-                    return Update::Malformed("extranonce_prefix + extranonce_size > 32");
-                }
-                self.extranonce_prefix = prefix;
-                Update::Applied
-            }
-            MiningOwned::SetGroupChannel(g) if g.channel_ids.iter().any(|c| *c == self.id) => {
-                self.group_id = g.group_channel_id;
-                Update::Applied
-            }
-            MiningOwned::CloseChannel(c) if self.is_ours(c.channel_id) => {
-                self.active = None;
-                Update::Closed(c.reason_code.as_utf8_or_hex())
-            }
-            _ => Update::Ignored,
+            _ => return Update::Ignored,
+        };
+        let update = match r {
+            Ok(()) => Update::Applied,
+            // The tip is taken; nothing to mine until a job for it arrives.
+            Err(Ignored::UnknownJob(_)) => Update::Applied,
+            Err(Ignored::OtherChannel(_) | Ignored::UnexpectedOpen) => Update::Ignored,
+            Err(Ignored::Malformed(what)) => Update::Malformed(what),
+        };
+        match self.refresh() {
+            Some(what) => Update::Malformed(what),
+            None => update,
         }
     }
 
-    fn store(&mut self, job: Job) -> Update {
-        self.jobs.retain(|j| j.id != job.id);
-        self.jobs.push_back(job.clone());
-        while self.jobs.len() > MAX_JOBS {
-            self.jobs.pop_front();
+    /// Follows the channel's work after a change: a new job (or tip) starts a new search, a new
+    /// target for the same job keeps the search position. Returns what was wrong with a job
+    /// that cannot be searched.
+    fn refresh(&mut self) -> Option<&'static str> {
+        if !self.miner.take_changed() {
+            return None;
         }
-        if job.min_ntime.is_some() && self.tip.is_some() {
-            return self.activate(&job);
-        }
-        Update::Applied
-    }
-
-    fn activate(&mut self, job: &Job) -> Update {
-        let Some(ntime) = job.min_ntime else {
-            return Update::Applied;
-        };
-        let extranonce = match self.kind {
-            ChannelKind::Extended => Some(self.rollable_extranonce()),
-            ChannelKind::Standard => None,
-        };
-        let Some(merkle_root) = merkle_root(&job.merkle, extranonce.as_deref()) else {
+        let Some(w) = self.miner.work() else {
             self.active = None;
-            return Update::Malformed("coinbase does not parse");
+            return None;
+        };
+        if let Some(a) = self
+            .active
+            .as_mut()
+            .filter(|a| (a.tip_epoch, a.job_id) == (w.tip_epoch, w.job_id))
+        {
+            a.target = le_target(w.target);
+            return None;
+        }
+        self.activate(w)
+    }
+
+    fn activate(&mut self, w: ChannelWork) -> Option<&'static str> {
+        let extranonce = match (&w.mode, &w.merkle) {
+            (ChannelMode::Extended, JobMerkle::Coinbase { rollable, .. }) => {
+                Some(self.rollable_extranonce(*rollable))
+            }
+            _ => None,
+        };
+        let Some(merkle_root) = merkle_root(&w.merkle, extranonce.as_deref()) else {
+            self.active = None;
+            return Some("coinbase does not parse");
         };
         self.active = Some(Active {
-            job_id: job.id,
-            version: job.version,
-            ntime,
-            merkle: job.merkle.clone(),
+            tip_epoch: w.tip_epoch,
+            job_id: w.job_id,
+            version: w.version,
+            ntime: w.min_ntime,
+            prev_hash: w.prev_hash,
+            nbits: w.nbits,
+            network_target: share_math::nbits_to_target(w.nbits),
+            target: le_target(w.target),
+            merkle: w.merkle,
             merkle_root,
             extranonce,
         });
-        Update::Applied
+        None
     }
 
-    fn rollable_extranonce(&self) -> Vec<u8> {
-        let mut e = vec![0u8; self.extranonce_size];
+    fn rollable_extranonce(&self, size: usize) -> Vec<u8> {
+        let mut e = vec![0u8; size];
         for (b, c) in e.iter_mut().zip(self.extranonce_counter.to_le_bytes()) {
             *b = c;
         }
@@ -332,7 +255,12 @@ impl Channel {
     fn roll(&mut self) {
         self.nonce = 0;
         self.extranonce_counter = self.extranonce_counter.wrapping_add(1);
-        let extranonce = self.rollable_extranonce();
+        let size = self
+            .active
+            .as_ref()
+            .and_then(|a| a.extranonce.as_ref())
+            .map_or(0, Vec::len);
+        let extranonce = self.rollable_extranonce(size);
         let Some(active) = self.active.as_mut() else {
             return;
         };
@@ -351,9 +279,8 @@ impl Channel {
     /// whose hash meets the channel target (and, while avoidable, not the network target); if
     /// none does, the last one tried with `meets_target: false`. `None` without work.
     pub(crate) fn next_share(&mut self, max_hashes: u32) -> Option<Found> {
-        if !self.has_work() {
-            return None;
-        }
+        self.active.as_ref()?;
+        let channel_id = self.id();
         let mut last = None;
         for hashes in 1..=max_hashes.max(1) {
             if self.nonce > u64::from(u32::MAX) {
@@ -361,24 +288,22 @@ impl Channel {
             }
             let nonce = self.nonce as u32;
             self.nonce += 1;
-            let (Some(active), Some(tip)) = (self.active.as_ref(), self.tip.as_ref()) else {
-                return None;
-            };
+            let active = self.active.as_ref()?;
             let header = share_math::header_bytes(
                 active.version,
-                &tip.prev_hash,
+                &active.prev_hash,
                 &active.merkle_root,
                 active.ntime,
-                tip.nbits,
+                active.nbits,
                 nonce,
             );
             let hash = share_math::header_hash(&header);
-            let meets_target = share_math::hash_meets_target(&hash, &self.target);
-            let is_block = share_math::hash_meets_target(&hash, &tip.network_target);
-            let can_avoid = self.avoid_blocks && self.target > tip.network_target;
+            let meets_target = share_math::hash_meets_target(&hash, &active.target);
+            let is_block = share_math::hash_meets_target(&hash, &active.network_target);
+            let can_avoid = self.avoid_blocks && active.target > active.network_target;
             let found = Found {
                 share: Share {
-                    channel_id: self.id,
+                    channel_id,
                     job_id: active.job_id,
                     nonce,
                     ntime: active.ntime,
@@ -402,19 +327,15 @@ impl Channel {
 }
 
 /// The header merkle root of `merkle` with the rollable `extranonce` (extended channels).
-fn merkle_root(merkle: &Merkle, extranonce: Option<&[u8]>) -> Option<[u8; 32]> {
+fn merkle_root(merkle: &JobMerkle, extranonce: Option<&[u8]>) -> Option<[u8; 32]> {
     match merkle {
-        Merkle::Root(r) => Some(*r),
-        Merkle::Coinbase {
+        JobMerkle::Fixed(r) => Some(*r),
+        JobMerkle::Coinbase {
             prefix,
             suffix,
-            extranonce_prefix,
             path,
-        } => {
-            let mut full = extranonce_prefix.clone();
-            full.extend_from_slice(extranonce.unwrap_or_default());
-            share_math::merkle_root(prefix, &full, suffix, path)
-        }
+            ..
+        } => share_math::merkle_root(prefix, extranonce.unwrap_or_default(), suffix, path),
     }
 }
 
@@ -426,22 +347,43 @@ mod tests {
         B032Owned, B064KOwned, Seq0255Owned, Sv2OptionOwned, U256Owned,
     };
     use tower_stratum_core::stratum_core::mining_sv2::{
-        NewExtendedMiningJobOwned, NewMiningJobOwned, SetNewPrevHashOwned, SetTargetOwned,
+        NewExtendedMiningJobOwned, NewMiningJobOwned, OpenExtendedMiningChannelSuccessOwned,
+        OpenStandardMiningChannelSuccessOwned, SetNewPrevHashOwned, SetTargetOwned,
     };
 
     const REGTEST_NBITS: u32 = 0x207f_ffff;
 
+    fn opened(kind: ChannelKind) -> (Channel, u32) {
+        let mut ch = Channel::new(
+            &OpenRequest {
+                kind,
+                user_identity: "load.0".into(),
+                nominal_hash_rate: 1.0,
+                min_extranonce_size: 8,
+            },
+            true,
+        )
+        .unwrap();
+        let request_id = match ch.open(0) {
+            Sv2Message::Mining(MiningOwned::OpenStandardMiningChannel(m)) => m.request_id,
+            Sv2Message::Mining(MiningOwned::OpenExtendedMiningChannel(m)) => m.request_id,
+            other => panic!("not an open: {other}"),
+        };
+        (ch, request_id)
+    }
+
     fn standard_channel(target: [u8; 32]) -> Channel {
-        Channel::standard(
-            &OpenStandardMiningChannelSuccessOwned {
-                request_id: 1,
+        let (mut ch, request_id) = opened(ChannelKind::Standard);
+        let success =
+            MiningOwned::OpenStandardMiningChannelSuccess(OpenStandardMiningChannelSuccessOwned {
+                request_id,
                 channel_id: 7,
                 target: U256Owned::from(target),
                 extranonce_prefix: B032Owned::try_from(vec![1, 2, 3, 4]).unwrap(),
                 group_channel_id: 1,
-            },
-            true,
-        )
+            });
+        assert_eq!(ch.on_message(&success), Update::Applied);
+        ch
     }
 
     fn prev_hash(channel_id: u32, job_id: u32) -> MiningOwned {
@@ -455,13 +397,13 @@ mod tests {
     }
 
     fn header_hash_of(ch: &Channel, f: &Found, root: [u8; 32]) -> [u8; 32] {
-        let tip = ch.tip.as_ref().unwrap();
+        let active = ch.active.as_ref().unwrap();
         share_math::header_hash(&share_math::header_bytes(
             f.share.version,
-            &tip.prev_hash,
+            &active.prev_hash,
             &root,
             f.share.ntime,
-            tip.nbits,
+            active.nbits,
             f.share.nonce,
         ))
     }
@@ -561,18 +503,17 @@ mod tests {
 
     #[test]
     fn extended_shares_use_the_coinbase_with_our_extranonce() {
-        let mut ch = Channel::extended(
-            &OpenExtendedMiningChannelSuccessOwned {
-                request_id: 1,
+        let (mut ch, request_id) = opened(ChannelKind::Extended);
+        let success =
+            MiningOwned::OpenExtendedMiningChannelSuccess(OpenExtendedMiningChannelSuccessOwned {
+                request_id,
                 channel_id: 9,
                 target: U256Owned::from([0xff; 32]),
                 extranonce_size: 8,
                 extranonce_prefix: B032Owned::try_from(vec![0xaa, 0xbb, 0xcc, 0xdd]).unwrap(),
                 group_channel_id: 1,
-            },
-            true,
-        )
-        .unwrap();
+            });
+        assert_eq!(ch.on_message(&success), Update::Applied);
         let (prefix, suffix) = coinbase_parts();
         let path = vec![[0x33u8; 32]];
         let job = MiningOwned::NewExtendedMiningJob(NewExtendedMiningJobOwned {

@@ -4,11 +4,10 @@
 //! must not depend on the test kit.
 
 use tower_stratum_core::session::{str0255, REQUIRES_STANDARD_JOBS};
-use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, Str0255Owned, U256Owned};
+use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, Str0255Owned};
 use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
 use tower_stratum_core::stratum_core::mining_sv2::{
-    OpenExtendedMiningChannelOwned, OpenStandardMiningChannelOwned, SubmitSharesExtendedOwned,
-    SubmitSharesStandardOwned,
+    SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
 use tower_stratum_core::stratum_core::parsers_sv2::{CommonMessagesOwned, MiningOwned};
 use tower_stratum_core::{Subprotocol, Sv2Message};
@@ -61,33 +60,6 @@ pub(crate) struct OpenRequest {
     pub(crate) nominal_hash_rate: f32,
     /// Extended channels: `min_extranonce_size`, bytes.
     pub(crate) min_extranonce_size: u16,
-}
-
-/// `OpenStandardMiningChannel` or `OpenExtendedMiningChannel` with `max_target` = 2^256 - 1
-/// (the client accepts any target, so the server's easiest applies). `None` if
-/// `user_identity` does not encode.
-pub(crate) fn open_channel(req: &OpenRequest, request_id: u32) -> Option<Sv2Message> {
-    let max_target = U256Owned::from([0xffu8; 32]);
-    let user_identity = str255(&req.user_identity)?;
-    Some(Sv2Message::Mining(match req.kind {
-        ChannelKind::Standard => {
-            MiningOwned::OpenStandardMiningChannel(OpenStandardMiningChannelOwned {
-                request_id,
-                user_identity,
-                nominal_hash_rate: req.nominal_hash_rate,
-                max_target,
-            })
-        }
-        ChannelKind::Extended => {
-            MiningOwned::OpenExtendedMiningChannel(OpenExtendedMiningChannelOwned {
-                request_id,
-                user_identity,
-                nominal_hash_rate: req.nominal_hash_rate,
-                max_target,
-                min_extranonce_size: req.min_extranonce_size,
-            })
-        }
-    }))
 }
 
 /// One share to submit, as found by [`crate::job::Channel::next_share`].
