@@ -9,6 +9,7 @@ use tower_stratum_core::extensions::{
 };
 use tower_stratum_core::session::{ProtocolSupport, Violation};
 use tower_stratum_core::stratum_core::parsers_sv2::{CommonMessagesOwned, MiningOwned};
+use tower_stratum_core::PerSubprotocol;
 use tower_stratum_core::{
     CloseReason, ConnectionInfo, ExtensionSet, ExtensionSupport, Session, SessionConfig,
     SessionOutput, Subprotocol, Sv2Message, TlvFields,
@@ -18,8 +19,8 @@ use tower_stratum_test_kit::msg::{self, frame, raw_frame};
 const EXT2: u16 = WORKER_HASHRATE_TRACKING;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn mining_only() -> [Option<ProtocolSupport>; 3] {
-    [
+fn mining_only() -> PerSubprotocol<Option<ProtocolSupport>> {
+    PerSubprotocol::new(
         Some(ProtocolSupport {
             supported_flags: 0,
             success_flags: 0,
@@ -27,18 +28,18 @@ fn mining_only() -> [Option<ProtocolSupport>; 3] {
         }),
         None,
         None,
-    ]
+    )
 }
 
-fn support(supported: &[u16], required: &[u16]) -> [ExtensionSupport; 3] {
-    [
+fn support(supported: &[u16], required: &[u16]) -> PerSubprotocol<ExtensionSupport> {
+    PerSubprotocol::new(
         ExtensionSupport {
             supported: ExtensionSet::from_ids(supported),
             required: ExtensionSet::from_ids(required),
         },
         ExtensionSupport::default(),
         ExtensionSupport::default(),
-    ]
+    )
 }
 
 fn drain(s: &mut Session) -> Vec<SessionOutput> {
@@ -109,7 +110,7 @@ fn error_ids(m: &ExtensionsNegotiationOwned) -> (Vec<u16>, Vec<u16>) {
 }
 
 /// A plaintext server session for Mining with `ext` support, SetupConnection done.
-fn server(ext: [ExtensionSupport; 3], t0: Instant) -> (Session, Vec<SessionOutput>) {
+fn server(ext: PerSubprotocol<ExtensionSupport>, t0: Instant) -> (Session, Vec<SessionOutput>) {
     let mut s = Session::server(SessionConfig::default(), mining_only(), false, t0)
         .with_extension_support(ext);
     s.handle_frame(
@@ -259,7 +260,7 @@ fn request_before_setup_and_request_twice_close() {
     );
 
     // After another message (here on a server that supports nothing, established at once).
-    let (mut s, out) = server([ExtensionSupport::default(); 3], t0);
+    let (mut s, out) = server(PerSubprotocol::default(), t0);
     assert!(established(&out).is_some());
     s.handle_frame(t0, frame(msg::open_extended(1)));
     drain(&mut s);
@@ -275,7 +276,7 @@ fn request_before_setup_and_request_twice_close() {
 #[test]
 fn server_without_extensions_answers_an_error_and_stays_up() {
     let t0 = Instant::now();
-    let (mut s, out) = server([ExtensionSupport::default(); 3], t0);
+    let (mut s, out) = server(PerSubprotocol::default(), t0);
     assert!(established(&out).unwrap().extensions.is_empty());
     s.handle_frame(t0, frame(msg::request_extensions(4, &[EXT2])));
     let out = drain(&mut s);
@@ -488,7 +489,7 @@ fn user_identity_tlv_reaches_the_handler_only_when_negotiated() {
         [Sv2Message::Mining(MiningOwned::SubmitSharesExtended(_))]
     ));
     // Not negotiated: the field is ignored (spec 0x0002 section 1.3), the share delivered.
-    let (mut s, _) = server([ExtensionSupport::default(); 3], t0);
+    let (mut s, _) = server(PerSubprotocol::default(), t0);
     s.handle_frame(t0, share_with(tlv.as_bytes()));
     assert!(matches!(
         delivered(&drain(&mut s)).as_slice(),

@@ -151,7 +151,7 @@ async fn a_frame_that_stops_arriving_is_closed_at_the_frame_deadline() {
     let mut cfg = ServerConfig::with_transport(ServerTransport::noise(keys.clone()));
     cfg.session.frame_timeout = Duration::from_millis(500);
     // Inactivity far away: only the frame deadline can close it.
-    cfg.inactivity_timeout[Subprotocol::Mining.index()] = Some(Duration::from_secs(600));
+    cfg.inactivity_timeout[Subprotocol::Mining] = Some(Duration::from_secs(600));
     let (_svc, handle) = Sv2ServerService::builder()
         .config(cfg)
         .mining(MinimalMiningServer::new(events))

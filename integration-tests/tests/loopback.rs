@@ -231,7 +231,7 @@ async fn inactive_client_is_reaped_and_removed_once() {
     let (l, addr) = listener().await;
     let (events, mut rx) = Events::new(100);
     let mut cfg = noise_config(&keys);
-    cfg.inactivity_timeout[Subprotocol::Mining.index()] = Some(Duration::from_millis(300));
+    cfg.inactivity_timeout[Subprotocol::Mining] = Some(Duration::from_millis(300));
     let (mut svc, handle) = Sv2ServerService::builder()
         .config(cfg)
         .mining(MinimalMiningServer::new(events))

@@ -8,11 +8,11 @@ use tower_stratum_core::session::{
 };
 use tower_stratum_core::stratum_core::parsers_sv2::CommonMessagesOwned;
 use tower_stratum_core::{
-    CloseReason, Session, SessionConfig, SessionOutput, Subprotocol, Sv2Message,
+    CloseReason, PerSubprotocol, Session, SessionConfig, SessionOutput, Subprotocol, Sv2Message,
 };
 use tower_stratum_test_kit::msg::{self, frame, raw_frame};
 
-const MINING_ONLY: [Option<ProtocolSupport>; 3] = [
+const MINING_ONLY: PerSubprotocol<Option<ProtocolSupport>> = PerSubprotocol::new(
     Some(ProtocolSupport {
         supported_flags: REQUIRES_VERSION_ROLLING,
         success_flags: 0,
@@ -20,15 +20,14 @@ const MINING_ONLY: [Option<ProtocolSupport>; 3] = [
     }),
     None,
     None,
-];
+);
 
-fn all_supported() -> [Option<ProtocolSupport>; 3] {
-    let s = Some(ProtocolSupport {
+fn all_supported() -> PerSubprotocol<Option<ProtocolSupport>> {
+    PerSubprotocol::splat(Some(ProtocolSupport {
         supported_flags: 0,
         success_flags: 0,
         inactivity_timeout: None,
-    });
-    [s, s, s]
+    }))
 }
 
 fn drain(s: &mut Session) -> Vec<SessionOutput> {
@@ -347,7 +346,12 @@ fn inactivity_timer_is_reset_by_every_frame() {
 fn every_subprotocol_with_null_support_is_refused() {
     for p in Subprotocol::ALL {
         let t0 = Instant::now();
-        let mut s = Session::server(SessionConfig::default(), [None, None, None], false, t0);
+        let mut s = Session::server(
+            SessionConfig::default(),
+            PerSubprotocol::default(),
+            false,
+            t0,
+        );
         s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
         assert_eq!(setup_error(&drain(&mut s)).1, "unsupported-protocol");
     }
@@ -454,7 +458,7 @@ fn receive_limit_follows_the_stage_and_the_negotiated_subprotocol() {
     let t0 = Instant::now();
     let limits = MaxPayload::server();
     let mut support = all_supported();
-    support[0] = Some(ProtocolSupport {
+    support.mining = Some(ProtocolSupport {
         supported_flags: REQUIRES_WORK_SELECTION,
         success_flags: 0,
         inactivity_timeout: None,

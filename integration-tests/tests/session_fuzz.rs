@@ -11,13 +11,12 @@ use tower_stratum_core::{
 };
 use tower_stratum_test_kit::msg::{self, frame, raw_frame};
 
-fn supported() -> [Option<ProtocolSupport>; 3] {
-    let s = Some(ProtocolSupport {
+fn supported() -> tower_stratum_core::PerSubprotocol<Option<ProtocolSupport>> {
+    tower_stratum_core::PerSubprotocol::splat(Some(ProtocolSupport {
         supported_flags: u32::MAX,
         success_flags: 0,
         inactivity_timeout: Some(Duration::from_secs(60)),
-    });
-    [s, s, s]
+    }))
 }
 
 fn any_frame() -> impl Strategy<Value = (u16, u8, Vec<u8>)> {
@@ -82,7 +81,7 @@ proptest! {
         let t0 = Instant::now();
         let two = ExtensionSet::from_ids(&[2]);
         let mut s = Session::server(SessionConfig::default(), supported(), false, t0)
-            .with_extension_support([ExtensionSupport::supporting(two); 3]);
+            .with_extension_support(tower_stratum_core::PerSubprotocol::splat(ExtensionSupport::supporting(two)));
         s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
         s.handle_frame(t0, frame(msg::request_extensions(1, &[2])));
         while s.poll_output().is_some() {}

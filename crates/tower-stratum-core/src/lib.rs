@@ -17,7 +17,9 @@ pub mod message;
 
 pub use extensions::{ExtensionSet, ExtensionSupport, TlvFields};
 pub use frame::Frame;
-pub use message::{ExtensionMessage, MessageError, MessageWithTlvs, Subprotocol, Sv2Message};
+pub use message::{
+    ExtensionMessage, MessageError, MessageWithTlvs, PerSubprotocol, Subprotocol, Sv2Message,
+};
 pub use stratum_core;
 pub mod handler;
 pub mod session;

@@ -28,6 +28,103 @@ pub enum Subprotocol {
     TemplateDistribution,
 }
 
+/// One value per subprotocol: the shape of every per-subprotocol setting (inactivity timeouts,
+/// client endpoints, what a server supports), indexed by [`Subprotocol`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_stratum_core::{PerSubprotocol, Subprotocol};
+///
+/// let mut timeouts = PerSubprotocol::splat(Some(Duration::from_secs(900)));
+/// timeouts[Subprotocol::TemplateDistribution] = None;
+/// assert_eq!(timeouts.mining, Some(Duration::from_secs(900)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PerSubprotocol<T> {
+    /// Mining Protocol.
+    pub mining: T,
+    /// Job Declaration Protocol.
+    pub job_declaration: T,
+    /// Template Distribution Protocol.
+    pub template_distribution: T,
+}
+
+impl<T> PerSubprotocol<T> {
+    /// The three values, in [`Subprotocol::ALL`] order.
+    pub const fn new(mining: T, job_declaration: T, template_distribution: T) -> Self {
+        Self {
+            mining,
+            job_declaration,
+            template_distribution,
+        }
+    }
+
+    /// `value` for every subprotocol.
+    pub fn splat(value: T) -> Self
+    where
+        T: Clone,
+    {
+        Self::new(value.clone(), value.clone(), value)
+    }
+
+    /// `f(p)` for every subprotocol `p`.
+    pub fn from_fn(mut f: impl FnMut(Subprotocol) -> T) -> Self {
+        Self::new(
+            f(Subprotocol::Mining),
+            f(Subprotocol::JobDeclaration),
+            f(Subprotocol::TemplateDistribution),
+        )
+    }
+
+    /// The value for `p`.
+    pub fn get(&self, p: Subprotocol) -> &T {
+        match p {
+            Subprotocol::Mining => &self.mining,
+            Subprotocol::JobDeclaration => &self.job_declaration,
+            Subprotocol::TemplateDistribution => &self.template_distribution,
+        }
+    }
+
+    /// The value for `p`, mutably.
+    pub fn get_mut(&mut self, p: Subprotocol) -> &mut T {
+        match p {
+            Subprotocol::Mining => &mut self.mining,
+            Subprotocol::JobDeclaration => &mut self.job_declaration,
+            Subprotocol::TemplateDistribution => &mut self.template_distribution,
+        }
+    }
+
+    /// `f(p, value)` for every subprotocol.
+    pub fn map<U>(self, mut f: impl FnMut(Subprotocol, T) -> U) -> PerSubprotocol<U> {
+        PerSubprotocol::new(
+            f(Subprotocol::Mining, self.mining),
+            f(Subprotocol::JobDeclaration, self.job_declaration),
+            f(
+                Subprotocol::TemplateDistribution,
+                self.template_distribution,
+            ),
+        )
+    }
+
+    /// `(subprotocol, value)` pairs in [`Subprotocol::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Subprotocol, &T)> {
+        Subprotocol::ALL.into_iter().map(move |p| (p, self.get(p)))
+    }
+}
+
+impl<T> std::ops::Index<Subprotocol> for PerSubprotocol<T> {
+    type Output = T;
+    fn index(&self, p: Subprotocol) -> &T {
+        self.get(p)
+    }
+}
+
+impl<T> std::ops::IndexMut<Subprotocol> for PerSubprotocol<T> {
+    fn index_mut(&mut self, p: Subprotocol) -> &mut T {
+        self.get_mut(p)
+    }
+}
+
 impl Subprotocol {
     /// All three, in `protocol` discriminant order.
     pub const ALL: [Subprotocol; 3] = [
@@ -50,7 +147,8 @@ impl Subprotocol {
         Self::ALL.get(d as usize).copied()
     }
 
-    /// Index 0..3, for per-subprotocol tables.
+    /// Index 0..3 (the discriminant). Per-subprotocol settings are [`PerSubprotocol`]s,
+    /// indexed by the subprotocol itself.
     pub fn index(self) -> usize {
         self.discriminant() as usize
     }

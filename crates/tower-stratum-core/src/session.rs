@@ -43,7 +43,7 @@
 
 use crate::extensions::{ExtensionSet, ExtensionSupport, TlvFields, EXTENSIONS_NEGOTIATION};
 use crate::frame::Frame;
-use crate::message::{MessageError, Subprotocol, Sv2Message};
+use crate::message::{MessageError, PerSubprotocol, Subprotocol, Sv2Message};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -491,7 +491,7 @@ enum State {
 #[derive(Debug, Clone)]
 enum Setup {
     /// Server: what each subprotocol offers (`None` = refused).
-    Server([Option<ProtocolSupport>; 3]),
+    Server(PerSubprotocol<Option<ProtocolSupport>>),
     /// Client: the SetupConnection to send and the inactivity timeout once established.
     Client {
         setup: Box<SetupConnectionOwned>,
@@ -517,7 +517,7 @@ pub struct Session {
 #[derive(Debug, Clone, Copy)]
 struct ExtensionsConfig {
     /// Server: what each subprotocol offers.
-    support: [ExtensionSupport; 3],
+    support: PerSubprotocol<ExtensionSupport>,
     /// Client: what to request after SetupConnection.Success (empty: no request).
     request: ExtensionSet,
     /// Client: how long to wait for the answer.
@@ -533,7 +533,7 @@ const EXTENSIONS_REQUEST_ID: u16 = 1;
 impl Default for ExtensionsConfig {
     fn default() -> Self {
         Self {
-            support: [ExtensionSupport::default(); 3],
+            support: PerSubprotocol::default(),
             request: ExtensionSet::EMPTY,
             reply_timeout: Duration::from_secs(2),
             window_open: false,
@@ -543,11 +543,11 @@ impl Default for ExtensionsConfig {
 
 impl Session {
     /// A server session. `now` starts the handshake timer; with `noise == false` there is no
-    /// handshake and the SetupConnection timer starts at once. `support[p.index()]` is what the
+    /// handshake and the SetupConnection timer starts at once. `support[p]` is what the
     /// server offers for subprotocol `p`; `None` refuses it with `unsupported-protocol`.
     pub fn server(
         config: SessionConfig,
-        support: [Option<ProtocolSupport>; 3],
+        support: PerSubprotocol<Option<ProtocolSupport>>,
         noise: bool,
         now: Instant,
     ) -> Self {
@@ -600,10 +600,10 @@ impl Session {
     }
 
     /// Server: the extensions each subprotocol supports and requires
-    /// (`support[p.index()]`), for answering `RequestExtensions` (extension `0x0001`). Default:
+    /// (`support[p]`), for answering `RequestExtensions` (extension `0x0001`). Default:
     /// none, so every request gets `RequestExtensions.Error` listing all it asked for. Call
     /// before feeding frames. See the [module docs](self#extensions-negotiation-extension-0x0001).
-    pub fn with_extension_support(mut self, support: [ExtensionSupport; 3]) -> Self {
+    pub fn with_extension_support(mut self, support: PerSubprotocol<ExtensionSupport>) -> Self {
         self.ext.support = support;
         self
     }
@@ -801,7 +801,7 @@ impl Session {
             return;
         };
         let protocol = Subprotocol::from_sri(setup.protocol);
-        let Some(support) = support[protocol.index()] else {
+        let Some(support) = support[protocol] else {
             return self.reject(0, ERROR_UNSUPPORTED_PROTOCOL);
         };
         if setup.min_version > setup.max_version
@@ -831,7 +831,7 @@ impl Session {
             )));
         self.setup_done(now, support.inactivity_timeout);
         self.ext.window_open = true;
-        if self.ext.support[protocol.index()].is_empty() {
+        if self.ext.support[protocol].is_empty() {
             self.establish(info);
         } else {
             self.state = State::Negotiating(info);
@@ -942,7 +942,7 @@ impl Session {
         }
         match self.role {
             Role::Server => {
-                let required = self.ext.support[info.protocol.index()].required;
+                let required = self.ext.support[info.protocol].required;
                 if !required.is_empty() {
                     return self.violation(Violation::RequiredExtensionsMissing(required));
                 }
@@ -1025,7 +1025,7 @@ impl Session {
             (Some(i), _) | (None, State::Established(i)) => i.protocol,
             _ => return,
         };
-        let support = self.ext.support[protocol.index()];
+        let support = self.ext.support[protocol];
         let requested: Vec<u16> = r.requested_extensions.into_inner();
         let (supported, unsupported): (Vec<u16>, Vec<u16>) = requested
             .iter()

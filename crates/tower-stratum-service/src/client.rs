@@ -26,7 +26,9 @@ use tower_stratum_core::handler::{
 };
 use tower_stratum_core::session::str0255;
 use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
-use tower_stratum_core::{CloseReason, ConnectionId, ExtensionSet, Session, Subprotocol};
+use tower_stratum_core::{
+    CloseReason, ConnectionId, ExtensionSet, PerSubprotocol, Session, Subprotocol,
+};
 use tracing::{debug, info, warn, Instrument};
 
 /// A running Sv2 client's request interface: `tower::Service<`[`Request`]`>`. Use
@@ -150,16 +152,16 @@ where
     /// subprotocol with a configured endpoint.
     pub fn start(self) -> (Sv2ClientService<M, J, T>, ClientHandle) {
         let cfg = self.config;
-        let flags = [
+        let flags = PerSubprotocol::new(
             self.m.setup_connection_flags(),
             self.j.setup_connection_flags(),
             self.t.setup_connection_flags(),
-        ];
-        let extensions = [
+        );
+        let extensions = PerSubprotocol::new(
             self.m.requested_extensions(),
             self.j.requested_extensions(),
             self.t.requested_extensions(),
-        ];
+        );
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::new(
             ClientHandlers {
@@ -183,15 +185,13 @@ where
             tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
         );
         for p in Subprotocol::ALL {
-            let (Some(flags), Some(endpoint)) =
-                (flags[p.index()], cfg.endpoints[p.index()].clone())
-            else {
+            let (Some(flags), Some(endpoint)) = (flags[p], cfg.endpoints[p].clone()) else {
                 continue;
             };
             let sup = Supervisor {
                 protocol: p,
                 flags,
-                extensions: extensions[p.index()],
+                extensions: extensions[p],
                 endpoint,
                 cfg: cfg.clone(),
                 stack: stack.clone(),
@@ -379,7 +379,7 @@ impl<S: InboundStack> Supervisor<S> {
             session: Session::client(
                 self.cfg.session,
                 setup,
-                self.cfg.inactivity_timeout[self.protocol.index()],
+                self.cfg.inactivity_timeout[self.protocol],
                 noise,
                 connection::now(),
             )

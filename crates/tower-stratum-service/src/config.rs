@@ -3,7 +3,7 @@
 use std::time::Duration;
 use tower_stratum_codec::{AuthorityKeypair, AuthorityPublicKey};
 use tower_stratum_core::session::{MaxPayload, SessionConfig};
-use tower_stratum_core::Subprotocol;
+use tower_stratum_core::{PerSubprotocol, Subprotocol};
 
 /// Default of `max_in_flight` ([`ServerConfig`], [`ClientConfig`]): 16 messages per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
@@ -61,11 +61,11 @@ pub struct ServerConfig {
     pub transport: ServerTransport,
     /// Handshake/SetupConnection deadlines and version range. Default: 10 s, 10 s, v2.
     pub session: SessionConfig,
-    /// Close a connection that sent nothing for this long, per subprotocol (indexed by
-    /// [`Subprotocol::index`]); `None` disables reaping. Defaults: Mining 900 s, Job
+    /// Close a connection that sent nothing for this long, per subprotocol; `None` disables
+    /// reaping. Defaults: Mining 900 s, Job
     /// Declaration 900 s, Template Distribution none (a TD client may legitimately stay silent
     /// for hours between blocks).
-    pub inactivity_timeout: [Option<Duration>; 3],
+    pub inactivity_timeout: PerSubprotocol<Option<Duration>>,
     /// Largest payload accepted from a client, in bytes, before SetupConnection and per
     /// negotiated subprotocol. A frame declaring more is refused before its payload is buffered
     /// and the connection is closed. Default [`MaxPayload::server`] (4 KiB for miners).
@@ -107,11 +107,11 @@ impl Default for ServerConfig {
         Self {
             transport: ServerTransport::noise(AuthorityKeypair::generate()),
             session: SessionConfig::default(),
-            inactivity_timeout: [
+            inactivity_timeout: PerSubprotocol::new(
                 Some(Duration::from_secs(900)),
                 Some(Duration::from_secs(900)),
                 None,
-            ],
+            ),
             max_payload: MaxPayload::server(),
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             outbound_queue: 256,
@@ -198,14 +198,14 @@ impl Backoff {
 /// Client configuration.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Endpoint per subprotocol (indexed by [`Subprotocol::index`]). A subprotocol whose
-    /// handler is a Null handler is never connected, endpoint or not.
-    pub endpoints: [Option<Endpoint>; 3],
+    /// Endpoint per subprotocol. A subprotocol whose handler is a Null handler is never
+    /// connected, endpoint or not.
+    pub endpoints: PerSubprotocol<Option<Endpoint>>,
     /// Handshake/setup deadlines and the version range sent in SetupConnection.
     pub session: SessionConfig,
     /// Consider the server dead after this long without a frame from it. Default 600 s for
     /// every subprotocol; `None` disables.
-    pub inactivity_timeout: [Option<Duration>; 3],
+    pub inactivity_timeout: PerSubprotocol<Option<Duration>>,
     /// Reconnect with this backoff after a disconnect; `None` = do not reconnect.
     /// Default: `Some(Backoff::default())`.
     pub reconnect: Option<Backoff>,
@@ -254,9 +254,9 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            endpoints: [None, None, None],
+            endpoints: PerSubprotocol::default(),
             session: SessionConfig::default(),
-            inactivity_timeout: [Some(Duration::from_secs(600)); 3],
+            inactivity_timeout: PerSubprotocol::splat(Some(Duration::from_secs(600))),
             reconnect: Some(Backoff::default()),
             connect_timeout: Duration::from_secs(10),
             max_payload: MaxPayload::client(),
@@ -277,7 +277,7 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Sets the endpoint for `protocol`.
     pub fn endpoint(mut self, protocol: Subprotocol, endpoint: Endpoint) -> Self {
-        self.endpoints[protocol.index()] = Some(endpoint);
+        self.endpoints[protocol] = Some(endpoint);
         self
     }
 }

@@ -22,7 +22,7 @@ use tower_stratum_core::handler::{
     Sv2MiningServerHandler, Sv2TemplateDistributionServerHandler,
 };
 use tower_stratum_core::session::ProtocolSupport;
-use tower_stratum_core::{ConnectionId, ExtensionSupport, Session, SetupSupport, Subprotocol};
+use tower_stratum_core::{ConnectionId, ExtensionSupport, PerSubprotocol, Session, SetupSupport};
 use tracing::{info, warn, Instrument};
 
 /// A running Sv2 server's request interface: a cloneable
@@ -238,22 +238,16 @@ where
     pub fn serve<Lst: Listener>(self, listener: Lst) -> (Sv2ServerService<M, J, T>, ServerHandle) {
         let cfg = self.config;
         let inact = cfg.inactivity_timeout;
-        let supports = [
-            support(self.m.setup_support(), inact[Subprotocol::Mining.index()]),
-            support(
-                self.j.setup_support(),
-                inact[Subprotocol::JobDeclaration.index()],
-            ),
-            support(
-                self.t.setup_support(),
-                inact[Subprotocol::TemplateDistribution.index()],
-            ),
-        ];
-        let extensions = [
+        let supports = PerSubprotocol::new(
+            support(self.m.setup_support(), inact.mining),
+            support(self.j.setup_support(), inact.job_declaration),
+            support(self.t.setup_support(), inact.template_distribution),
+        );
+        let extensions = PerSubprotocol::new(
             self.m.extension_support(),
             self.j.extension_support(),
             self.t.extension_support(),
-        ];
+        );
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::new(
             ServerHandlers {
@@ -304,8 +298,8 @@ where
 struct AcceptLoop<Lst, S> {
     listener: Lst,
     cfg: ServerConfig,
-    supports: [Option<ProtocolSupport>; 3],
-    extensions: [ExtensionSupport; 3],
+    supports: PerSubprotocol<Option<ProtocolSupport>>,
+    extensions: PerSubprotocol<ExtensionSupport>,
     transport: Transport,
     stack: S,
     hub_tx: mpsc::Sender<HubInput>,

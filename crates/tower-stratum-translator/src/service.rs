@@ -182,7 +182,7 @@ async fn route(cfg: TranslatorServiceConfig, sv1_side: SiblingIo, cancel: Cancel
             return;
         };
         let mut client_cfg = cfg.client.clone();
-        client_cfg.endpoints = [None, None, None];
+        client_cfg.endpoints = Default::default();
         client_cfg = client_cfg.endpoint(
             Subprotocol::Mining,
             Endpoint {
