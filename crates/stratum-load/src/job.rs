@@ -1,5 +1,5 @@
 //! One load-generator channel, sans-IO: the library's
-//! [`MinerChannel`](tower_stratum_mining::MinerChannel) (channel open, jobs, future jobs, chain
+//! [`tower_stratum_mining::MinerChannel`] (channel open, jobs, future jobs, chain
 //! tip, target, extranonce prefix: the spec 5.3 rules are listed there) plus a share finder that
 //! produces shares the server must accept without real mining.
 //!

@@ -1,6 +1,6 @@
-//! The miner's Mining Protocol state (spec 5), sans-IO: the library's
-//! [`MinerChannel`](tower_stratum::mining::MinerChannel) (channel, jobs, future jobs, chain tip,
-//! target, extranonce prefix, version rolling: the rules are listed there) plus what only a
+//! The miner's Mining Protocol state (spec 5), sans-IO: the library's `MinerChannel`
+//! ([`tower_stratum::mining::MinerChannel`]: channel, jobs, future jobs, chain tip,
+//! target, extranonce prefix, version rolling; the rules are listed there) plus what only a
 //! hashing miner needs: a unit counter per search space, so a job whose headers equal an
 //! earlier one's on the same tip (same version, version mask and merkle source; e.g. a
 //! template resent unchanged, or a new target) continues where that one stopped instead of
