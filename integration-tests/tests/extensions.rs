@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tower_stratum_core::extensions::{
     ExtensionsNegotiationOwned, Tlv, EXTENSIONS_NEGOTIATION, WORKER_HASHRATE_TRACKING,
 };
+use tower_stratum_core::session::TransportHandshake;
 use tower_stratum_core::session::{ProtocolSupport, Violation};
 use tower_stratum_core::stratum_core::parsers_sv2::{CommonMessagesOwned, MiningOwned};
 use tower_stratum_core::PerSubprotocol;
@@ -111,8 +112,13 @@ fn error_ids(m: &ExtensionsNegotiationOwned) -> (Vec<u16>, Vec<u16>) {
 
 /// A plaintext server session for Mining with `ext` support, SetupConnection done.
 fn server(ext: PerSubprotocol<ExtensionSupport>, t0: Instant) -> (Session, Vec<SessionOutput>) {
-    let mut s = Session::server(SessionConfig::default(), mining_only(), false, t0)
-        .with_extension_support(ext);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        mining_only(),
+        TransportHandshake::None,
+        t0,
+    )
+    .with_extension_support(ext);
     s.handle_frame(
         t0,
         frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)),
@@ -127,7 +133,7 @@ fn client(ids: &[u16], t0: Instant) -> Session {
         SessionConfig::default(),
         msg::setup_connection_owned(Subprotocol::Mining, 0),
         None,
-        false,
+        TransportHandshake::None,
         t0,
     )
     .with_extension_request(ExtensionSet::from_ids(ids), REPLY_TIMEOUT);
@@ -233,8 +239,13 @@ fn server_requiring_an_extension_lets_the_client_retry_then_disconnects_it() {
 #[test]
 fn request_before_setup_and_request_twice_close() {
     let t0 = Instant::now();
-    let mut s = Session::server(SessionConfig::default(), mining_only(), false, t0)
-        .with_extension_support(support(&[EXT2], &[]));
+    let mut s = Session::server(
+        SessionConfig::default(),
+        mining_only(),
+        TransportHandshake::None,
+        t0,
+    )
+    .with_extension_support(support(&[EXT2], &[]));
     s.handle_frame(t0, frame(msg::request_extensions(1, &[EXT2])));
     let out = drain(&mut s);
     assert!(transmitted(&out).is_empty());
@@ -412,13 +423,18 @@ fn client_and_server_sessions_negotiate_with_each_other() {
         (vec![], vec![], vec![]),
         (vec![0x0003], vec![], vec![]),
     ] {
-        let mut srv = Session::server(SessionConfig::default(), mining_only(), false, t0)
-            .with_extension_support(support(&supported, &required));
+        let mut srv = Session::server(
+            SessionConfig::default(),
+            mining_only(),
+            TransportHandshake::None,
+            t0,
+        )
+        .with_extension_support(support(&supported, &required));
         let mut c = Session::client(
             SessionConfig::default(),
             msg::setup_connection_owned(Subprotocol::Mining, 0),
             None,
-            false,
+            TransportHandshake::None,
             t0,
         )
         .with_extension_request(ExtensionSet::from_ids(&[EXT2]), REPLY_TIMEOUT);

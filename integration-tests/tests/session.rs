@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
+use tower_stratum_core::session::TransportHandshake;
 use tower_stratum_core::session::{
     MaxPayload, ProtocolSupport, Timer, Violation, REQUIRES_FIXED_VERSION,
     REQUIRES_VERSION_ROLLING, REQUIRES_WORK_SELECTION,
@@ -61,7 +62,12 @@ fn delivered(out: &[SessionOutput]) -> Vec<Sv2Message> {
 
 /// A plaintext server session that has completed SetupConnection for `p`.
 fn established(p: Subprotocol, t0: Instant) -> Session {
-    let mut s = Session::server(SessionConfig::default(), all_supported(), false, t0);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        all_supported(),
+        TransportHandshake::None,
+        t0,
+    );
     s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
     let out = drain(&mut s);
     assert!(out
@@ -88,7 +94,7 @@ fn setup_connection_success_negotiates_highest_common_version() {
         max_version: 3,
         ..SessionConfig::default()
     };
-    let mut s = Session::server(cfg, MINING_ONLY, false, t0);
+    let mut s = Session::server(cfg, MINING_ONLY, TransportHandshake::None, t0);
     s.handle_frame(
         t0,
         frame(msg::setup_connection(
@@ -113,7 +119,12 @@ fn setup_connection_success_negotiates_highest_common_version() {
 #[test]
 fn message_before_setup_connection_closes_without_delivery() {
     let t0 = Instant::now();
-    let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        MINING_ONLY,
+        TransportHandshake::None,
+        t0,
+    );
     s.handle_frame(t0, frame(msg::open_standard(1)));
     let out = drain(&mut s);
     assert!(delivered(&out).is_empty());
@@ -143,7 +154,7 @@ fn setup_connection_twice_closes() {
 fn setup_connection_late_times_out() {
     let t0 = Instant::now();
     let cfg = SessionConfig::default();
-    let mut s = Session::server(cfg, MINING_ONLY, false, t0);
+    let mut s = Session::server(cfg, MINING_ONLY, TransportHandshake::None, t0);
     assert_eq!(s.poll_timeout(), Some(t0 + cfg.setup_timeout));
     s.handle_timeout(t0 + cfg.setup_timeout - Duration::from_millis(1));
     assert!(drain(&mut s).is_empty());
@@ -164,13 +175,13 @@ fn setup_connection_late_times_out() {
 fn handshake_deadline_then_setup_deadline() {
     let t0 = Instant::now();
     let cfg = SessionConfig::default();
-    let mut s = Session::server(cfg, MINING_ONLY, true, t0);
+    let mut s = Session::server(cfg, MINING_ONLY, TransportHandshake::Noise, t0);
     assert_eq!(s.poll_timeout(), Some(t0 + cfg.handshake_timeout));
     let t1 = t0 + Duration::from_secs(3);
     s.handshake_complete(t1);
     assert_eq!(s.poll_timeout(), Some(t1 + cfg.setup_timeout));
 
-    let mut s = Session::server(cfg, MINING_ONLY, true, t0);
+    let mut s = Session::server(cfg, MINING_ONLY, TransportHandshake::Noise, t0);
     s.handle_timeout(t0 + cfg.handshake_timeout);
     assert_eq!(
         close_reason(&drain(&mut s)),
@@ -181,7 +192,12 @@ fn handshake_deadline_then_setup_deadline() {
 #[test]
 fn version_mismatch_is_refused_with_spec_code() {
     let t0 = Instant::now();
-    let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        MINING_ONLY,
+        TransportHandshake::None,
+        t0,
+    );
     s.handle_frame(
         t0,
         frame(msg::setup_connection(Subprotocol::Mining, 3, 4, 0)),
@@ -197,7 +213,12 @@ fn version_mismatch_is_refused_with_spec_code() {
 #[test]
 fn setup_error_lists_all_unsupported_flags() {
     let t0 = Instant::now();
-    let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        MINING_ONLY,
+        TransportHandshake::None,
+        t0,
+    );
     // Server honours only REQUIRES_VERSION_ROLLING (bit 2); ask for bits 0..=2 and 7.
     s.handle_frame(
         t0,
@@ -223,7 +244,12 @@ fn unsupported_subprotocols_are_refused() {
         Subprotocol::TemplateDistribution,
     ] {
         let t0 = Instant::now();
-        let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
+        let mut s = Session::server(
+            SessionConfig::default(),
+            MINING_ONLY,
+            TransportHandshake::None,
+            t0,
+        );
         s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
         let out = drain(&mut s);
         assert_eq!(setup_error(&out), (0, "unsupported-protocol".into()), "{p}");
@@ -323,7 +349,12 @@ fn unassigned_core_message_type_closes() {
 #[test]
 fn inactivity_timer_is_reset_by_every_frame() {
     let t0 = Instant::now();
-    let mut s = Session::server(SessionConfig::default(), MINING_ONLY, false, t0);
+    let mut s = Session::server(
+        SessionConfig::default(),
+        MINING_ONLY,
+        TransportHandshake::None,
+        t0,
+    );
     s.handle_frame(
         t0,
         frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)),
@@ -349,7 +380,7 @@ fn every_subprotocol_with_null_support_is_refused() {
         let mut s = Session::server(
             SessionConfig::default(),
             PerSubprotocol::default(),
-            false,
+            TransportHandshake::None,
             t0,
         );
         s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, 0)));
@@ -362,7 +393,7 @@ fn client(flags: u32, t0: Instant) -> Session {
         SessionConfig::default(),
         msg::setup_connection_owned(Subprotocol::Mining, flags),
         Some(Duration::from_secs(30)),
-        false,
+        TransportHandshake::None,
         t0,
     );
     let out = drain(&mut s);
@@ -464,8 +495,13 @@ fn receive_limit_follows_the_stage_and_the_negotiated_subprotocol() {
         inactivity_timeout: None,
     });
     let server = |p: Subprotocol, flags: u32| {
-        let mut s =
-            Session::server(SessionConfig::default(), support, false, t0).with_max_payload(limits);
+        let mut s = Session::server(
+            SessionConfig::default(),
+            support,
+            TransportHandshake::None,
+            t0,
+        )
+        .with_max_payload(limits);
         assert_eq!(s.max_payload(), limits.setup, "before SetupConnection");
         s.handle_frame(t0, frame(msg::setup_connection(p, 2, 2, flags)));
         drain(&mut s);
@@ -479,8 +515,13 @@ fn receive_limit_follows_the_stage_and_the_negotiated_subprotocol() {
     assert_eq!(server(Subprotocol::JobDeclaration, 0), 8 << 20);
     assert_eq!(server(Subprotocol::TemplateDistribution, 0), 128 * 1024);
     // Values past the U24 maximum are capped.
-    let s = Session::server(SessionConfig::default(), all_supported(), false, t0)
-        .with_max_payload(MaxPayload::uniform(usize::MAX));
+    let s = Session::server(
+        SessionConfig::default(),
+        all_supported(),
+        TransportHandshake::None,
+        t0,
+    )
+    .with_max_payload(MaxPayload::uniform(usize::MAX));
     assert_eq!(s.max_payload(), (1 << 24) - 1);
 }
 

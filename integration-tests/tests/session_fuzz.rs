@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 use tower_stratum_core::session::ProtocolSupport;
+use tower_stratum_core::session::TransportHandshake;
 use tower_stratum_core::{
     ExtensionSet, ExtensionSupport, Session, SessionConfig, SessionOutput, Subprotocol,
 };
@@ -55,7 +56,7 @@ proptest! {
 
     #[test]
     fn server_before_setup_never_panics(frames in proptest::collection::vec(any_frame(), 1..8)) {
-        let mut s = Session::server(SessionConfig::default(), supported(), false, Instant::now());
+        let mut s = Session::server(SessionConfig::default(), supported(), TransportHandshake::None, Instant::now());
         run(&mut s, frames);
     }
 
@@ -65,7 +66,7 @@ proptest! {
         frames in proptest::collection::vec(any_frame(), 1..8),
     ) {
         let t0 = Instant::now();
-        let mut s = Session::server(SessionConfig::default(), supported(), false, t0);
+        let mut s = Session::server(SessionConfig::default(), supported(), TransportHandshake::None, t0);
         s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::ALL[p], 2, 2, 0)));
         while s.poll_output().is_some() {}
         run(&mut s, frames);
@@ -80,7 +81,7 @@ proptest! {
     ) {
         let t0 = Instant::now();
         let two = ExtensionSet::from_ids(&[2]);
-        let mut s = Session::server(SessionConfig::default(), supported(), false, t0)
+        let mut s = Session::server(SessionConfig::default(), supported(), TransportHandshake::None, t0)
             .with_extension_support(tower_stratum_core::PerSubprotocol::splat(ExtensionSupport::supporting(two)));
         s.handle_frame(t0, frame(msg::setup_connection(Subprotocol::Mining, 2, 2, 0)));
         s.handle_frame(t0, frame(msg::request_extensions(1, &[2])));
@@ -102,7 +103,7 @@ proptest! {
             SessionConfig::default(),
             msg::setup_connection_owned(Subprotocol::Mining, 0),
             None,
-            false,
+            TransportHandshake::None,
             t0,
         )
         .with_extension_request(ExtensionSet::from_ids(&[2, 3]), Duration::from_secs(1));
@@ -119,7 +120,7 @@ proptest! {
             SessionConfig::default(),
             msg::setup_connection_owned(Subprotocol::Mining, 0),
             None,
-            false,
+            TransportHandshake::None,
             t0,
         );
         while s.poll_output().is_some() {}

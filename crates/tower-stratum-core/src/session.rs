@@ -145,6 +145,16 @@ pub struct ProtocolSupport {
     pub inactivity_timeout: Option<Duration>,
 }
 
+/// Whether a transport handshake comes before SetupConnection (the session's first state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportHandshake {
+    /// Plaintext (spec 3.2): SetupConnection is the first thing on the wire.
+    None,
+    /// Noise NX (spec 4.5): the shell reports its end with [`Session::handshake_complete`],
+    /// under [`SessionConfig::handshake_timeout`].
+    Noise,
+}
+
 /// The largest frame payload, in bytes, a connection accepts from its peer: before
 /// SetupConnection is answered, and then per negotiated subprotocol. What a peer may legitimately
 /// send depends on its subprotocol and role, so a miner's connection never needs to accept the
@@ -542,13 +552,13 @@ impl Default for ExtensionsConfig {
 }
 
 impl Session {
-    /// A server session. `now` starts the handshake timer; with `noise == false` there is no
-    /// handshake and the SetupConnection timer starts at once. `support[p]` is what the
+    /// A server session. `now` starts the handshake timer; with [`TransportHandshake::None`]
+    /// there is no handshake and the SetupConnection timer starts at once. `support[p]` is what the
     /// server offers for subprotocol `p`; `None` refuses it with `unsupported-protocol`.
     pub fn server(
         config: SessionConfig,
         support: PerSubprotocol<Option<ProtocolSupport>>,
-        noise: bool,
+        handshake: TransportHandshake,
         now: Instant,
     ) -> Self {
         let mut s = Self {
@@ -563,7 +573,7 @@ impl Session {
             max_payload: MaxPayload::uniform(crate::frame::MAX_PAYLOAD_LEN),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
-        if !noise {
+        if handshake == TransportHandshake::None {
             s.handshake_complete(now);
         }
         s
@@ -575,7 +585,7 @@ impl Session {
         config: SessionConfig,
         setup: SetupConnectionOwned,
         inactivity_timeout: Option<Duration>,
-        noise: bool,
+        handshake: TransportHandshake,
         now: Instant,
     ) -> Self {
         let mut s = Self {
@@ -593,7 +603,7 @@ impl Session {
             max_payload: MaxPayload::uniform(crate::frame::MAX_PAYLOAD_LEN),
         };
         s.set_timer(Timer::Handshake, now + config.handshake_timeout);
-        if !noise {
+        if handshake == TransportHandshake::None {
             s.handshake_complete(now);
         }
         s

@@ -24,7 +24,7 @@ use tower_stratum_core::handler::{
     NullSv2TemplateDistributionClientHandler, Sv2JobDeclarationClientHandler,
     Sv2MiningClientHandler, Sv2TemplateDistributionClientHandler,
 };
-use tower_stratum_core::session::str0255;
+use tower_stratum_core::session::{str0255, TransportHandshake};
 use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
 use tower_stratum_core::{
     CloseReason, ConnectionId, ExtensionSet, PerSubprotocol, Session, Subprotocol,
@@ -370,7 +370,10 @@ impl<S: InboundStack> Supervisor<S> {
                 authority: *authority,
             },
         };
-        let noise = !matches!(transport, Transport::Plain);
+        let handshake = match transport {
+            Transport::Plain => TransportHandshake::None,
+            _ => TransportHandshake::Noise,
+        };
         let id = ConnectionId(self.ids.fetch_add(1, Ordering::Relaxed));
         let params = ConnParams {
             id,
@@ -380,7 +383,7 @@ impl<S: InboundStack> Supervisor<S> {
                 self.cfg.session,
                 setup,
                 self.cfg.inactivity_timeout[self.protocol],
-                noise,
+                handshake,
                 connection::now(),
             )
             .with_extension_request(self.extensions, self.cfg.extensions_timeout),

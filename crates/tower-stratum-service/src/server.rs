@@ -21,7 +21,7 @@ use tower_stratum_core::handler::{
     NullSv2TemplateDistributionServerHandler, Sv2JobDeclarationServerHandler,
     Sv2MiningServerHandler, Sv2TemplateDistributionServerHandler,
 };
-use tower_stratum_core::session::ProtocolSupport;
+use tower_stratum_core::session::{ProtocolSupport, TransportHandshake};
 use tower_stratum_core::{ConnectionId, ExtensionSupport, PerSubprotocol, Session, SetupSupport};
 use tracing::{info, warn, Instrument};
 
@@ -343,7 +343,10 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
                     session: Session::server(
                         cfg.session,
                         supports,
-                        !matches!(transport, Transport::Plain),
+                        match transport {
+                            Transport::Plain => TransportHandshake::None,
+                            _ => TransportHandshake::Noise,
+                        },
                         connection::now(),
                     )
                     .with_extension_support(extensions),
