@@ -106,6 +106,18 @@ pub struct MiningServerConfig {
     /// idle workers are forgotten. Bounds the memory a client sending many identities can
     /// take. Default: `4096`.
     pub max_tracked_workers: usize,
+    /// Wait before the first resubmission of a found block the template source has not
+    /// confirmed (no `SetNewPrevHash` with the block as `prev_hash`); each later wait doubles,
+    /// up to [`MAX_RESUBMIT_INTERVAL`](crate::keeper::MAX_RESUBMIT_INTERVAL). Measured on the
+    /// ticks' `now`. See [`keeper`](crate::keeper). Default: 10 s.
+    pub resubmit_interval: Duration,
+    /// Most `SubmitSolution`s per found block (the first included) before it is reported
+    /// [`Abandoned`](crate::BlockEvent::Abandoned) (`>= 1`). Default: `12` (about 35 minutes
+    /// with the default interval).
+    pub max_submit_attempts: u32,
+    /// Most unconfirmed blocks tracked for resubmission; a further block pushes the oldest out
+    /// (reported abandoned). `0` disables resubmission. Default: `64`.
+    pub max_unconfirmed_blocks: usize,
 }
 
 impl Default for MiningServerConfig {
@@ -130,6 +142,9 @@ impl Default for MiningServerConfig {
             request_transaction_data: true,
             worker_hashrate_tracking: true,
             max_tracked_workers: 4096,
+            resubmit_interval: Duration::from_secs(10),
+            max_submit_attempts: 12,
+            max_unconfirmed_blocks: 64,
         }
     }
 }
@@ -162,7 +177,7 @@ pub enum ConfigError {
     /// `min_share_difficulty` is not finite and positive.
     #[error("min_share_difficulty must be finite and > 0, got {0}")]
     InvalidMinShareDifficulty(f64),
-    /// `vardiff_period` or `hashrate_window` is zero.
+    /// `vardiff_period`, `hashrate_window` or `resubmit_interval` is zero.
     #[error("{0} must be > 0")]
     ZeroDuration(&'static str),
 }
@@ -189,6 +204,9 @@ impl MiningServerConfig {
         }
         if self.hashrate_window.is_zero() {
             return Err(ConfigError::ZeroDuration("hashrate_window"));
+        }
+        if self.resubmit_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("resubmit_interval"));
         }
         if self.extranonce_len > MAX_EXTRANONCE_LEN {
             return Err(ConfigError::ExtranonceLayout(format!(
