@@ -1281,6 +1281,17 @@ async fn channel_target_is_never_harder_than_the_network_target() {
         other => panic!("expected SetTarget, got {other:?}"),
     }
 
+    // A client whose max_target is harder than the network target keeps its max_target.
+    let mut s = server();
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    let hard = nbits_to_target(HARD_NBITS);
+    let mut m = open_standard_msg(1, 1.0e12);
+    m.max_target = U256Owned::from(hard.to_le_bytes());
+    let ch = std_success(&s.handle_open_standard_mining_channel(c, m).await);
+    assert!(ch.target <= hard && ch.target < net);
+
     // A network target harder than vardiff's: the channel keeps vardiff's.
     let mut s = server();
     let c = ctx(1, 0);
