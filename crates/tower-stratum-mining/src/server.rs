@@ -419,12 +419,12 @@ impl MiningServer {
         }
     }
 
-    /// Logs a block event and hands it to the keeper, synchronously.
+    /// Hands a block event to the keeper, synchronously, then logs it.
     fn keep(&mut self, event: BlockEvent<'_>) {
-        keeper::log_event(&event);
         if let Some(k) = self.keeper.as_mut() {
             k.on_block_event(&event);
         }
+        keeper::log_event(&event);
     }
 
     /// The server's coinbase output: the whole `coinbase_tx_value_remaining` to the payout.
