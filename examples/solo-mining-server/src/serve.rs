@@ -73,6 +73,18 @@ pub(crate) fn parse_network(name: &str) -> Result<Network, String> {
     })
 }
 
+/// `e` and its sources, joined with `: ` (the bech32 crate puts the reason in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
 /// The networks an address is valid on, for an error message.
 fn networks_of(addr: &Address<NetworkUnchecked>) -> String {
     let names: Vec<&str> = [
@@ -108,7 +120,8 @@ pub(crate) fn payout_script(
             if ["bc1", "tb1", "bcrt1"].iter().any(|h| lower.starts_with(h)) {
                 if let Err(b) = bech32::segwit::decode(payout) {
                     return Err(format!(
-                        "payout address {payout:?}: not a valid bech32 address: {b}"
+                        "payout address {payout:?}: not a valid bech32 address: {}",
+                        error_chain(&b)
                     ));
                 }
             }
@@ -475,5 +488,92 @@ fn print_status(s: &MiningStats, workers: &[WorkerStats]) {
     }
     if busiest.len() > WORKER_LINES {
         println!("  ... and {} more workers", busiest.len() - WORKER_LINES);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const REGTEST: &str = "bcrt1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u8nhukw";
+    /// BIP173's mainnet P2WPKH example.
+    const MAINNET: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
+    /// BIP173's testnet P2WPKH example.
+    const TESTNET: &str = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx";
+
+    #[test]
+    fn payout_of_another_network_is_refused_unless_overridden() {
+        assert!(payout_script(REGTEST, Network::Regtest, false).is_ok());
+        let e = payout_script(MAINNET, Network::Regtest, false).unwrap_err();
+        assert!(
+            e.contains("is a mainnet address but this server mines regtest"),
+            "{e}"
+        );
+        assert!(e.contains("allow_payout_on_any_network"), "{e}");
+        // testnet's tb1 is not regtest's bcrt1 either.
+        let e = payout_script(TESTNET, Network::Regtest, false).unwrap_err();
+        assert!(e.contains("testnet"), "{e}");
+        assert!(payout_script(TESTNET, Network::Testnet, false).is_ok());
+        assert!(payout_script(MAINNET, Network::Bitcoin, false).is_ok());
+        // The explicit override accepts it.
+        assert!(payout_script(MAINNET, Network::Regtest, true).is_ok());
+        // A raw script is never network-checked.
+        assert!(payout_script("script:51", Network::Regtest, false).is_ok());
+    }
+
+    #[test]
+    fn bad_bech32_checksum_is_a_bech32_error_not_base58() {
+        // The last character of a valid regtest address changed.
+        let bad = "bcrt1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u8nhukx";
+        let e = payout_script(bad, Network::Regtest, false).unwrap_err();
+        assert!(e.contains("bech32"), "{e}");
+        assert!(e.to_lowercase().contains("checksum"), "{e}");
+        assert!(!e.contains("base58"), "{e}");
+        let e = payout_script(
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5",
+            Network::Bitcoin,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_lowercase().contains("checksum") && !e.contains("base58"), "{e}");
+    }
+
+    #[test]
+    fn network_names() {
+        assert_eq!(parse_network("regtest").unwrap(), Network::Regtest);
+        assert_eq!(parse_network("mainnet").unwrap(), Network::Bitcoin);
+        assert_eq!(parse_network("testnet4").unwrap(), Network::Testnet4);
+        assert!(parse_network("moon").is_err());
+    }
+
+    #[test]
+    fn keep_limit_defaults_to_1000_on_regtest_only() {
+        let mut c = Config::default();
+        assert_eq!(c.keep_limit(), Some(1000));
+        c.network = "mainnet".into();
+        assert_eq!(c.keep_limit(), None);
+        c.keep_blocks = Some(5);
+        assert_eq!(c.keep_limit(), Some(5));
+        c.keep_blocks = Some(0);
+        assert_eq!(c.keep_limit(), None);
+    }
+
+    #[test]
+    fn generated_config_parses_and_has_the_block_keys() {
+        let text = crate::config::commented_default();
+        for key in [
+            "blocks_dir = \"./blocks/\"",
+            "keep_blocks",
+            "no_template_error_secs = 30",
+            "network = \"regtest\"",
+            "allow_payout_on_any_network = false",
+            "inactivity_timeout_secs",
+        ] {
+            assert!(text.contains(key), "{key} missing from --generate-config");
+        }
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.blocks_dir, "./blocks/");
+        assert_eq!(c.no_template_error_secs, 30);
     }
 }
