@@ -274,14 +274,7 @@ async fn hashrate_estimate_drops_to_zero_when_the_miner_leaves() {
     let url = format!("stratum2+tcp://{addr}");
     let mut miner = PeerProcess::spawn(
         &miner_bin,
-        &[
-            "--url",
-            &url,
-            "--threads",
-            "1",
-            "--exit-after-secs",
-            "120",
-        ],
+        &["--url", &url, "--threads", "1", "--exit-after-secs", "120"],
     );
     miner.wait_for("share accepted", 120).await;
     // A status line while it mines shows a hashrate.

@@ -536,7 +536,10 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert!(e.to_lowercase().contains("checksum") && !e.contains("base58"), "{e}");
+        assert!(
+            e.to_lowercase().contains("checksum") && !e.contains("base58"),
+            "{e}"
+        );
     }
 
     #[test]
