@@ -6,7 +6,8 @@
 //! - `templates=none` until a template arrives, and one ERROR (rate-limited) when none does;
 //! - no ANSI colours when stderr is not a terminal;
 //! - the status line after `BLOCK FOUND` counts the block; `--demo` keeps finding blocks and
-//!   the kept blocks stay within `keep_blocks`;
+//!   the kept blocks stay within `keep_blocks` (with the network-target cap on, so that a
+//!   debug build finds blocks fast: every share is one);
 //! - the hashrate estimate drops to 0 when the last miner leaves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -227,7 +228,7 @@ async fn demo_status_counts_the_block_just_printed_and_kept_blocks_stay_within_t
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\nstatus_interval_secs = 1\nshares_per_minute = 30.0\n\
-             keep_blocks = 3\n{}",
+             keep_blocks = 3\ncap_share_target_at_network = true\n{}",
             blocks_dir_line(&dir)
         ),
     )

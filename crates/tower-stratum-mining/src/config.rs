@@ -70,8 +70,17 @@ pub struct MiningServerConfig {
     /// `None` for no floor. A channel's target is the easier of vardiff's and the client's
     /// `max_target`, then clamped to at most the target of this difficulty. Without a floor a
     /// client announcing `nominal_hash_rate = 0` gets the maximum target (every hash is a
-    /// share) until vardiff reacts. Default: `None`.
+    /// share) until vardiff reacts. The floor also bounds the network-target cap (see
+    /// [`MiningServer`](crate::MiningServer)'s "Targets"): it is the operator's explicit
+    /// choice, like a client's `max_target`. Default: `None`.
     pub min_share_difficulty: Option<f64>,
+    /// Whether a channel's target is raised to the network target of its current job when
+    /// vardiff (or the client) would make it harder, so that a hash that solves a block is
+    /// always a share (see [`MiningServer`](crate::MiningServer)'s "Targets"). Turn it off only
+    /// where throwing block hashes away is acceptable, e.g. a regtest demo: on regtest about
+    /// every other hash is a block, so with the cap a fast miner submits about every other
+    /// hash and blocks come as fast as the template source can move its tip. Default: `true`.
+    pub cap_target_at_network: bool,
     /// Whether vardiff runs (SRI's classic algorithm; see [`vardiff`](crate::vardiff)). Default:
     /// `true`.
     pub vardiff: bool,
@@ -134,6 +143,7 @@ impl Default for MiningServerConfig {
             version_rolling: true,
             max_past_jobs: None,
             min_share_difficulty: None,
+            cap_target_at_network: true,
             vardiff: true,
             vardiff_period: Duration::from_secs(60),
             vardiff_min_hashrate: 1.0,

@@ -93,8 +93,10 @@ pub enum BlockEvent<'a> {
         /// Submissions sent.
         attempts: u32,
     },
-    /// The template source's tip reached the block's height with another hash: the block is
-    /// not in its chain (another block won, or the source never accepted it).
+    /// The template source's tip reached the block's height with another hash. At the
+    /// block's height that means another block won (or the source never accepted ours); past
+    /// it, the block may still be an ancestor of that tip if the source accepted it while this
+    /// server was not connected: check the node.
     Stale {
         /// The block.
         hash: BlockHash,
@@ -344,7 +346,9 @@ pub(crate) fn log_event(event: &BlockEvent<'_>) {
             attempts,
         } => warn!(
             %hash, tip_height, %tip_hash, attempts,
-            "block stale: the template source's tip reached its height with another block"
+            "block stale: the template source's tip reached its height with another block \
+             (if the tip is past its height, the source may have taken it while we were not \
+             connected: check the node)"
         ),
         BlockEvent::Abandoned { hash, attempts } => error!(
             %hash, attempts,

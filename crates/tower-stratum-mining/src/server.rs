@@ -176,6 +176,29 @@ struct ChainState {
 /// Error codes are `mining_sv2`'s constants (spec 3.5 leaves codes to implementations; these
 /// are the ones SRI and earlier spec revisions use).
 ///
+/// # Blocks (spec 7.7)
+/// A share whose hash meets the network target solves a block. Before the share is answered
+/// and before `SubmitSolution` goes to the template source, the [block
+/// keeper](Self::with_block_keeper) gets [`BlockEvent::Found`] synchronously (e.g. a
+/// [`BlockStore`](crate::BlockStore) writes it durably). The block is then resubmitted until
+/// the source's tip becomes it, it is stale, or
+/// [`max_submit_attempts`](MiningServerConfig::max_submit_attempts) is reached (see
+/// [`keeper`](crate::keeper)). One block per parent: a later solution on a parent this server
+/// already solved is accepted as a share and not submitted (only one block per height can be
+/// in the chain, and ours is already submitted); on regtest, where about every other hash is
+/// a block, this keeps a miner's burst of solutions from becoming a burst of blocks.
+///
+/// # Targets
+/// A channel's target is never harder than the network target of its current job (the
+/// `nBits` of the chain tip), so a miner never throws away a hash that is a block: at open,
+/// after vardiff and `UpdateChannel`, and on every `SetNewPrevHash` (with a `SetTarget` to
+/// the channels it raised, before their new jobs). The client's `max_target` (spec 5.3.2) and
+/// [`min_share_difficulty`](MiningServerConfig::min_share_difficulty) still bound it, and
+/// [`cap_target_at_network`](MiningServerConfig::cap_target_at_network) turns it off. On
+/// regtest (`nBits` `0x207fffff`) every share is therefore a block, and a miner that keeps
+/// hashing a solved tip submits about every other hash until the new tip reaches it (mostly
+/// `stale-share` rejections).
+///
 /// # Other messages
 /// - `OpenStandardMiningChannel` / `OpenExtendedMiningChannel` errors: `invalid-nominal-hashrate`,
 ///   `max-target-out-of-range` (from `channels_sv2`), `min-extranonce-size-too-large`,
@@ -368,13 +391,14 @@ impl MiningServer {
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.vardiff_period);
         if self.config.vardiff && due {
             self.last_vardiff_run = Some(now);
+            let cap = self.config.cap_target_at_network;
             for conn in self.connections.values_mut() {
                 let id = conn.ctx.id;
                 for (&channel_id, ch) in conn.standard.iter_mut() {
-                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                    run_vardiff(id, channel_id, ch, now, cap, &mut actions);
                 }
                 for (&channel_id, ch) in conn.extended.iter_mut() {
-                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                    run_vardiff(id, channel_id, ch, now, cap, &mut actions);
                 }
             }
         }
@@ -560,7 +584,7 @@ impl MiningServer {
                 return open_error(request_id, ERROR_CODE_INTERNAL);
             }
         };
-        if let Some(network) = network {
+        if let Some(network) = network.filter(|_| config.cap_target_at_network) {
             cap_at_network(&mut channel, network);
         }
         let prefix_bytes = channel.get_extranonce_prefix().to_vec();
@@ -731,7 +755,7 @@ impl MiningServer {
                 return open_error(request_id, ERROR_CODE_INTERNAL);
             }
         };
-        if let Some(network) = network {
+        if let Some(network) = network.filter(|_| config.cap_target_at_network) {
             cap_at_network(&mut channel, network);
         }
         let Ok(extranonce_prefix) = B032Owned::try_from(channel.get_extranonce_prefix().to_vec())
@@ -1298,15 +1322,16 @@ impl MiningServer {
         self.chain.prev_hash = Some(snph.clone());
         let mut actions = self.on_source_tip(snph.prev_hash.to_array());
         let network = share_math::nbits_to_target(snph.n_bits);
+        let cap = self.config.cap_target_at_network;
         for conn in self.connections.values_mut() {
             let id = conn.ctx.id;
             // Before the jobs of the new tip: no channel harder than its network target.
-            for (&channel_id, ch) in conn.standard.iter_mut() {
+            for (&channel_id, ch) in conn.standard.iter_mut().filter(|_| cap) {
                 if let Some(t) = cap_at_network(&mut ch.inner, network) {
                     actions.push(Action::SendTo(id, set_target(channel_id, t)));
                 }
             }
-            for (&channel_id, ch) in conn.extended.iter_mut() {
+            for (&channel_id, ch) in conn.extended.iter_mut().filter(|_| cap) {
                 if let Some(t) = cap_at_network(&mut ch.inner, network) {
                     actions.push(Action::SendTo(id, set_target(channel_id, t)));
                 }
@@ -1521,6 +1546,7 @@ fn run_vardiff<C: ChannelOps>(
     channel_id: u32,
     ch: &mut Channel<C>,
     now: Instant,
+    cap: bool,
     actions: &mut Actions,
 ) {
     let hashrate = ch.inner.nominal_hashrate();
@@ -1533,7 +1559,9 @@ fn run_vardiff<C: ChannelOps>(
     ch.inner.set_stable_hashrate(false);
     match ch.inner.update(new_hashrate, None) {
         Ok(()) => {
-            cap_at_tip(&mut ch.inner);
+            if cap {
+                cap_at_tip(&mut ch.inner);
+            }
             let new_target = ch.inner.target();
             debug!(%connection, channel_id, hashrate = new_hashrate, "vardiff: new target");
             if new_target != target {
@@ -1693,15 +1721,20 @@ impl Sv2MiningServerHandler for MiningServer {
         let channel_id = msg.channel_id;
         let max_target =
             self.clamp_max_target(Target::from_le_bytes(msg.maximum_target.to_array()));
+        let cap = self.config.cap_target_at_network;
         let result = match self.connections.get_mut(&ctx.id) {
             Some(conn) => {
                 if let Some(ch) = conn.standard.get_mut(&channel_id) {
                     let r = ch.inner.update(msg.nominal_hash_rate, Some(max_target));
-                    cap_at_tip(&mut ch.inner);
+                    if cap {
+                        cap_at_tip(&mut ch.inner);
+                    }
                     Some((r, ch.inner.target()))
                 } else if let Some(ch) = conn.extended.get_mut(&channel_id) {
                     let r = ch.inner.update(msg.nominal_hash_rate, Some(max_target));
-                    cap_at_tip(&mut ch.inner);
+                    if cap {
+                        cap_at_tip(&mut ch.inner);
+                    }
                     Some((r, ch.inner.target()))
                 } else {
                     None

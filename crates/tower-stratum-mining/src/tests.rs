@@ -1292,6 +1292,21 @@ async fn channel_target_is_never_harder_than_the_network_target() {
     let ch = std_success(&s.handle_open_standard_mining_channel(c, m).await);
     assert!(ch.target <= hard && ch.target < net);
 
+    // Cap turned off (a regtest demo): vardiff's target stands.
+    let mut s = MiningServer::new(MiningServerConfig {
+        cap_target_at_network: false,
+        ..config()
+    })
+    .unwrap();
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    let ch = std_success(
+        &s.handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0e12))
+            .await,
+    );
+    assert!(ch.target < net);
+
     // A network target harder than vardiff's: the channel keeps vardiff's.
     let mut s = server();
     let c = ctx(1, 0);

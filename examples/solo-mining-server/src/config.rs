@@ -33,6 +33,11 @@ pub(crate) struct Config {
     pub(crate) shares_per_minute: f32,
     /// Seconds between vardiff evaluations per channel.
     pub(crate) vardiff_period_secs: u64,
+    /// Lowest share difficulty of any channel (absent: none).
+    pub(crate) min_share_difficulty: Option<f64>,
+    /// Raise a channel's target to the network target when it would be harder (absent: yes,
+    /// except with `--demo`).
+    pub(crate) cap_share_target_at_network: Option<bool>,
     /// Seconds between status lines; 0 disables them.
     pub(crate) status_interval_secs: u64,
     /// Where templates come from.
@@ -88,6 +93,8 @@ impl Default for Config {
             no_template_error_secs: 30,
             shares_per_minute: 6.0,
             vardiff_period_secs: 60,
+            min_share_difficulty: None,
+            cap_share_target_at_network: None,
             status_interval_secs: 5,
             template_source: TemplateSource::Embedded { interval_secs: 600 },
         }
@@ -160,6 +167,15 @@ shares_per_minute = 6.0
 
 # Seconds between vardiff evaluations of each channel (SetTarget when the rate is off).
 vardiff_period_secs = 60
+
+# A channel's target is never harder than the network target of its job, so a hash that is a
+# block is always a share. On regtest about every other hash is a block: a fast miner then
+# submits about every other hash and blocks come as fast as the tip moves. `--demo` turns
+# this off (default there: false) so its CPU miner finds a block every couple of seconds.
+# cap_share_target_at_network = true
+# Lowest share difficulty of any channel (1 = about 2^32 hashes per share); it also bounds
+# the cap above. Default: none.
+# min_share_difficulty = 0.001
 
 # Seconds between status lines (connections, channels, hashrate, shares, blocks); 0 = off.
 status_interval_secs = 5

@@ -180,6 +180,9 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         coinbase_output_script: payout,
         shares_per_minute: cfg.shares_per_minute,
         vardiff_period: Duration::from_secs(cfg.vardiff_period_secs.max(1)),
+        min_share_difficulty: cfg.min_share_difficulty,
+        // The demo's CPU miner would otherwise submit about every other hash on regtest.
+        cap_target_at_network: cfg.cap_share_target_at_network.unwrap_or(!demo),
         ..MiningServerConfig::default()
     };
     let (events_tx, mut events) = mpsc::channel::<MiningEvent>(1024);

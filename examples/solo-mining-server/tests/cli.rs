@@ -84,7 +84,11 @@ fn invalid_configs_fail_with_a_message() {
             .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{name} should fail");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: a configuration error exits with 2"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{name}: {err}");
     }
