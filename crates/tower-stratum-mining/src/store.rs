@@ -225,7 +225,8 @@ pub struct KeptBlock {
 /// `keep`: at most this many blocks (record + block file) are kept; when a new block would
 /// exceed it, the oldest (by the record's modification time when the store opened, then in
 /// the order written) are deleted. `None`: unlimited. The limit never deletes the block just
-/// written.
+/// written nor a block this store still has pending (submitted, not yet confirmed, stale or
+/// abandoned), so it can be exceeded while blocks are pending.
 #[derive(Debug)]
 pub struct BlockStore {
     dir: PathBuf,
@@ -334,8 +335,22 @@ impl BlockStore {
         }
     }
 
-    fn found(&mut self, block: &FoundBlock, secs: u64) -> Result<PathBuf, StoreError> {
+    /// Creates the directory if needed; a new directory's entry is made durable too.
+    fn ensure_dir(&self) -> Result<(), StoreError> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(parent))?;
+        }
+        Ok(())
+    }
+
+    fn found(&mut self, block: &FoundBlock, secs: u64) -> Result<PathBuf, StoreError> {
+        self.ensure_dir()?;
         let block_path = self.block_path(block);
         let mut block_file = None;
         if let Some(bytes) = &block.block {
@@ -382,7 +397,7 @@ impl BlockStore {
         let Some(bytes) = &block.block else {
             return Ok(self.record_path(block));
         };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        self.ensure_dir()?;
         let path = self.block_path(block);
         write_durably(&path, bytes)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -459,13 +474,25 @@ impl BlockStore {
             listed.sort();
             self.index = Some(listed.into_iter().map(|(_, s)| s).collect());
         }
+        // Blocks still pending (being resubmitted) are never pruned.
+        let pending: std::collections::HashSet<String> =
+            self.open.values().map(BlockRecord::stem).collect();
         let Some(index) = self.index.as_mut() else {
             return Ok(());
         };
         index.retain(|s| s != newest);
         index.push_back(newest.to_owned());
-        while index.len() > keep.max(1) {
+        let mut kept_pending = VecDeque::new();
+        while index.len() + kept_pending.len() > keep.max(1) {
             let Some(old) = index.pop_front() else { break };
+            if pending.contains(&old) && old != newest {
+                kept_pending.push_back(old);
+                continue;
+            }
+            if old == newest {
+                index.push_front(old);
+                break;
+            }
             for ext in [BLOCK_EXTENSION, RECORD_EXTENSION] {
                 let p = self.dir.join(format!("{old}.{ext}"));
                 match fs::remove_file(&p) {
@@ -474,6 +501,10 @@ impl BlockStore {
                     Err(e) => return Err(StoreError::Io { path: p, source: e }),
                 }
             }
+        }
+        // The pending ones stay, oldest first.
+        while let Some(p) = kept_pending.pop_back() {
+            index.push_front(p);
         }
         Ok(())
     }

@@ -1592,15 +1592,30 @@ fn block_store_prunes_to_its_limit_and_reports_unwritable_dirs() {
         block: Some(vec![n; 100]),
     };
     let now = std::time::SystemTime::now();
-    for n in 1..=3u8 {
+    // Block 1 stays pending (never pruned); 2, 3 and 4 are confirmed right after.
+    for n in 1..=4u8 {
         let b = block(n);
         let p = store.record(&BlockEvent::Found(&b), now).unwrap().unwrap();
         assert_eq!(p, store.block_path(&b));
+        if n > 1 {
+            store
+                .record(
+                    &BlockEvent::Confirmed {
+                        hash: b.hash,
+                        attempts: 1,
+                    },
+                    now,
+                )
+                .unwrap();
+        }
     }
     let listed = BlockStore::list(&dir).unwrap();
     let heights: Vec<_> = listed.iter().map(|k| k.record.height).collect();
-    assert_eq!(heights, [Some(2), Some(3)]);
-    assert!(!dir.join(format!("1-{}.block", block(1).hash)).exists());
+    assert_eq!(heights, [Some(1), Some(4)]);
+    assert_eq!(listed[0].record.status, crate::BlockStatus::Pending);
+    assert_eq!(listed[1].record.status, crate::BlockStatus::Confirmed);
+    assert!(!dir.join(format!("2-{}.block", block(2).hash)).exists());
+    assert!(!dir.join(format!("3-{}.json", block(3).hash)).exists());
     assert!(listed.iter().all(|k| k.block_path.is_some()));
     // No temporary files left behind.
     assert!(std::fs::read_dir(&dir)
@@ -1612,7 +1627,7 @@ fn block_store_prunes_to_its_limit_and_reports_unwritable_dirs() {
     let file = dir.join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let mut bad = BlockStore::new(file.join("blocks"), None);
-    match bad.record(&BlockEvent::Found(&block(4)), now) {
+    match bad.record(&BlockEvent::Found(&block(5)), now) {
         Err(crate::StoreError::Io { path, .. }) => assert_eq!(path, file.join("blocks")),
         other => panic!("expected an Io error, got {other:?}"),
     }
