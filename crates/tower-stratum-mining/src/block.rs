@@ -32,6 +32,9 @@ pub struct FoundBlock {
     pub connection: ConnectionId,
     /// The channel whose share solved it.
     pub channel_id: u32,
+    /// The worker credited with the share: the `user_identity` TLV of the share (extension
+    /// `0x0002`) if it had one, else the channel's `user_identity`; empty if unknown.
+    pub user_identity: String,
     /// The 80-byte header (consensus serialization).
     pub header: [u8; 80],
     /// The coinbase transaction, consensus-serialized **with** its BIP141 marker, flag and

@@ -70,6 +70,21 @@ impl Connection {
     }
 }
 
+/// Makes `ch`'s target no harder than `network` (the target of `nBits` of its current job):
+/// a hash that meets the network target is a block, so a channel must never make the miner
+/// throw it away. The client's `max_target` still bounds it (spec 5.3.2: the easiest target
+/// the device accepts): a client that asks for a harder target than the network's gets it.
+/// Returns the new target if it changed.
+pub(crate) fn cap_at_network<C: ChannelOps>(ch: &mut C, network: Target) -> Option<Target> {
+    let capped = network.min(ch.requested_max_target());
+    if ch.target() < capped {
+        ch.force_target(capped);
+        Some(ch.target())
+    } else {
+        None
+    }
+}
+
 /// What share bookkeeping and block assembly need from a job.
 #[derive(Debug, Clone)]
 pub(crate) struct JobInfo {
@@ -90,6 +105,11 @@ pub(crate) trait ChannelOps {
     fn shares_per_minute(&self) -> f32;
     fn set_stable_hashrate(&mut self, stable: bool);
     fn update(&mut self, hashrate: f32, max_target: Option<Target>) -> Result<(), UpdateError>;
+    /// Sets the target of jobs created from now on (ignored if zero).
+    fn force_target(&mut self, target: Target);
+    /// The client's `max_target` (its `OpenChannel` / last `UpdateChannel`, after the
+    /// server's difficulty floor).
+    fn requested_max_target(&self) -> Target;
     fn accounting(&self) -> &ShareAccounting;
     fn chain_tip(&self) -> Option<&ChainTip>;
     /// The active or past job `job_id` (the jobs a share can still be accepted for).
@@ -120,6 +140,12 @@ macro_rules! channel_ops_common {
                     | $error::UpdateChannelInvalidMaxTarget(c) => UpdateError::Code(c),
                     other => UpdateError::Internal(format!("{other:?}")),
                 })
+        }
+        fn force_target(&mut self, target: Target) {
+            let _ = self.set_target(target);
+        }
+        fn requested_max_target(&self) -> Target {
+            *self.get_requested_max_target()
         }
         fn accounting(&self) -> &ShareAccounting {
             self.get_share_accounting()

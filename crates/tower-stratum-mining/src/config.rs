@@ -70,8 +70,17 @@ pub struct MiningServerConfig {
     /// `None` for no floor. A channel's target is the easier of vardiff's and the client's
     /// `max_target`, then clamped to at most the target of this difficulty. Without a floor a
     /// client announcing `nominal_hash_rate = 0` gets the maximum target (every hash is a
-    /// share) until vardiff reacts. Default: `None`.
+    /// share) until vardiff reacts. The floor also bounds the network-target cap (see
+    /// [`MiningServer`](crate::MiningServer)'s "Targets"): it is the operator's explicit
+    /// choice, like a client's `max_target`. Default: `None`.
     pub min_share_difficulty: Option<f64>,
+    /// Whether a channel's target is raised to the network target of its current job when
+    /// vardiff (or the client) would make it harder, so that a hash that solves a block is
+    /// always a share (see [`MiningServer`](crate::MiningServer)'s "Targets"). Turn it off only
+    /// where throwing block hashes away is acceptable, e.g. a regtest demo: on regtest about
+    /// every other hash is a block, so with the cap a fast miner submits about every other
+    /// hash and blocks come as fast as the template source can move its tip. Default: `true`.
+    pub cap_target_at_network: bool,
     /// Whether vardiff runs (SRI's classic algorithm; see [`vardiff`](crate::vardiff)). Default:
     /// `true`.
     pub vardiff: bool,
@@ -106,6 +115,18 @@ pub struct MiningServerConfig {
     /// idle workers are forgotten. Bounds the memory a client sending many identities can
     /// take. Default: `4096`.
     pub max_tracked_workers: usize,
+    /// Wait before the first resubmission of a found block the template source has not
+    /// confirmed (no `SetNewPrevHash` with the block as `prev_hash`); each later wait doubles,
+    /// up to [`MAX_RESUBMIT_INTERVAL`](crate::keeper::MAX_RESUBMIT_INTERVAL). Measured on the
+    /// ticks' `now`. See [`keeper`](crate::keeper). Default: 10 s.
+    pub resubmit_interval: Duration,
+    /// Most `SubmitSolution`s per found block (the first included) before it is reported
+    /// [`Abandoned`](crate::BlockEvent::Abandoned) (`>= 1`). Default: `12` (about 35 minutes
+    /// with the default interval).
+    pub max_submit_attempts: u32,
+    /// Most unconfirmed blocks tracked for resubmission; a further block pushes the oldest out
+    /// (reported abandoned). `0` disables resubmission. Default: `64`.
+    pub max_unconfirmed_blocks: usize,
 }
 
 impl Default for MiningServerConfig {
@@ -122,6 +143,7 @@ impl Default for MiningServerConfig {
             version_rolling: true,
             max_past_jobs: None,
             min_share_difficulty: None,
+            cap_target_at_network: true,
             vardiff: true,
             vardiff_period: Duration::from_secs(60),
             vardiff_min_hashrate: 1.0,
@@ -130,6 +152,9 @@ impl Default for MiningServerConfig {
             request_transaction_data: true,
             worker_hashrate_tracking: true,
             max_tracked_workers: 4096,
+            resubmit_interval: Duration::from_secs(10),
+            max_submit_attempts: 12,
+            max_unconfirmed_blocks: 64,
         }
     }
 }
@@ -162,7 +187,7 @@ pub enum ConfigError {
     /// `min_share_difficulty` is not finite and positive.
     #[error("min_share_difficulty must be finite and > 0, got {0}")]
     InvalidMinShareDifficulty(f64),
-    /// `vardiff_period` or `hashrate_window` is zero.
+    /// `vardiff_period`, `hashrate_window` or `resubmit_interval` is zero.
     #[error("{0} must be > 0")]
     ZeroDuration(&'static str),
 }
@@ -189,6 +214,9 @@ impl MiningServerConfig {
         }
         if self.hashrate_window.is_zero() {
             return Err(ConfigError::ZeroDuration("hashrate_window"));
+        }
+        if self.resubmit_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("resubmit_interval"));
         }
         if self.extranonce_len > MAX_EXTRANONCE_LEN {
             return Err(ConfigError::ExtranonceLayout(format!(

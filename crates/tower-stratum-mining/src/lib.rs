@@ -12,6 +12,10 @@
 //!   reports. Per-worker figures come from extension `0x0002` (Worker-Specific Hashrate
 //!   Tracking: the `user_identity` TLV of each share, negotiated by default) or else from the
 //!   channel's `user_identity`.
+//! - [`BlockKeeper`] / [`BlockEvent`]: found blocks handed out synchronously (before the
+//!   share is answered and before `SubmitSolution` goes out), resubmitted until the template
+//!   source confirms them or they are stale ([`keeper`]); [`BlockStore`] keeps them durably
+//!   in a directory (`<height>-<hash>.block` + `.json`).
 //! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
 //!   known-answer vectors in `tests/vectors.rs`).
 //! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
@@ -49,8 +53,10 @@
 mod block;
 mod channel;
 mod config;
+pub mod keeper;
 pub mod miner_channel;
 mod server;
+mod store;
 /// Re-export of [`tower_stratum_core::share_math`] (it lives in the core so the Sv1 layer and
 /// miners use the same code without depending on this crate).
 pub use tower_stratum_core::share_math;
@@ -59,11 +65,16 @@ pub mod vardiff;
 
 pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
 pub use config::{ConfigError, MiningServerConfig};
+pub use keeper::{BlockEvent, BlockKeeper, SubmitTrigger};
 pub use miner_channel::{ChannelWork, MinerChannel};
 pub use server::{
     MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
 };
 pub use stats::{MiningStats, WorkerStats};
+pub use store::{
+    write_durably, BlockRecord, BlockStatus, BlockStore, KeptBlock, StoreError, SubmitAttempt,
+    BLOCK_EXTENSION, RECORD_EXTENSION,
+};
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 #[cfg(test)]

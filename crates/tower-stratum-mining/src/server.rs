@@ -1,8 +1,13 @@
 //! [`MiningServer`]: the Mining Protocol server handler (spec 5) on SRI's `channels_sv2`.
 
 use crate::block::{self, FoundBlock};
-use crate::channel::{Channel, ChannelOps, Connection, JobInfo, UpdateError, GROUP_CHANNEL_ID};
+use crate::channel::{
+    cap_at_network, Channel, ChannelOps, Connection, JobInfo, UpdateError, GROUP_CHANNEL_ID,
+};
 use crate::config::{ConfigError, MiningServerConfig};
+use crate::keeper::{
+    self, BlockEvent, BlockKeeper, Resolution, SubmitTrigger, TipOutcome, UnconfirmedBlocks,
+};
 use crate::share_math;
 use crate::stats::{HashrateEstimator, MiningStats, WorkerStats, WorkerTable};
 use crate::vardiff::ClassicVardiff;
@@ -105,6 +110,10 @@ pub enum MiningEvent {
 
 type EventSink = Box<dyn FnMut(MiningEvent) + Send>;
 
+/// Parents (prev hashes) of the blocks found most recently: a second solution on one of them
+/// is a share, not another block (see [`MiningServer`]'s "Blocks").
+const SOLVED_PARENTS_KEPT: usize = 8;
+
 /// The chain as the template source described it.
 #[derive(Debug, Default)]
 struct ChainState {
@@ -167,6 +176,29 @@ struct ChainState {
 /// Error codes are `mining_sv2`'s constants (spec 3.5 leaves codes to implementations; these
 /// are the ones SRI and earlier spec revisions use).
 ///
+/// # Blocks (spec 7.7)
+/// A share whose hash meets the network target solves a block. Before the share is answered
+/// and before `SubmitSolution` goes to the template source, the [block
+/// keeper](Self::with_block_keeper) gets [`BlockEvent::Found`] synchronously (e.g. a
+/// [`BlockStore`](crate::BlockStore) writes it durably). The block is then resubmitted until
+/// the source's tip becomes it, it is stale, or
+/// [`max_submit_attempts`](MiningServerConfig::max_submit_attempts) is reached (see
+/// [`keeper`](crate::keeper)). One block per parent: a later solution on a parent this server
+/// already solved is accepted as a share and not submitted (only one block per height can be
+/// in the chain, and ours is already submitted); on regtest, where about every other hash is
+/// a block, this keeps a miner's burst of solutions from becoming a burst of blocks.
+///
+/// # Targets
+/// A channel's target is never harder than the network target of its current job (the
+/// `nBits` of the chain tip), so a miner never throws away a hash that is a block: at open,
+/// after vardiff and `UpdateChannel`, and on every `SetNewPrevHash` (with a `SetTarget` to
+/// the channels it raised, before their new jobs). The client's `max_target` (spec 5.3.2) and
+/// [`min_share_difficulty`](MiningServerConfig::min_share_difficulty) still bound it, and
+/// [`cap_target_at_network`](MiningServerConfig::cap_target_at_network) turns it off. On
+/// regtest (`nBits` `0x207fffff`) every share is therefore a block, and a miner that keeps
+/// hashing a solved tip submits about every other hash until the new tip reaches it (mostly
+/// `stale-share` rejections).
+///
 /// # Other messages
 /// - `OpenStandardMiningChannel` / `OpenExtendedMiningChannel` errors: `invalid-nominal-hashrate`,
 ///   `max-target-out-of-range` (from `channels_sv2`), `min-extranonce-size-too-large`,
@@ -197,6 +229,10 @@ pub struct MiningServer {
     last_tick: Option<Instant>,
     last_vardiff_run: Option<Instant>,
     event_sink: Option<EventSink>,
+    keeper: Option<Box<dyn BlockKeeper>>,
+    unconfirmed: UnconfirmedBlocks,
+    solved_parents: VecDeque<[u8; 32]>,
+    templates_received: u64,
 }
 
 impl fmt::Debug for MiningServer {
@@ -210,6 +246,8 @@ impl fmt::Debug for MiningServer {
             .field("shares_accepted", &self.shares_accepted)
             .field("shares_rejected", &self.shares_rejected)
             .field("event_sink", &self.event_sink.is_some())
+            .field("block_keeper", &self.keeper.is_some())
+            .field("unconfirmed_blocks", &self.unconfirmed.len())
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +258,11 @@ impl MiningServer {
     /// signature does not fit the coinbase `scriptSig`.
     pub fn new(config: MiningServerConfig) -> Result<Self, ConfigError> {
         let allocator = config.validate()?;
+        let unconfirmed = UnconfirmedBlocks::new(
+            config.max_unconfirmed_blocks,
+            config.max_submit_attempts,
+            config.resubmit_interval,
+        );
         Ok(Self {
             hashrate: HashrateEstimator::new(config.hashrate_window),
             workers: WorkerTable::new(config.hashrate_window, config.max_tracked_workers),
@@ -235,6 +278,10 @@ impl MiningServer {
             last_tick: None,
             last_vardiff_run: None,
             event_sink: None,
+            keeper: None,
+            unconfirmed,
+            solved_parents: VecDeque::new(),
+            templates_received: 0,
         })
     }
 
@@ -243,6 +290,15 @@ impl MiningServer {
     /// `try_send` into a bounded channel).
     pub fn with_event_sink(mut self, sink: impl FnMut(MiningEvent) + Send + 'static) -> Self {
         self.event_sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Calls `keeper` with every [`BlockEvent`], synchronously: a found block reaches it
+    /// before the share is answered and before `SubmitSolution` goes out (see
+    /// [`keeper`](crate::keeper)), unlike the event sink, which may drop events. Typically a
+    /// closure around a [`BlockStore`](crate::BlockStore).
+    pub fn with_block_keeper(mut self, keeper: impl BlockKeeper) -> Self {
+        self.keeper = Some(Box::new(keeper));
         self
     }
 
@@ -259,8 +315,16 @@ impl MiningServer {
             shares_accepted: self.shares_accepted,
             shares_rejected: self.shares_rejected,
             blocks_found: self.blocks_found,
-            hashrate_estimate_hs: self.hashrate.hashrate(),
+            // Nobody can hash on our jobs without a channel: the window's average would keep
+            // showing departed miners for a whole window.
+            hashrate_estimate_hs: if self.channel_count() == 0 {
+                0.0
+            } else {
+                self.hashrate.hashrate()
+            },
             workers: self.workers.len(),
+            templates_received: self.templates_received,
+            unconfirmed_blocks: self.unconfirmed.len(),
         }
     }
 
@@ -327,14 +391,28 @@ impl MiningServer {
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.vardiff_period);
         if self.config.vardiff && due {
             self.last_vardiff_run = Some(now);
+            let cap = self.config.cap_target_at_network;
             for conn in self.connections.values_mut() {
                 let id = conn.ctx.id;
                 for (&channel_id, ch) in conn.standard.iter_mut() {
-                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                    run_vardiff(id, channel_id, ch, now, cap, &mut actions);
                 }
                 for (&channel_id, ch) in conn.extended.iter_mut() {
-                    run_vardiff(id, channel_id, ch, now, &mut actions);
+                    run_vardiff(id, channel_id, ch, now, cap, &mut actions);
                 }
+            }
+        }
+        for (hash, attempts, resolution) in self.unconfirmed.on_tick(now) {
+            match resolution {
+                Resolution::Resubmit(solution, trigger) => {
+                    self.keep(BlockEvent::Submitted {
+                        hash,
+                        attempt: attempts,
+                        trigger,
+                    });
+                    actions.push(submit_solution(solution));
+                }
+                Resolution::Done => self.keep(BlockEvent::Abandoned { hash, attempts }),
             }
         }
         let stats = self.stats();
@@ -363,6 +441,14 @@ impl MiningServer {
         if let Some(sink) = self.event_sink.as_mut() {
             sink(event);
         }
+    }
+
+    /// Hands a block event to the keeper, synchronously, then logs it.
+    fn keep(&mut self, event: BlockEvent<'_>) {
+        if let Some(k) = self.keeper.as_mut() {
+            k.on_block_event(&event);
+        }
+        keeper::log_event(&event);
     }
 
     /// The server's coinbase output: the whole `coinbase_tx_value_remaining` to the payout.
@@ -467,6 +553,7 @@ impl MiningServer {
             .as_ref()
             .map(|(t, _)| outputs_for(t.coinbase_tx_value_remaining));
         let last_tick = self.last_tick;
+        let network = self.network_target();
         let Some(conn) = self.connection(ctx) else {
             return open_error(request_id, ERROR_CODE_INTERNAL);
         };
@@ -497,6 +584,9 @@ impl MiningServer {
                 return open_error(request_id, ERROR_CODE_INTERNAL);
             }
         };
+        if let Some(network) = network.filter(|_| config.cap_target_at_network) {
+            cap_at_network(&mut channel, network);
+        }
         let prefix_bytes = channel.get_extranonce_prefix().to_vec();
         let Ok(extranonce_prefix) = B032Owned::try_from(prefix_bytes.clone()) else {
             return open_error(request_id, ERROR_CODE_INTERNAL);
@@ -631,6 +721,7 @@ impl MiningServer {
             .map(|t| t.template_id)
             .collect();
         let last_tick = self.last_tick;
+        let network = self.network_target();
         let Some(conn) = self.connection(ctx) else {
             return open_error(request_id, ERROR_CODE_INTERNAL);
         };
@@ -664,6 +755,9 @@ impl MiningServer {
                 return open_error(request_id, ERROR_CODE_INTERNAL);
             }
         };
+        if let Some(network) = network.filter(|_| config.cap_target_at_network) {
+            cap_at_network(&mut channel, network);
+        }
         let Ok(extranonce_prefix) = B032Owned::try_from(channel.get_extranonce_prefix().to_vec())
         else {
             return open_error(request_id, ERROR_CODE_INTERNAL);
@@ -740,6 +834,14 @@ impl MiningServer {
             },
         );
         actions
+    }
+
+    /// The target of the current chain tip's `nBits`, if a tip is known.
+    fn network_target(&self) -> Option<Target> {
+        self.chain
+            .prev_hash
+            .as_ref()
+            .map(|p| share_math::nbits_to_target(p.n_bits))
     }
 
     /// The current template re-flagged as future plus a Template Distribution
@@ -827,7 +929,7 @@ impl MiningServer {
                 {
                     self.count_worker(ctx.id, channel_id, worker, difficulty);
                 }
-                self.finish_share(ctx, channel_id, seq, header, outcome)
+                self.finish_share(ctx, channel_id, seq, header, outcome, worker)
             }
             Err(code) => self.reject(channel_id, seq, code),
         }
@@ -887,6 +989,7 @@ impl MiningServer {
         seq: u32,
         header: HeaderParts,
         outcome: ShareOutcome,
+        worker: Option<&str>,
     ) -> Actions {
         match outcome {
             ShareOutcome::Accepted { difficulty, ack } => {
@@ -907,51 +1010,99 @@ impl MiningServer {
                 self.shares_accepted = self.shares_accepted.saturating_add(1);
                 self.hashrate.add(difficulty);
                 let mut actions = Actions::none();
-                if let Some(template_id) = template_id {
-                    if let Ok(coinbase_tx) = coinbase.clone().try_into() {
-                        actions.push(Action::ToSibling(SiblingMessage::Sv2(
-                            Sv2Message::TemplateDistribution(
-                                TemplateDistributionOwned::SubmitSolution(SubmitSolutionOwned {
-                                    template_id,
-                                    version: header.version,
-                                    header_timestamp: header.ntime,
-                                    header_nonce: header.nonce,
-                                    coinbase_tx,
-                                }),
-                            ),
-                        )));
-                    } else {
-                        error!(template_id, "coinbase too large for SubmitSolution");
+                let parent = tip.map(|(p, _)| p);
+                let redundant = parent.is_some_and(|p| self.solved_parents.contains(&p));
+                match template_id {
+                    Some(_) if redundant => {
+                        debug!(
+                            connection = %ctx.id,
+                            channel_id,
+                            hash = %BlockHash::from_byte_array(share_hash),
+                            "another solution on a parent this server already solved: a share, not a second block"
+                        );
                     }
-                    let found = self.record_block(
-                        ctx.id,
-                        channel_id,
-                        header,
-                        job,
-                        template_id,
-                        share_hash,
-                        coinbase,
-                        tip,
-                    );
-                    if let Some(found) = found {
-                        if found.block.is_none() && self.config.request_transaction_data {
-                            self.awaiting_transactions.insert(template_id);
-                            // Bounded: only blocks still in `found_blocks` can be completed.
-                            while self.awaiting_transactions.len()
-                                > self.config.found_blocks_kept.max(1)
-                            {
-                                self.awaiting_transactions.pop_first();
+                    Some(template_id) => {
+                        if let Some(p) = parent {
+                            self.solved_parents.push_back(p);
+                            while self.solved_parents.len() > SOLVED_PARENTS_KEPT {
+                                self.solved_parents.pop_front();
                             }
-                            actions.push(Action::ToSibling(SiblingMessage::Sv2(
-                                Sv2Message::TemplateDistribution(
-                                    TemplateDistributionOwned::RequestTransactionData(
-                                        RequestTransactionDataOwned { template_id },
-                                    ),
-                                ),
-                            )));
                         }
-                        self.emit(MiningEvent::BlockFound(found));
+                        let solution = coinbase.clone().try_into().ok().map(|coinbase_tx| {
+                            SubmitSolutionOwned {
+                                template_id,
+                                version: header.version,
+                                header_timestamp: header.ntime,
+                                header_nonce: header.nonce,
+                                coinbase_tx,
+                            }
+                        });
+                        let user_identity = worker
+                            .or_else(|| {
+                                self.connections
+                                    .get(&ctx.id)
+                                    .and_then(|c| c.user_identity(channel_id))
+                            })
+                            .unwrap_or_default()
+                            .to_owned();
+                        let found = self.record_block(
+                            ctx.id,
+                            channel_id,
+                            user_identity,
+                            header,
+                            job,
+                            template_id,
+                            share_hash,
+                            coinbase,
+                            tip,
+                        );
+                        // The keeper first: the block is kept before anything goes out.
+                        if let Some(found) = &found {
+                            self.keep(BlockEvent::Found(found));
+                        }
+                        let hash = BlockHash::from_byte_array(share_hash);
+                        match solution {
+                            Some(solution) => {
+                                self.keep(BlockEvent::Submitted {
+                                    hash,
+                                    attempt: 1,
+                                    trigger: SubmitTrigger::Found,
+                                });
+                                let height = found.as_ref().and_then(|f| f.height);
+                                let pushed_out = self.unconfirmed.insert(
+                                    hash,
+                                    height,
+                                    solution.clone(),
+                                    self.last_tick,
+                                );
+                                for (hash, attempts) in pushed_out {
+                                    self.keep(BlockEvent::Abandoned { hash, attempts });
+                                }
+                                actions.push(submit_solution(solution));
+                            }
+                            None => error!(template_id, "coinbase too large for SubmitSolution"),
+                        }
+                        if let Some(found) = found {
+                            if found.block.is_none() && self.config.request_transaction_data {
+                                self.awaiting_transactions.insert(template_id);
+                                // Bounded: only blocks still in `found_blocks` can be completed.
+                                while self.awaiting_transactions.len()
+                                    > self.config.found_blocks_kept.max(1)
+                                {
+                                    self.awaiting_transactions.pop_first();
+                                }
+                                actions.push(Action::ToSibling(SiblingMessage::Sv2(
+                                    Sv2Message::TemplateDistribution(
+                                        TemplateDistributionOwned::RequestTransactionData(
+                                            RequestTransactionDataOwned { template_id },
+                                        ),
+                                    ),
+                                )));
+                            }
+                            self.emit(MiningEvent::BlockFound(found));
+                        }
                     }
+                    None => {}
                 }
                 actions.push(Action::Reply(submit_success(channel_id, ack)));
                 actions
@@ -984,6 +1135,7 @@ impl MiningServer {
         &mut self,
         connection: ConnectionId,
         channel_id: u32,
+        user_identity: String,
         parts: HeaderParts,
         job: Option<JobInfo>,
         template_id: u64,
@@ -1023,6 +1175,7 @@ impl MiningServer {
             template_id,
             connection,
             channel_id,
+            user_identity,
             header,
             transaction_count: empty.then_some(0),
             block: empty.then(|| block::serialize_block(&header, &coinbase, &[])),
@@ -1046,6 +1199,7 @@ impl MiningServer {
     }
 
     fn on_new_template(&mut self, template: NewTemplateOwned) -> Actions {
+        self.templates_received = self.templates_received.saturating_add(1);
         info!(
             template_id = template.template_id,
             future = template.future_template,
@@ -1166,9 +1320,22 @@ impl MiningServer {
             return Actions::none();
         }
         self.chain.prev_hash = Some(snph.clone());
-        let mut actions = Actions::none();
+        let mut actions = self.on_source_tip(snph.prev_hash.to_array());
+        let network = share_math::nbits_to_target(snph.n_bits);
+        let cap = self.config.cap_target_at_network;
         for conn in self.connections.values_mut() {
             let id = conn.ctx.id;
+            // Before the jobs of the new tip: no channel harder than its network target.
+            for (&channel_id, ch) in conn.standard.iter_mut().filter(|_| cap) {
+                if let Some(t) = cap_at_network(&mut ch.inner, network) {
+                    actions.push(Action::SendTo(id, set_target(channel_id, t)));
+                }
+            }
+            for (&channel_id, ch) in conn.extended.iter_mut().filter(|_| cap) {
+                if let Some(t) = cap_at_network(&mut ch.inner, network) {
+                    actions.push(Action::SendTo(id, set_target(channel_id, t)));
+                }
+            }
             match conn.group.on_set_new_prev_hash(snph.clone()) {
                 Ok(()) => {
                     if !conn.requires_standard_jobs && !conn.group.is_empty() {
@@ -1205,6 +1372,59 @@ impl MiningServer {
         actions
     }
 
+    /// The template source's tip moved to `prev_hash`: confirms, stales or resubmits the
+    /// unconfirmed blocks. The tip height is the BIP34 height of the template it activates
+    /// minus one.
+    fn on_source_tip(&mut self, prev_hash: [u8; 32]) -> Actions {
+        let mut actions = Actions::none();
+        if self.unconfirmed.len() == 0 {
+            return actions;
+        }
+        let tip_height = self
+            .chain
+            .current_template
+            .as_ref()
+            .and_then(|t| block::bip34_height(t.coinbase_prefix.as_bytes()))
+            .and_then(|h| h.checked_sub(1));
+        for outcome in self
+            .unconfirmed
+            .on_tip(prev_hash, tip_height, self.last_tick)
+        {
+            match outcome {
+                TipOutcome::Confirmed { hash, attempts } => {
+                    self.keep(BlockEvent::Confirmed { hash, attempts })
+                }
+                TipOutcome::Stale {
+                    hash,
+                    tip_height,
+                    tip_hash,
+                    attempts,
+                } => self.keep(BlockEvent::Stale {
+                    hash,
+                    tip_height,
+                    tip_hash,
+                    attempts,
+                }),
+                TipOutcome::Abandoned { hash, attempts } => {
+                    self.keep(BlockEvent::Abandoned { hash, attempts })
+                }
+                TipOutcome::Resubmit {
+                    hash,
+                    attempt,
+                    solution,
+                } => {
+                    self.keep(BlockEvent::Submitted {
+                        hash,
+                        attempt,
+                        trigger: SubmitTrigger::TipWithoutBlock,
+                    });
+                    actions.push(submit_solution(solution));
+                }
+            }
+        }
+        actions
+    }
+
     fn on_transaction_data(&mut self, template_id: u64, transactions: Vec<Vec<u8>>) {
         if !self.awaiting_transactions.remove(&template_id) {
             debug!(template_id, "transaction data nobody asked for; ignored");
@@ -1224,6 +1444,7 @@ impl MiningServer {
             }
         }
         for found in completed {
+            self.keep(BlockEvent::Completed(&found));
             self.emit(MiningEvent::BlockCompleted(found));
         }
     }
@@ -1309,6 +1530,12 @@ impl ShareOutcome {
     }
 }
 
+fn submit_solution(solution: SubmitSolutionOwned) -> Action {
+    Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+        TemplateDistributionOwned::SubmitSolution(solution),
+    )))
+}
+
 fn submit_success(channel_id: u32, mut ack: SubmitSharesSuccessOwned) -> Sv2Message {
     ack.channel_id = channel_id;
     Sv2Message::Mining(MiningOwned::SubmitSharesSuccess(ack))
@@ -1319,6 +1546,7 @@ fn run_vardiff<C: ChannelOps>(
     channel_id: u32,
     ch: &mut Channel<C>,
     now: Instant,
+    cap: bool,
     actions: &mut Actions,
 ) {
     let hashrate = ch.inner.nominal_hashrate();
@@ -1331,6 +1559,9 @@ fn run_vardiff<C: ChannelOps>(
     ch.inner.set_stable_hashrate(false);
     match ch.inner.update(new_hashrate, None) {
         Ok(()) => {
+            if cap {
+                cap_at_tip(&mut ch.inner);
+            }
             let new_target = ch.inner.target();
             debug!(%connection, channel_id, hashrate = new_hashrate, "vardiff: new target");
             if new_target != target {
@@ -1346,6 +1577,13 @@ fn run_vardiff<C: ChannelOps>(
         Err(UpdateError::Internal(e)) => {
             warn!(%connection, channel_id, hashrate = new_hashrate, error = %e, "vardiff update refused")
         }
+    }
+}
+
+/// [`cap_at_network`] with the `nBits` of the channel's own chain tip.
+fn cap_at_tip<C: ChannelOps>(ch: &mut C) {
+    if let Some(nbits) = ch.chain_tip().map(|t| t.nbits()) {
+        cap_at_network(ch, share_math::nbits_to_target(nbits));
     }
 }
 
@@ -1483,18 +1721,21 @@ impl Sv2MiningServerHandler for MiningServer {
         let channel_id = msg.channel_id;
         let max_target =
             self.clamp_max_target(Target::from_le_bytes(msg.maximum_target.to_array()));
+        let cap = self.config.cap_target_at_network;
         let result = match self.connections.get_mut(&ctx.id) {
             Some(conn) => {
                 if let Some(ch) = conn.standard.get_mut(&channel_id) {
-                    Some((
-                        ch.inner.update(msg.nominal_hash_rate, Some(max_target)),
-                        ch.inner.target(),
-                    ))
+                    let r = ch.inner.update(msg.nominal_hash_rate, Some(max_target));
+                    if cap {
+                        cap_at_tip(&mut ch.inner);
+                    }
+                    Some((r, ch.inner.target()))
                 } else if let Some(ch) = conn.extended.get_mut(&channel_id) {
-                    Some((
-                        ch.inner.update(msg.nominal_hash_rate, Some(max_target)),
-                        ch.inner.target(),
-                    ))
+                    let r = ch.inner.update(msg.nominal_hash_rate, Some(max_target));
+                    if cap {
+                        cap_at_tip(&mut ch.inner);
+                    }
+                    Some((r, ch.inner.target()))
                 } else {
                     None
                 }

@@ -21,11 +21,18 @@ pub struct MiningStats {
     /// Estimated hashrate of all channels, in hashes per second (H/s): the work proven by
     /// accepted shares (difficulty × 2^48/65535 hashes each) over the last
     /// [`hashrate_window`](crate::MiningServerConfig::hashrate_window) of ticks, divided by the
-    /// time covered. `0.0` until two ticks have passed.
+    /// time covered. `0.0` until two ticks have passed, and `0.0` while no channel is open
+    /// (a departed miner's work no longer counts).
     pub hashrate_estimate_hs: f64,
     /// Workers (user identities) with accepted shares in the last hashrate window; see
     /// [`MiningServer::worker_stats`](crate::MiningServer::worker_stats).
     pub workers: usize,
+    /// `NewTemplate` messages received from the template source since start: `0` means
+    /// channels have no job yet.
+    pub templates_received: u64,
+    /// Found blocks the template source has not confirmed yet (being resubmitted; see
+    /// [`keeper`](crate::keeper)).
+    pub unconfirmed_blocks: usize,
 }
 
 /// Accepted work of one worker, for per-worker hashrate (extension `0x0002`, Worker-Specific

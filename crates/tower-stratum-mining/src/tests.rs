@@ -1218,3 +1218,437 @@ async fn job_ids_are_never_reused_on_a_channel() {
     ids.dedup();
     assert_eq!(ids.len(), 21, "a job id was reused: {seen:?}");
 }
+
+// ---- Item 6: a channel's target is never harder than the network target. ----
+
+#[tokio::test]
+async fn channel_target_is_never_harder_than_the_network_target() {
+    let net = nbits_to_target(REGTEST_NBITS);
+    // Tip known at open: the Success already carries the network target.
+    let mut s = server();
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    // 1 TH/s at 6 shares/min would be a target far harder than regtest's.
+    let a = s
+        .handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0e12))
+        .await;
+    let ch = std_success(&a);
+    assert_eq!(
+        ch.target, net,
+        "standard channel target capped at nBits 0x207fffff"
+    );
+    let c2 = ctx(2, 0);
+    s.on_connection_added(c2).await;
+    let mut m = open_extended_msg(2, 0);
+    m.nominal_hash_rate = 1.0e12;
+    let ch = ext_success(&s.handle_open_extended_mining_channel(c2, m).await);
+    assert_eq!(ch.target, net, "extended channel target capped too");
+
+    // Tip unknown at open: the first SetNewPrevHash brings a SetTarget before the jobs.
+    let mut s = server();
+    let c = ctx(1, 0);
+    s.on_connection_added(c).await;
+    let mut m = open_extended_msg(1, 0);
+    m.nominal_hash_rate = 1.0e12;
+    let ch = ext_success(&s.handle_open_extended_mining_channel(c, m).await);
+    assert!(ch.target < net);
+    let a = new_block(&mut s, 7, TIP_A, REGTEST_NBITS).await;
+    let set_targets: Vec<Target> = mining(&a)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            MiningOwned::SetTarget(t) => Some(Target::from_le_bytes(t.maximum_target.to_array())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set_targets, vec![net]);
+
+    // UpdateChannel with a huge hashrate: still capped.
+    let a = s
+        .handle_update_channel(
+            c,
+            UpdateChannelOwned {
+                channel_id: ch.channel_id,
+                nominal_hash_rate: 1.0e15,
+                maximum_target: U256Owned::from([0xff; 32]),
+            },
+        )
+        .await;
+    match mining(&a).as_slice() {
+        [(None, MiningOwned::SetTarget(t))] => {
+            assert_eq!(Target::from_le_bytes(t.maximum_target.to_array()), net)
+        }
+        other => panic!("expected SetTarget, got {other:?}"),
+    }
+
+    // A client whose max_target is harder than the network target keeps its max_target.
+    let mut s = server();
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    let hard = nbits_to_target(HARD_NBITS);
+    let mut m = open_standard_msg(1, 1.0e12);
+    m.max_target = U256Owned::from(hard.to_le_bytes());
+    let ch = std_success(&s.handle_open_standard_mining_channel(c, m).await);
+    assert!(ch.target <= hard && ch.target < net);
+
+    // Cap turned off (a regtest demo): vardiff's target stands.
+    let mut s = MiningServer::new(MiningServerConfig {
+        cap_target_at_network: false,
+        ..config()
+    })
+    .unwrap();
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    let ch = std_success(
+        &s.handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0e12))
+            .await,
+    );
+    assert!(ch.target < net);
+
+    // A network target harder than vardiff's: the channel keeps vardiff's.
+    let mut s = server();
+    let c = ctx(1, 0);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, HARD_NBITS).await;
+    let ch = ext_success(
+        &s.handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+            .await,
+    );
+    assert!(ch.target > nbits_to_target(HARD_NBITS));
+}
+
+// ---- Issue 15: found blocks reach the keeper first, and are resubmitted until confirmed. ----
+
+/// A recording keeper: every event as a short string.
+fn recording_keeper() -> (Arc<Mutex<Vec<String>>>, impl crate::BlockKeeper) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let keeper = move |e: &crate::BlockEvent<'_>| {
+        let line = match e {
+            crate::BlockEvent::Found(b) => format!("found {}", b.hash),
+            crate::BlockEvent::Completed(b) => format!("completed {}", b.hash),
+            crate::BlockEvent::Submitted {
+                attempt, trigger, ..
+            } => format!("submitted {attempt} {}", trigger.as_str()),
+            crate::BlockEvent::Confirmed { attempts, .. } => format!("confirmed {attempts}"),
+            crate::BlockEvent::Stale { tip_height, .. } => format!("stale {tip_height}"),
+            crate::BlockEvent::Abandoned { attempts, .. } => format!("abandoned {attempts}"),
+        };
+        l.lock().unwrap().push(line);
+    };
+    (log, keeper)
+}
+
+/// Server with a keeper, a standard channel on template 5 (height 200) over TIP_A, ticked at
+/// `t0`; returns the server, the context, the channel and its job.
+async fn block_server(
+    keeper: impl crate::BlockKeeper,
+    t0: Instant,
+) -> (
+    MiningServer,
+    ConnectionContext,
+    StdChannel,
+    NewMiningJobOwned,
+) {
+    let mut s = server().with_block_keeper(keeper);
+    s.on_tick(t0);
+    let c = ctx(1, REQUIRES_STANDARD_JOBS);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
+    let a = s
+        .handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0))
+        .await;
+    let ch = std_success(&a);
+    let job = standard_jobs(&a)[0].clone();
+    (s, c, ch, job)
+}
+
+/// Submits a share of `job` that solves the block (nonces from `start`).
+async fn solve_block(
+    s: &mut MiningServer,
+    c: ConnectionContext,
+    ch: &StdChannel,
+    job: &NewMiningJobOwned,
+    seq: u32,
+    start: u32,
+) -> (Actions, test_util::Solution) {
+    let net = nbits_to_target(REGTEST_NBITS);
+    let sol = test_util::solve(
+        0x2000_0000,
+        &TIP_A,
+        &job.merkle_root.to_array(),
+        TIP_TIME,
+        REGTEST_NBITS,
+        &ch.target,
+        start,
+        |h| hash_meets_target(h, &net),
+    )
+    .unwrap();
+    let share = SubmitSharesStandardOwned {
+        channel_id: ch.channel_id,
+        sequence_number: seq,
+        job_id: job.job_id,
+        nonce: sol.nonce,
+        ntime: TIP_TIME,
+        version: 0x2000_0000,
+    };
+    (s.handle_submit_shares_standard(c, share).await, sol)
+}
+
+fn solutions(a: &Actions) -> usize {
+    to_sibling(a)
+        .iter()
+        .filter(|m| matches!(m, TemplateDistributionOwned::SubmitSolution(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn found_block_is_on_disk_before_the_share_is_answered_and_confirmed_by_the_tip() {
+    let dir = test_dir("keeper-order");
+    let store = Arc::new(Mutex::new(crate::BlockStore::new(&dir, None)));
+    let st = store.clone();
+    let t0 = Instant::now();
+    let (mut s, c, ch, job) = block_server(
+        move |e: &crate::BlockEvent<'_>| {
+            st.lock()
+                .unwrap()
+                .record(e, std::time::SystemTime::now())
+                .unwrap();
+        },
+        t0,
+    )
+    .await;
+    let (a, sol) = solve_block(&mut s, c, &ch, &job, 1, 0).await;
+    // The handler has returned but none of its actions ran yet: no reply, no SubmitSolution
+    // has gone anywhere, and the block is already on disk, whole.
+    assert_eq!(solutions(&a), 1);
+    submit_success(&a);
+    let hash = s.found_blocks()[0].hash;
+    let block_path = dir.join(format!("200-{hash}.block"));
+    let bytes = std::fs::read(&block_path).unwrap();
+    let block: Block = deserialize(&bytes).unwrap();
+    assert_eq!(block.block_hash().to_byte_array(), sol.hash);
+    assert!(block.check_merkle_root() && block.check_witness_commitment());
+    let kept = crate::BlockStore::read(&block_path).unwrap();
+    assert_eq!(kept.record.status, crate::BlockStatus::Pending);
+    assert_eq!(kept.record.worker, "tester");
+    assert_eq!(kept.record.template_id, 5);
+    assert_eq!(kept.record.attempts.len(), 1);
+    assert_eq!(s.stats().unconfirmed_blocks, 1);
+
+    // The source's tip becomes the block: confirmed, recorded.
+    send_template(&mut s, test_util::template(6, true, 201, VALUE, vec![])).await;
+    send_prev_hash(&mut s, test_util::prev_hash(6, sol.hash, REGTEST_NBITS)).await;
+    let kept = crate::BlockStore::read(&block_path).unwrap();
+    assert_eq!(kept.record.status, crate::BlockStatus::Confirmed);
+    assert_eq!(s.stats().unconfirmed_blocks, 0);
+    // No resubmission after confirmation.
+    let a = s.on_tick(t0 + Duration::from_secs(3600));
+    assert_eq!(solutions(&a), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn unconfirmed_block_is_resubmitted_on_ticks_and_when_the_source_comes_back() {
+    let (log, keeper) = recording_keeper();
+    let t0 = Instant::now();
+    let (mut s, c, ch, job) = block_server(keeper, t0).await;
+    let (a, sol) = solve_block(&mut s, c, &ch, &job, 1, 0).await;
+    assert_eq!(solutions(&a), 1);
+    // Nothing before the resubmit interval (10 s), then a retry.
+    assert_eq!(solutions(&s.on_tick(t0 + Duration::from_secs(5))), 0);
+    let a = s.on_tick(t0 + Duration::from_secs(11));
+    match to_sibling(&a).as_slice() {
+        [TemplateDistributionOwned::SubmitSolution(r)] => {
+            assert_eq!(r.template_id, 5);
+            assert_eq!(r.header_nonce, sol.nonce);
+        }
+        other => panic!("expected a resubmitted SubmitSolution, got {other:?}"),
+    }
+    // The source reconnects and announces its tip, still the block's parent (below its
+    // height): resubmitted at once.
+    send_template(&mut s, test_util::template(5, true, 200, VALUE, vec![])).await;
+    let a = send_prev_hash(&mut s, test_util::prev_hash(5, TIP_A, REGTEST_NBITS)).await;
+    assert_eq!(solutions(&a), 1);
+    send_template(&mut s, test_util::template(8, true, 201, VALUE, vec![])).await;
+    send_prev_hash(&mut s, test_util::prev_hash(8, sol.hash, REGTEST_NBITS)).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            format!("found {}", BlockHashHex(sol.hash)),
+            "submitted 1 found".to_string(),
+            "submitted 2 retry".to_string(),
+            "submitted 3 tip-without-block".to_string(),
+            "confirmed 3".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn block_beaten_at_its_height_is_stale_and_a_restarted_source_gets_bounded_retries() {
+    // Stale: another block at height 200 becomes the tip.
+    let (log, keeper) = recording_keeper();
+    let t0 = Instant::now();
+    let (mut s, c, ch, job) = block_server(keeper, t0).await;
+    solve_block(&mut s, c, &ch, &job, 1, 0).await;
+    send_template(&mut s, test_util::template(6, true, 201, VALUE, vec![])).await;
+    let a = send_prev_hash(&mut s, test_util::prev_hash(6, TIP_B, REGTEST_NBITS)).await;
+    assert_eq!(solutions(&a), 0);
+    assert_eq!(log.lock().unwrap().last().unwrap(), "stale 200");
+    assert_eq!(solutions(&s.on_tick(t0 + Duration::from_secs(3600))), 0);
+
+    // A restarted source on a fresh, lower chain never confirms nor stales it: bounded
+    // attempts, then abandoned and never sent again.
+    let (log, keeper) = recording_keeper();
+    let (mut s, c, ch, job) = block_server(keeper, t0).await;
+    solve_block(&mut s, c, &ch, &job, 1, 0).await;
+    send_template(&mut s, test_util::template(1, true, 1, VALUE, vec![])).await;
+    let a = send_prev_hash(&mut s, test_util::prev_hash(1, TIP_B, REGTEST_NBITS)).await;
+    assert_eq!(
+        solutions(&a),
+        1,
+        "a lower tip that is not the block: resubmit now"
+    );
+    let mut sent = 2;
+    let mut t = t0;
+    for _ in 0..100 {
+        t += Duration::from_secs(301);
+        sent += solutions(&s.on_tick(t));
+    }
+    let max = config().max_submit_attempts as usize;
+    assert_eq!(sent, max);
+    assert_eq!(
+        log.lock().unwrap().last().unwrap(),
+        &format!("abandoned {max}")
+    );
+    assert_eq!(s.stats().unconfirmed_blocks, 0);
+}
+
+#[tokio::test]
+async fn a_second_solution_on_the_same_parent_is_a_share_not_a_second_block() {
+    let (log, keeper) = recording_keeper();
+    let (mut s, c, ch, job) = block_server(keeper, Instant::now()).await;
+    let (a, sol) = solve_block(&mut s, c, &ch, &job, 1, 0).await;
+    assert_eq!(solutions(&a), 1);
+    let (a, _) = solve_block(&mut s, c, &ch, &job, 2, sol.nonce + 1).await;
+    submit_success(&a);
+    assert_eq!(solutions(&a), 0);
+    assert_eq!(s.stats().blocks_found, 1);
+    assert_eq!(s.stats().shares_accepted, 2);
+    assert_eq!(log.lock().unwrap().len(), 2, "found + submitted once");
+}
+
+#[tokio::test]
+async fn hashrate_estimate_drops_when_the_last_channel_goes() {
+    let mut s = server();
+    let c = ctx(1, 0);
+    let t0 = Instant::now();
+    s.on_tick(t0);
+    s.on_connection_added(c).await;
+    new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
+    let a = s
+        .handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+        .await;
+    let ch = ext_success(&a);
+    let job = extended_jobs(&a)[0].clone();
+    for seq in 1..=5u32 {
+        let share = extended_share(
+            &ch,
+            seq,
+            &job,
+            &seq.to_le_bytes().repeat(4),
+            TIP_A,
+            HARD_NBITS,
+            0,
+        );
+        submit_success(&s.handle_submit_shares_extended(c, share).await);
+    }
+    s.on_tick(t0 + Duration::from_secs(5));
+    assert!(s.stats().hashrate_estimate_hs > 0.0);
+    s.on_connection_removed(c, CloseReason::Shutdown).await;
+    s.on_tick(t0 + Duration::from_secs(6));
+    let st = s.stats();
+    assert_eq!(st.connections, 0);
+    assert_eq!(st.hashrate_estimate_hs, 0.0, "{st:?}");
+}
+
+#[test]
+fn block_store_prunes_to_its_limit_and_reports_unwritable_dirs() {
+    use crate::{BlockEvent, BlockStore, FoundBlock};
+    let dir = test_dir("prune");
+    let mut store = BlockStore::new(&dir, Some(2));
+    let block = |n: u8| FoundBlock {
+        hash: tower_stratum_core::stratum_core::bitcoin::BlockHash::from_byte_array([n; 32]),
+        height: Some(u64::from(n)),
+        template_id: 1,
+        connection: ConnectionId(1),
+        channel_id: 2,
+        user_identity: "w".into(),
+        header: [n; 80],
+        coinbase_tx: vec![1, 2, 3],
+        transaction_count: Some(0),
+        block: Some(vec![n; 100]),
+    };
+    let now = std::time::SystemTime::now();
+    // Block 1 stays pending (never pruned); 2, 3 and 4 are confirmed right after.
+    for n in 1..=4u8 {
+        let b = block(n);
+        let p = store.record(&BlockEvent::Found(&b), now).unwrap().unwrap();
+        assert_eq!(p, store.block_path(&b));
+        if n > 1 {
+            store
+                .record(
+                    &BlockEvent::Confirmed {
+                        hash: b.hash,
+                        attempts: 1,
+                    },
+                    now,
+                )
+                .unwrap();
+        }
+    }
+    let listed = BlockStore::list(&dir).unwrap();
+    let heights: Vec<_> = listed.iter().map(|k| k.record.height).collect();
+    assert_eq!(heights, [Some(1), Some(4)]);
+    assert_eq!(listed[0].record.status, crate::BlockStatus::Pending);
+    assert_eq!(listed[1].record.status, crate::BlockStatus::Confirmed);
+    assert!(!dir.join(format!("2-{}.block", block(2).hash)).exists());
+    assert!(!dir.join(format!("3-{}.json", block(3).hash)).exists());
+    assert!(listed.iter().all(|k| k.block_path.is_some()));
+    // No temporary files left behind.
+    assert!(std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")));
+
+    // A directory under a regular file cannot be created (even by root).
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let mut bad = BlockStore::new(file.join("blocks"), None);
+    match bad.record(&BlockEvent::Found(&block(5)), now) {
+        Err(crate::StoreError::Io { path, .. }) => assert_eq!(path, file.join("blocks")),
+        other => panic!("expected an Io error, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh directory under the system temp dir for one test.
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "tower-stratum-mining-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The display hex of a hash in internal byte order.
+struct BlockHashHex([u8; 32]);
+impl std::fmt::Display for BlockHashHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tower_stratum_core::stratum_core::bitcoin::BlockHash::from_byte_array(self.0).fmt(f)
+    }
+}

@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 /// - Sends `SubmitSolution`, `RequestTransactionData` and `CoinbaseOutputConstraints` it
 ///   receives from the sibling (same wrapping) to the Template Provider; constraints from the
 ///   sibling also replace the configured ones for later reconnects. A `SubmitSolution` while
-///   disconnected cannot be delivered and is logged as an error.
+///   disconnected cannot be delivered and is logged as an error; a `MiningServer` sibling
+///   resubmits unconfirmed blocks when the provider's tip arrives again after the reconnect
+///   (its `keeper` module).
 ///
 /// Authenticating the Template Provider: configure the endpoint with the TP's authority public
 /// key (`Endpoint::noise(addr, key)`) when you know it. SRI's scripted TP (`sri-harness tp`)
@@ -173,7 +175,9 @@ impl Sv2TemplateDistributionClientHandler for TemplateDistributionClient {
                 } else {
                     tracing::error!(
                         template_id = s.template_id,
-                        "SubmitSolution while the template provider is disconnected: dropped"
+                        "SubmitSolution while the template provider is disconnected: not \
+                         delivered (a MiningServer resubmits unconfirmed blocks when the \
+                         provider is back)"
                     );
                     return Actions::none();
                 }

@@ -8,6 +8,7 @@ pub mod msg;
 pub mod peer;
 pub mod process;
 pub mod recording;
+pub mod solo;
 pub mod sv1;
 
 /// Waits for `f` with a deadline; panics with `what` if it does not complete in time.

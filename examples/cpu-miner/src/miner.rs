@@ -83,6 +83,9 @@ struct Hasher {
     runtime: tokio::runtime::Handle,
 }
 
+/// How long a thread that found a block waits for the new tip's work before mining on.
+const AFTER_BLOCK_PAUSE: Duration = Duration::from_secs(5);
+
 /// Why a thread stops working on a work.
 enum Switch {
     /// The work changed: take the new one.
@@ -109,6 +112,18 @@ impl Hasher {
         match self.runtime.block_on(self.work.changed()) {
             Ok(()) => Switch::NewWork,
             Err(_) => Switch::Exit,
+        }
+    }
+
+    /// Like [`Self::wait_for_change`], but after `limit` without a change the same work is
+    /// taken up again (its unit counter continues, so nothing is hashed twice).
+    fn wait_for_change_at_most(&mut self, limit: Duration) -> Switch {
+        match self
+            .runtime
+            .block_on(tokio::time::timeout(limit, self.work.changed()))
+        {
+            Ok(Ok(())) | Err(_) => Switch::NewWork,
+            Ok(Err(_)) => Switch::Exit,
         }
     }
 
@@ -172,6 +187,14 @@ impl Hasher {
                     };
                     if self.shares.blocking_send(share).is_err() {
                         return Switch::Exit;
+                    }
+                    // A block: the tip is about to move, so more shares on it would be stale
+                    // (on regtest every other hash is a block). Wait for the new work, but not
+                    // forever: if the block is refused the tip stays, and mining resumes.
+                    let network = tower_stratum::mining::share_math::nbits_to_target(work.nbits)
+                        .to_le_bytes();
+                    if meets_target(&hash, &network) {
+                        return self.wait_for_change_at_most(AFTER_BLOCK_PAUSE);
                     }
                 }
                 start += u64::from(BATCH);

@@ -52,9 +52,17 @@ async fn generated_config_runs_and_keygen_keys_are_accepted() {
         .collect();
     text = format!("{keys}{text}");
     let cfg = temp("gen.toml", &text);
+    let blocks = std::env::temp_dir().join(format!("solo-cli-{}-blocks", std::process::id()));
     let mut server = PeerProcess::spawn(
         &bin(),
-        &["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--blocks-dir",
+            blocks.to_str().unwrap(),
+        ],
     );
     let line = server.wait_for("Sv2 mining server listening", 60).await;
     let public = keys.lines().next().unwrap().split('"').nth(1).unwrap();
@@ -84,7 +92,11 @@ fn invalid_configs_fail_with_a_message() {
             .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{name} should fail");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: a configuration error exits with 2"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{name}: {err}");
     }
