@@ -118,9 +118,11 @@ impl Hasher {
     /// Like [`Self::wait_for_change`], but after `limit` without a change the same work is
     /// taken up again (its unit counter continues, so nothing is hashed twice).
     fn wait_for_change_at_most(&mut self, limit: Duration) -> Switch {
+        let work = &mut self.work;
+        // The timer is created inside the runtime (`block_on`), which it needs.
         match self
             .runtime
-            .block_on(tokio::time::timeout(limit, self.work.changed()))
+            .block_on(async move { tokio::time::timeout(limit, work.changed()).await })
         {
             Ok(Ok(())) | Err(_) => Switch::NewWork,
             Ok(Err(_)) => Switch::Exit,
