@@ -234,11 +234,24 @@ pub async fn solo_server(bin: &std::path::Path, extra: &str) -> (PeerProcess, u1
 }
 
 /// Starts our `solo-mining-server` binary (`bin`) on a free loopback port with `config` as the
-/// rest of its TOML config (everything but `listen`); returns it once listening, with its port.
+/// rest of its TOML config (everything but `listen`; `blocks_dir` defaults to a fresh
+/// temporary directory); returns it once listening, with its port.
 pub async fn solo_server_with(bin: &std::path::Path, config: &str) -> (PeerProcess, u16) {
     let port = free_port();
     let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
-    std::fs::write(&cfg, format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+    // Found blocks go to a temporary directory, never into the source tree (the server's
+    // default `./blocks/` is relative to the test's working directory).
+    let blocks = if config.contains("blocks_dir") {
+        String::new()
+    } else {
+        let dir = std::env::temp_dir().join(format!("solo-blocks-{}-{port}", std::process::id()));
+        format!("blocks_dir = {:?}\n", dir.display().to_string())
+    };
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:{port}\"\n{blocks}{config}"),
+    )
+    .unwrap();
     let mut server = PeerProcess::spawn(bin, &["--config", cfg.to_str().unwrap()]);
     server.wait_for("Sv2 mining server listening", 60).await;
     (server, port)
