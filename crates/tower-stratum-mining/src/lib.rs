@@ -69,6 +69,7 @@ pub use keeper::{BlockEvent, BlockKeeper, SubmitTrigger};
 pub use miner_channel::{ChannelWork, MinerChannel};
 pub use server::{
     MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
+    MAX_BLOCKS_PER_PARENT,
 };
 pub use stats::{MiningStats, WorkerStats};
 pub use store::{

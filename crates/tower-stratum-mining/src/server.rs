@@ -114,6 +114,9 @@ type EventSink = Box<dyn FnMut(MiningEvent) + Send>;
 /// is a share, not another block (see [`MiningServer`]'s "Blocks").
 const SOLVED_PARENTS_KEPT: usize = 8;
 
+/// Blocks submitted per parent at most (see [`MiningServer`]'s "Found blocks").
+pub const MAX_BLOCKS_PER_PARENT: u32 = 4;
+
 /// The chain as the template source described it.
 #[derive(Debug, Default)]
 struct ChainState {
@@ -183,10 +186,12 @@ struct ChainState {
 /// [`BlockStore`](crate::BlockStore) writes it durably). The block is then resubmitted until
 /// the source's tip becomes it, it is stale, or
 /// [`max_submit_attempts`](MiningServerConfig::max_submit_attempts) is reached (see
-/// [`keeper`](crate::keeper)). One block per parent: a later solution on a parent this server
-/// already solved is accepted as a share and not submitted (only one block per height can be
-/// in the chain, and ours is already submitted); on regtest, where about every other hash is
-/// a block, this keeps a miner's burst of solutions from becoming a burst of blocks.
+/// [`keeper`](crate::keeper)). At most [`MAX_BLOCKS_PER_PARENT`] blocks per parent: later
+/// solutions on a parent this server already solved that often are accepted as shares and not
+/// submitted (only one block per height can be in the chain); on regtest, where about every
+/// other hash is a block, this keeps a miner's burst of solutions from becoming a burst of
+/// kept blocks. More than one are submitted because Template Distribution has no answer to
+/// `SubmitSolution`: a first solution the source refuses must not keep the next from trying.
 ///
 /// # Targets
 /// A channel's target is never harder than the network target of its current job (the
@@ -231,7 +236,8 @@ pub struct MiningServer {
     event_sink: Option<EventSink>,
     keeper: Option<Box<dyn BlockKeeper>>,
     unconfirmed: UnconfirmedBlocks,
-    solved_parents: VecDeque<[u8; 32]>,
+    /// Parents this server found blocks on, with how many (the last [`SOLVED_PARENTS_KEPT`]).
+    solved_parents: VecDeque<([u8; 32], u32)>,
     templates_received: u64,
 }
 
@@ -1011,19 +1017,26 @@ impl MiningServer {
                 self.hashrate.add(difficulty);
                 let mut actions = Actions::none();
                 let parent = tip.map(|(p, _)| p);
-                let redundant = parent.is_some_and(|p| self.solved_parents.contains(&p));
+                let redundant = parent.is_some_and(|p| {
+                    self.solved_parents
+                        .iter()
+                        .any(|(q, n)| *q == p && *n >= MAX_BLOCKS_PER_PARENT)
+                });
                 match template_id {
                     Some(_) if redundant => {
                         debug!(
                             connection = %ctx.id,
                             channel_id,
                             hash = %BlockHash::from_byte_array(share_hash),
-                            "another solution on a parent this server already solved: a share, not a second block"
+                            "another solution on a parent this server already solved {MAX_BLOCKS_PER_PARENT} times: a share, not another block"
                         );
                     }
                     Some(template_id) => {
                         if let Some(p) = parent {
-                            self.solved_parents.push_back(p);
+                            match self.solved_parents.iter_mut().find(|(q, _)| *q == p) {
+                                Some((_, n)) => *n += 1,
+                                None => self.solved_parents.push_back((p, 1)),
+                            }
                             while self.solved_parents.len() > SOLVED_PARENTS_KEPT {
                                 self.solved_parents.pop_front();
                             }

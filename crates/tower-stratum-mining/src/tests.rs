@@ -1527,17 +1527,29 @@ async fn block_beaten_at_its_height_is_stale_and_a_restarted_source_gets_bounded
 }
 
 #[tokio::test]
-async fn a_second_solution_on_the_same_parent_is_a_share_not_a_second_block() {
+async fn solutions_past_max_blocks_per_parent_are_shares_not_more_blocks() {
+    use crate::server::MAX_BLOCKS_PER_PARENT;
     let (log, keeper) = recording_keeper();
     let (mut s, c, ch, job) = block_server(keeper, Instant::now()).await;
-    let (a, sol) = solve_block(&mut s, c, &ch, &job, 1, 0).await;
-    assert_eq!(solutions(&a), 1);
-    let (a, _) = solve_block(&mut s, c, &ch, &job, 2, sol.nonce + 1).await;
+    let mut nonce = 0;
+    // The first MAX_BLOCKS_PER_PARENT solutions on one parent are blocks, each submitted (the
+    // source gives no answer: a refused first one must not stop the next).
+    for seq in 1..=MAX_BLOCKS_PER_PARENT {
+        let (a, sol) = solve_block(&mut s, c, &ch, &job, seq, nonce).await;
+        assert_eq!(solutions(&a), 1, "solution {seq} submitted");
+        nonce = sol.nonce + 1;
+    }
+    let (a, _) = solve_block(&mut s, c, &ch, &job, MAX_BLOCKS_PER_PARENT + 1, nonce).await;
     submit_success(&a);
     assert_eq!(solutions(&a), 0);
-    assert_eq!(s.stats().blocks_found, 1);
-    assert_eq!(s.stats().shares_accepted, 2);
-    assert_eq!(log.lock().unwrap().len(), 2, "found + submitted once");
+    let n = MAX_BLOCKS_PER_PARENT as u64;
+    assert_eq!(s.stats().blocks_found, n);
+    assert_eq!(s.stats().shares_accepted, n + 1);
+    assert_eq!(
+        log.lock().unwrap().len(),
+        2 * MAX_BLOCKS_PER_PARENT as usize,
+        "each block found + submitted once"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use crate::check::{validate_decoded_block, BlockError};
 use crate::regtest::{
     bip34_coinbase_prefix, block_subsidy, empty_block_witness_commitment_output, genesis,
-    op_true_script, regtest_target, BIP320_VERSION_MASK, REGTEST_NBITS, WITNESS_RESERVED_VALUE,
+    op_true_script, regtest_target, REGTEST_NBITS, WITNESS_RESERVED_VALUE,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -237,8 +237,9 @@ pub enum SolutionError {
         /// The template's `coinbase_tx_value_remaining`, satoshis.
         allowed: u64,
     },
-    /// Header version bits outside BIP320's range differ from the template's.
-    #[error("version {got:#010x} changes bits outside BIP320 (template {template:#010x})")]
+    /// The header version is below 4 (as a signed 32-bit integer), which BIP34, BIP66 and
+    /// BIP65 forbid.
+    #[error("version {got:#010x} is below 4 (template {template:#010x})")]
     BadVersion {
         /// The solution's version.
         got: u32,
@@ -295,6 +296,10 @@ pub enum SolutionError {
 /// not enforced.
 ///
 /// Spec 7 says a Template Provider MUST attempt to broadcast the blocks mined on its work.
+/// The lowest block version a node accepts once BIP34, BIP66 and BIP65 are active (from
+/// height 1 on regtest).
+const MIN_BLOCK_VERSION: i32 = 4;
+
 /// This source has no network: every new tip is returned as a [`FoundBlock`] whose
 /// [`block_bytes`](FoundBlock::block_bytes) the application can submit wherever it wants.
 ///
@@ -506,7 +511,10 @@ impl EmbeddedRegtestSource {
         let coinbase: Transaction = deserialize(solution.coinbase_tx.as_bytes())
             .map_err(|e| SolutionError::CoinbaseDecode(e.to_string()))?;
         check_coinbase(template, &coinbase)?;
-        if solution.version & !BIP320_VERSION_MASK != template.version & !BIP320_VERSION_MASK {
+        // As Bitcoin Core checks it: BIP34, BIP66 and BIP65 (active from height 1 on regtest)
+        // require a version of at least 4; which other bits a miner rolled is not consensus
+        // (BIP320's mask is what miners are granted, not what a node enforces).
+        if (solution.version as i32) < MIN_BLOCK_VERSION {
             return Err(SolutionError::BadVersion {
                 got: solution.version,
                 template: template.version,
@@ -917,13 +925,15 @@ mod tests {
             Err(SolutionError::CoinbaseMismatch("coinbase_prefix"))
         );
 
-        // Version bits outside BIP320.
-        let mut s = good.submit.clone();
-        s.version |= 0x4000_0000;
-        assert!(matches!(
-            source.on_submit_solution(s, now),
-            Err(SolutionError::BadVersion { .. })
-        ));
+        // A version below 4 (a negative one too).
+        for version in [3, 0x8000_0000] {
+            let mut s = good.submit.clone();
+            s.version = version;
+            assert!(matches!(
+                source.on_submit_solution(s, now),
+                Err(SolutionError::BadVersion { .. })
+            ));
+        }
 
         // Timestamp not after the median time past (genesis time).
         let mut s = good.submit.clone();
