@@ -200,7 +200,7 @@ fn submit_target(
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "warn,solo_mining_server=info,tower_stratum_mining::keeper=info",
+            "warn,solo_mining_server=info,tower_stratum_mining::keeper=info,tower_stratum::peer=info",
         )
     });
     tracing_subscriber::fmt()
