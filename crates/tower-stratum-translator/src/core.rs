@@ -80,6 +80,13 @@ pub enum UpstreamEvent {
         /// Why.
         reason: String,
     },
+    /// An attempt to reach the upstream failed (TCP connect, Noise handshake or certificate
+    /// check, SetupConnection): shown in [`TranslatorStats::upstream_error`] until an upstream
+    /// connects.
+    Failed {
+        /// Why (the `CloseReason` as text).
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1109,6 +1116,7 @@ impl TranslatorCore {
             return self.upstream_disconnected("".into(), now);
         };
         info!(index, %user_identity, worker_hashrate_tracking, "upstream connected");
+        self.stats.upstream_error = None;
         self.upstream = Some(Upstream {
             version_rolling: version_rolling_required,
             user_identity,
@@ -1140,6 +1148,14 @@ impl TranslatorCore {
             }
         }
         out
+    }
+
+    /// An attempt to reach the upstream failed: remembered for the stats while it is down.
+    pub fn upstream_failed(&mut self, reason: String) -> Sv1Actions {
+        if !self.stats.upstream_connected {
+            self.stats.upstream_error = Some(reason);
+        }
+        Sv1Actions::none()
     }
 
     fn total_hashrate(&self) -> f32 {
