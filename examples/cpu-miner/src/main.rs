@@ -5,7 +5,14 @@
 //! `authorized: ...` (Sv1), `share accepted: ...`, `share rejected: ...`, a
 //! `hashrate: <H/s> H/s ...` line every 5 s, a final `summary: ...` line, and with
 //! `--dump-protocol` every Sv2 message or every Sv1 JSON line (`<- ` received, `-> ` sent).
-//! Logs go to stderr.
+//! Logs go to stderr (coloured only on a terminal). A rejected upstream certificate (wrong
+//! `--authority-key`, or not the server you meant) is logged at ERROR; the miner keeps
+//! retrying with backoff, since the key may be rotated.
+//!
+//! Ctrl-C and SIGTERM stop it gracefully (final `summary:` line). Exit status: 0 after a
+//! graceful stop, `--max-shares` or `--exit-after-secs`; 1 on a runtime failure (the upstream
+//! refused the channel or the authorization, the hashing threads cannot start); 2 on a usage
+//! error (bad URL, key, option).
 
 use clap::{Parser, ValueEnum};
 use cpu_miner::handler::{HandlerOptions, Stop};
@@ -70,8 +77,8 @@ struct Cli {
     /// Sv2: channel type to open.
     #[arg(long, value_enum, default_value_t = ChannelArg::Standard)]
     channel: ChannelArg,
-    /// Hashing threads. Default: the number of available cores.
-    #[arg(long)]
+    /// Hashing threads, at least 1. Default: the number of available cores.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
     /// Sv2: `user_identity` of the channel (pool account / worker name). Sv1: the
     /// `mining.authorize` username, also the worker name of every `mining.submit`.
@@ -176,7 +183,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(if cli.verbose {
             tracing::Level::DEBUG
         } else {
@@ -326,8 +333,8 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
 }
 
 /// Prints the hashrate lines until the miner stops by itself, `exit_after_secs` pass or a
-/// signal arrives; then the summary. Exit code: 0, or 3 when the upstream refused the channel
-/// or the authorization.
+/// signal arrives; then the summary. Exit code: 0, or 1 (a runtime failure) when the upstream
+/// refused the channel or the authorization.
 async fn supervise(
     stats: &Arc<Stats>,
     stop_rx: &mut mpsc::Receiver<Stop>,
@@ -339,7 +346,7 @@ async fn supervise(
     let code = tokio::select! {
         s = stop_rx.recv() => match s {
             Some(Stop::MaxShares) => ExitCode::SUCCESS,
-            Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::from(3),
+            Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::FAILURE,
         },
         _ = sleep_opt(deadline) => ExitCode::SUCCESS,
         _ = terminated() => ExitCode::SUCCESS,
@@ -543,5 +550,8 @@ mod tests {
         let cli = Cli::try_parse_from(["cpu-miner", "--user", "acct.w1"]).unwrap();
         assert_eq!(cli.user_identity, "acct.w1");
         assert!(Cli::try_parse_from(["cpu-miner", "a:1", "--url", "b:2"]).is_err());
+        assert!(Cli::try_parse_from(["cpu-miner", "--threads", "0"]).is_err());
+        let cli = Cli::try_parse_from(["cpu-miner", "--threads", "3"]).unwrap();
+        assert_eq!(cli.threads, Some(3));
     }
 }
