@@ -44,6 +44,14 @@ const MAX_FUTURE_JOBS: usize = 16;
 const MAX_SEEN: usize = 1 << 16;
 /// Window of the hashrate estimate.
 const HASHRATE_WINDOW: Duration = Duration::from_secs(300);
+/// Fast convergence: shares meeting a miner's current target needed before its hashrate is
+/// estimated from them (8 shares: about 35 % relative error).
+const FAST_MIN_SHARES: u32 = 8;
+/// Fast convergence: the share rate, as a multiple of `shares_per_minute`, at or above which
+/// the translator jumps to the estimate instead of waiting for vardiff's window.
+const FAST_FACTOR: f64 = 4.0;
+/// Fast convergence: the shortest measuring time.
+const FAST_MIN_TIME: Duration = Duration::from_secs(1);
 
 /// Message of the error-20 answer to a share the upstream could not receive.
 pub const UPSTREAM_UNAVAILABLE: &str = "Upstream unavailable";
@@ -194,6 +202,10 @@ struct Miner {
     prev_target: Option<(Target, u64)>,
     hashrate: f32,
     vardiff: ClassicVardiff,
+    /// Shares meeting the current target since `fast_since` (the last difficulty change or
+    /// start of mining): the fast-convergence estimate.
+    fast_shares: u32,
+    fast_since: Instant,
     seen: HashSet<u64>,
     last_job_sent: Option<Instant>,
     /// Ready to receive jobs: subscribed, authorized, on a channel.
@@ -281,6 +293,17 @@ impl Slots {
 /// never easier than the channel's), so every share that passes the local checks is one the
 /// upstream should accept.
 ///
+/// # Difficulty
+///
+/// A miner starts at its `mining.suggest_difficulty` (or `mining.configure`'s
+/// `minimum-difficulty`) when it sends one, which is then also its lowest difficulty (as
+/// ckpool does); otherwise at [`TranslatorConfig::start_difficulty`]. Vardiff
+/// ([`ClassicVardiff`], SRI's algorithm) then aims at `shares_per_minute`. A miner far faster
+/// than its difficulty (an ASIC on a CPU-sized start) is caught up at the next tick instead of
+/// in vardiff's 10x steps: once at least 8 shares meeting its current target came, over at
+/// least 1 s, at 4x `shares_per_minute` or more, its hashrate is estimated from them
+/// (`shares * difficulty * 2^32 / seconds`) and its difficulty set for that hashrate at once.
+///
 /// # Extranonce layout
 ///
 /// Full coinbase = `coinbase_tx_prefix || extranonce_prefix || local || extranonce2 ||
@@ -351,6 +374,24 @@ fn floor_difficulty(target: &Target) -> f64 {
         eps *= 4.0;
     }
     d
+}
+
+/// Fast convergence: the miner's hashrate (H/s) from the shares that met its current target
+/// since its difficulty last changed, when they came at least [`FAST_FACTOR`] times faster
+/// than `shares_per_minute` (at least [`FAST_MIN_SHARES`] of them, over at least
+/// [`FAST_MIN_TIME`]); `None` otherwise.
+fn fast_estimate(m: &Miner, now: Instant, shares_per_minute: f32) -> Option<f32> {
+    let elapsed = now.saturating_duration_since(m.fast_since);
+    if m.fast_shares < FAST_MIN_SHARES || elapsed < FAST_MIN_TIME {
+        return None;
+    }
+    let secs = elapsed.as_secs_f64();
+    let per_minute = f64::from(m.fast_shares) * 60.0 / secs;
+    if per_minute < FAST_FACTOR * f64::from(shares_per_minute) {
+        return None;
+    }
+    let h = f64::from(m.fast_shares) * m.difficulty * HASHES_PER_DIFFICULTY_1 / secs;
+    (h.is_finite() && h > 0.0).then_some(h as f32)
 }
 
 /// The Sv1 error for an upstream `SubmitShares.Error` code.
@@ -430,6 +471,10 @@ impl TranslatorCore {
         f64::from(h) * 60.0 / f64::from(self.cfg.shares_per_minute) / HASHES_PER_DIFFICULTY_1
     }
 
+    fn difficulty_to_hashrate(&self, d: f64) -> f32 {
+        (d * HASHES_PER_DIFFICULTY_1 * f64::from(self.cfg.shares_per_minute) / 60.0) as f32
+    }
+
     fn open_channel(&mut self, opening: Opening, hashrate: f32) -> Option<Sv1Action> {
         let up = self.upstream.as_ref()?;
         let user_identity = str0255(&up.user_identity)?;
@@ -455,11 +500,14 @@ impl TranslatorCore {
 
     /// A miner connected.
     pub fn connection_added(&mut self, ctx: Sv1ConnectionContext, now: Instant) -> Sv1Actions {
-        let difficulty = self.clamp_difficulty(
-            self.hashrate_to_difficulty(self.cfg.nominal_hashrate),
-            None,
-            0.0,
-        );
+        let (start, hashrate) = match self.cfg.start_difficulty {
+            Some(d) => (d, self.difficulty_to_hashrate(d)),
+            None => (
+                self.hashrate_to_difficulty(self.cfg.nominal_hashrate),
+                self.cfg.nominal_hashrate,
+            ),
+        };
+        let difficulty = self.clamp_difficulty(start, None, 0.0);
         let target = difficulty_to_target(difficulty).unwrap_or(Target::MAX);
         self.miners.insert(
             ctx.id,
@@ -482,8 +530,10 @@ impl TranslatorCore {
                 difficulty,
                 target,
                 prev_target: None,
-                hashrate: self.cfg.nominal_hashrate,
+                hashrate,
                 vardiff: ClassicVardiff::new(Some(now), 1.0),
+                fast_shares: 0,
+                fast_since: now,
                 seen: HashSet::new(),
                 last_job_sent: None,
                 closing: false,
@@ -756,6 +806,10 @@ impl TranslatorCore {
         let Some(m) = self.miners.get_mut(&conn) else {
             return out;
         };
+        if nd != m.difficulty {
+            m.fast_shares = 0;
+            m.fast_since = now;
+        }
         m.difficulty = nd;
         m.target = difficulty_to_target(nd).unwrap_or(m.target);
         if let Some(id) = m.subscribe_id.take() {
@@ -848,8 +902,12 @@ impl TranslatorCore {
             return out;
         }
         out.push(send(conn, ServerMessage::SetDifficulty(m.difficulty)));
-        let job = m
-            .channel
+        let channel = m.channel;
+        if let Some(m) = self.miners.get_mut(&conn) {
+            m.fast_shares = 0;
+            m.fast_since = now;
+        }
+        let job = channel
             .and_then(|c| self.channels.get(&c))
             .and_then(Channel::current_job);
         if let Some(job) = job {
@@ -898,7 +956,7 @@ impl TranslatorCore {
                     / 60.0) as f32;
             m.vardiff.reset(now);
         }
-        out.extend(self.set_miner_difficulty(ctx.id, difficulty));
+        out.extend(self.set_miner_difficulty(ctx.id, difficulty, now));
         out
     }
 
@@ -921,7 +979,12 @@ impl TranslatorCore {
 
     /// Sets a miner's difficulty to `wanted` (clamped); pushes `mining.set_difficulty` if it
     /// changed and the miner is mining.
-    fn set_miner_difficulty(&mut self, conn: ConnectionId, wanted: f64) -> Sv1Actions {
+    fn set_miner_difficulty(
+        &mut self,
+        conn: ConnectionId,
+        wanted: f64,
+        now: Instant,
+    ) -> Sv1Actions {
         let Some(m) = self.miners.get(&conn) else {
             return Sv1Actions::none();
         };
@@ -945,6 +1008,8 @@ impl TranslatorCore {
         m.prev_target = Some((m.target, next_job));
         m.difficulty = d;
         m.target = target;
+        m.fast_shares = 0;
+        m.fast_since = now;
         debug!(connection = %conn, difficulty = d, "difficulty changed");
         if m.ready() {
             Sv1Actions::from(send(conn, ServerMessage::SetDifficulty(d)))
@@ -1035,6 +1100,7 @@ impl TranslatorCore {
         if !work.meets(&target) {
             return local_reject(self, "low-difficulty", ErrorCode::LowDifficultyShare.into());
         }
+        let meets_current = work.meets(&m.target);
         if work.meets(&nbits_to_target(job.notify.nbits)) {
             self.stats.blocks_found += 1;
             info!(connection = %conn, hash = %work.hash_display_hex(), "share meets the network target");
@@ -1066,6 +1132,9 @@ impl TranslatorCore {
             }
             m.seen.insert(key);
             m.vardiff.add_share();
+            if meets_current {
+                m.fast_shares = m.fast_shares.saturating_add(1);
+            }
         }
         let Some(ch) = self.channels.get_mut(&channel_id) else {
             return Sv1Actions::none();
@@ -1208,7 +1277,7 @@ impl TranslatorCore {
             MiningOwned::OpenMiningChannelError(m) => self.channel_refused(m),
             MiningOwned::NewExtendedMiningJob(m) => self.new_job(m, now),
             MiningOwned::SetNewPrevHash(m) => self.new_prev_hash(m, now),
-            MiningOwned::SetTarget(m) => self.set_target(m),
+            MiningOwned::SetTarget(m) => self.set_target(m, now),
             MiningOwned::SubmitSharesSuccess(m) => self.shares_accepted(m, now),
             MiningOwned::SubmitSharesError(m) => self.share_rejected(m),
             MiningOwned::SetExtranoncePrefix(m) => self.set_extranonce_prefix(m, now),
@@ -1607,7 +1676,7 @@ impl TranslatorCore {
         out
     }
 
-    fn set_target(&mut self, m: SetTargetOwned) -> Sv1Actions {
+    fn set_target(&mut self, m: SetTargetOwned, now: Instant) -> Sv1Actions {
         let target = Target::from_le_bytes(m.maximum_target.to_array());
         let mut out = Sv1Actions::none();
         for c in self.affected(m.channel_id) {
@@ -1628,7 +1697,7 @@ impl TranslatorCore {
                 .map(|x| (x.ctx.id, self.hashrate_to_difficulty(x.hashrate)))
                 .collect();
             for (conn, wanted) in conns {
-                out.extend(self.set_miner_difficulty(conn, wanted));
+                out.extend(self.set_miner_difficulty(conn, wanted, now));
             }
         }
         out
@@ -1765,6 +1834,16 @@ impl TranslatorCore {
                 if !m.ready() {
                     continue;
                 }
+                // Far above target: jump to the hashrate the shares show.
+                if let Some(h) = fast_estimate(m, now, spm) {
+                    debug!(connection = %m.ctx.id, hashrate = h, shares = m.fast_shares, "shares far above target: difficulty from their rate");
+                    m.hashrate = h;
+                    m.vardiff.reset(now);
+                    m.fast_shares = 0;
+                    m.fast_since = now;
+                    changes.push((m.ctx.id, h));
+                    continue;
+                }
                 // Compare the realized share rate with what the current target was set for
                 // (the difficulty may sit at a bound or the upstream floor).
                 let expected =
@@ -1776,7 +1855,7 @@ impl TranslatorCore {
             }
             for (conn, h) in changes {
                 let d = self.hashrate_to_difficulty(h);
-                out.extend(self.set_miner_difficulty(conn, d));
+                out.extend(self.set_miner_difficulty(conn, d, now));
             }
         }
         // UpdateChannel, debounced.

@@ -523,3 +523,103 @@ fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
         }
     }
 }
+
+#[test]
+fn the_start_difficulty_is_the_first_and_a_suggestion_before_subscribe_wins() {
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(16384.0),
+        ..TranslatorConfig::default()
+    });
+    let t0 = s.t0;
+    s.core.connection_added(ctx(1), t0);
+    s.core.subscribe(
+        ctx(1),
+        Id::from(1u64),
+        Subscribe {
+            user_agent: None,
+            session_id: None,
+        },
+        t0,
+    );
+    let auth = Authorize {
+        username: "w".into(),
+        password: None,
+    };
+    let a = s.core.authorize(ctx(1), Id::from(2u64), auth.clone(), t0);
+    assert_eq!(set_difficulty(&a, 1), Some(16384.0), "the configured start");
+    // A miner that suggests a difficulty before subscribing starts there.
+    s.core.connection_added(ctx(2), t0);
+    let a = s.core.suggest_difficulty(ctx(2), Id::from(1u64), 512.0, t0);
+    assert_eq!(set_difficulty(&a, 2), None, "not mining yet");
+    s.core.subscribe(
+        ctx(2),
+        Id::from(2u64),
+        Subscribe {
+            user_agent: None,
+            session_id: None,
+        },
+        t0,
+    );
+    let a = s.core.authorize(ctx(2), Id::from(3u64), auth, t0);
+    assert_eq!(set_difficulty(&a, 2), Some(512.0), "the miner's suggestion");
+    // Without a start difficulty: the one of nominal_hashrate (the library default).
+    let mut s = aggregated(TranslatorConfig::default());
+    let (_, _, _) = miner(&mut s, 3, None, t0);
+    let a = s.core.tick(t0 + Duration::from_secs(1));
+    assert_eq!(set_difficulty(&a, 3), None);
+    assert!(TranslatorConfig {
+        start_difficulty: Some(0.0),
+        ..TranslatorConfig::default()
+    }
+    .validate()
+    .is_err());
+}
+
+#[test]
+fn shares_far_above_target_jump_to_their_hashrate_at_the_next_tick() {
+    let cfg = TranslatorConfig {
+        nominal_hashrate: 1.0,
+        shares_per_minute: 6.0,
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    };
+    let mut s = aggregated(cfg);
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    // 40 shares at difficulty 1e-8 in 2 s: 20 shares/s, 200x the target of 6 per minute.
+    for i in 0..40u32 {
+        let share = valid_share(&job, &en1, i, 1e-8);
+        s.core.submit(
+            ctx(1),
+            Id::from(u64::from(i) + 10),
+            share,
+            t0 + Duration::from_millis(u64::from(i) * 50),
+        );
+    }
+    // Vardiff alone waits for its 15 s window; the fast path jumps at the next tick to the
+    // difficulty of the hashrate the shares show: 40 * 1e-8 * 2^32 / 2 s at 6 shares/min,
+    // i.e. 40 * 1e-8 * 10 / 2 = 2e-6.
+    let a = s.core.tick(t0 + Duration::from_secs(2));
+    let d = set_difficulty(&a, 1).expect("jumped at once");
+    assert!((d / 2e-6 - 1.0).abs() < 1e-6, "{d}");
+    // The window restarted: no second jump without new shares.
+    let a = s.core.tick(t0 + Duration::from_secs(3));
+    assert_eq!(set_difficulty(&a, 1), None);
+    // Shares that only meet the old difficulty (old job) do not count toward another jump.
+    for i in 40..80u32 {
+        let share = valid_share(&job, &en1, i, 1e-8);
+        s.core.submit(
+            ctx(1),
+            Id::from(u64::from(i) + 10),
+            share,
+            t0 + Duration::from_millis(3000 + u64::from(i - 40) * 25),
+        );
+    }
+    let a = s.core.tick(t0 + Duration::from_secs(5));
+    assert_eq!(
+        set_difficulty(&a, 1),
+        None,
+        "shares below the new difficulty are not evidence of a faster miner"
+    );
+}

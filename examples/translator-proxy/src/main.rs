@@ -51,6 +51,10 @@ struct Cli {
     /// Channel mode: aggregated or per-miner (overrides `mode`).
     #[arg(long, value_parser = ["aggregated", "per-miner"])]
     mode: Option<String>,
+    /// First share difficulty of a miner that suggests none (overrides `start_difficulty`;
+    /// default 16384, for ASICs; e.g. 0.001 for CPU miners; 0 = from `nominal_hashrate`).
+    #[arg(long)]
+    start_difficulty: Option<f64>,
     /// Seconds between status lines (overrides `status_interval_secs`).
     #[arg(long)]
     status_interval: Option<u64>,
@@ -84,6 +88,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(s) = cli.status_interval {
         cfg.status_interval_secs = s;
+    }
+    if let Some(d) = cli.start_difficulty {
+        cfg.start_difficulty = d;
     }
     if let Err(e) =
         apply_upstream_flags(&mut cfg, cli.upstream, cli.authority_key, cli.user_identity)
