@@ -111,6 +111,12 @@ struct Cli {
     /// whenever a job allows it, with or without this flag).
     #[arg(long)]
     require_version_rolling: bool,
+    /// Sv1: send `mining.suggest_difficulty` with this share difficulty after authorizing
+    /// (0: do not send). Default: the difficulty of about 10 shares per minute at the hashrate
+    /// measured at startup (1 s on every thread), so a server that starts miners at an
+    /// ASIC-sized difficulty (e.g. translator-proxy) starts this one where it finds shares.
+    #[arg(long)]
+    suggest_difficulty: Option<f64>,
     /// Sv1: first reconnection delay after a lost connection, seconds (doubled per failed
     /// attempt up to 60 s).
     #[arg(long, default_value_t = 1.0)]
@@ -302,6 +308,27 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
         return ExitCode::from(2);
     }
     let initial = Duration::from_secs_f64(cli.reconnect_delay.min(60.0));
+    let suggest_difficulty = match cli.suggest_difficulty {
+        Some(d) if !(d.is_finite() && d >= 0.0) => {
+            eprintln!("--suggest-difficulty: not a difficulty (a number >= 0)");
+            return ExitCode::from(2);
+        }
+        Some(d) => (d > 0.0).then_some(d),
+        None => {
+            let measured = tokio::task::spawn_blocking(move || {
+                measure(engine, threads, Duration::from_secs(1))
+            })
+            .await
+            .unwrap_or(0.0);
+            // 10 shares per minute: difficulty = hashrate * 6 s / 2^32.
+            let d = measured * 6.0 / 4_294_967_296.0;
+            println!(
+                "measured hashrate: {measured:.0} H/s ({}); suggesting difficulty {d:.6}",
+                human_rate(measured)
+            );
+            (d.is_finite() && d > 0.0).then_some(d)
+        }
+    };
     let opts = Sv1MinerOptions {
         address: address.clone(),
         username: cli.user_identity.clone(),
@@ -314,6 +341,7 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
             initial,
             max: Backoff::default().max.max(initial),
         },
+        suggest_difficulty,
     };
     info!(%address, user = %cli.user_identity, "connecting (Sv1)");
     let RunningSv1Miner {

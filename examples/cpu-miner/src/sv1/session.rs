@@ -55,6 +55,7 @@ enum Answered {
         result: Result<Response, Sv1ClientError>,
     },
     ExtranonceSubscribe(Result<Response, Sv1ClientError>),
+    SuggestDifficulty(Result<Response, Sv1ClientError>),
 }
 
 /// How a connection ended.
@@ -297,6 +298,15 @@ impl Session {
         match r.bool_result() {
             Ok(true) => {
                 println!("authorized: {}", self.opts.username);
+                if let Some(d) = self.opts.suggest_difficulty {
+                    let answer = call(client, ClientMessage::SuggestDifficulty(Id::Null, d))
+                        .await
+                        .map_err(|e| lost(format!("mining.suggest_difficulty: {e}"), true))?;
+                    pending.push(Box::pin(async move {
+                        Answered::SuggestDifficulty(answer.await)
+                    }));
+                    println!("suggested difficulty: {d}");
+                }
                 Ok(())
             }
             verdict => {
@@ -491,6 +501,14 @@ impl Session {
             },
             Answered::ExtranonceSubscribe(Err(e)) => {
                 debug!(error = %e, "mining.extranonce.subscribe without answer")
+            }
+            Answered::SuggestDifficulty(Ok(r)) => match r.bool_result() {
+                Ok(true) => debug!("mining.suggest_difficulty accepted"),
+                Ok(false) => info!("mining.suggest_difficulty answered false"),
+                Err(e) => info!(error = %e, "mining.suggest_difficulty refused"),
+            },
+            Answered::SuggestDifficulty(Err(e)) => {
+                debug!(error = %e, "mining.suggest_difficulty without answer")
             }
         }
     }
