@@ -111,7 +111,7 @@ struct Cli {
     /// whenever a job allows it, with or without this flag).
     #[arg(long)]
     require_version_rolling: bool,
-    /// Sv1: send `mining.suggest_difficulty` with this share difficulty after authorizing
+    /// Sv1: send `mining.suggest_difficulty` with this share difficulty before authorizing
     /// (0: do not send). Default: the difficulty of about 10 shares per minute at the hashrate
     /// measured at startup (1 s on every thread), so a server that starts miners at an
     /// ASIC-sized difficulty (e.g. translator-proxy) starts this one where it finds shares.

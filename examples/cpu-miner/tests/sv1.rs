@@ -620,11 +620,12 @@ async fn follows_set_extranonce_clean_jobs_difficulty_and_version_mask_and_recon
     let sent = sent(&mut m);
     let methods: Vec<&str> = sent.iter().filter_map(|v| v["method"].as_str()).collect();
     assert_eq!(
-        &methods[..4],
+        &methods[..5],
         [
             "mining.configure",
             "mining.subscribe",
             "mining.extranonce.subscribe",
+            "mining.suggest_difficulty",
             "mining.authorize"
         ]
     );

@@ -12,8 +12,8 @@
 //!
 //! The session: `mining.configure` (BIP310 version rolling, mask `0x1fffe000`),
 //! `mining.subscribe` (user agent `cpu-miner/<version>`), `mining.extranonce.subscribe`,
-//! `mining.authorize`, `mining.suggest_difficulty` (with
-//! [`Sv1MinerOptions::suggest_difficulty`]); then `mining.notify` jobs are hashed and shares submitted with
+//! `mining.suggest_difficulty` (with [`Sv1MinerOptions::suggest_difficulty`]),
+//! `mining.authorize`; then `mining.notify` jobs are hashed and shares submitted with
 //! `mining.submit` (with the version bits as 6th param when rolling). Accepted and rejected
 //! shares are counted from the server's answers. When the connection drops, the miner stops
 //! hashing, logs why, and reconnects with exponential backoff ([`Backoff`]);
@@ -78,7 +78,7 @@ pub struct Sv1MinerOptions {
     pub max_shares: Option<u64>,
     /// Reconnection delays.
     pub reconnect: Backoff,
-    /// Sent as `mining.suggest_difficulty` after `mining.authorize` on every connection (a
+    /// Sent as `mining.suggest_difficulty` before `mining.authorize` on every connection (a
     /// share difficulty: 1 = 2^32 hashes per share), so a server (e.g. translator-proxy,
     /// which starts miners at an ASIC-sized difficulty) starts this miner where it finds
     /// shares. `None`: not sent.

@@ -204,8 +204,8 @@ impl Session {
         }
     }
 
-    /// `mining.configure`, `mining.subscribe`, `mining.extranonce.subscribe` (answer awaited
-    /// in the mining loop), `mining.authorize`. Server notifications wait in the client's
+    /// `mining.configure`, `mining.subscribe`, `mining.extranonce.subscribe` and
+    /// `mining.suggest_difficulty` (answers awaited in the mining loop), `mining.authorize`. Server notifications wait in the client's
     /// bounded stream meanwhile.
     async fn handshake(
         &mut self,
@@ -284,6 +284,17 @@ impl Session {
             Answered::ExtranonceSubscribe(answer.await)
         }));
 
+        // Before authorizing, so a server that starts mining at authorize starts at it.
+        if let Some(d) = self.opts.suggest_difficulty {
+            let answer = call(client, ClientMessage::SuggestDifficulty(Id::Null, d))
+                .await
+                .map_err(|e| lost(format!("mining.suggest_difficulty: {e}"), false))?;
+            pending.push(Box::pin(async move {
+                Answered::SuggestDifficulty(answer.await)
+            }));
+            println!("suggested difficulty: {d}");
+        }
+
         let authorize = ClientMessage::Authorize(
             Id::Null,
             Authorize {
@@ -298,15 +309,6 @@ impl Session {
         match r.bool_result() {
             Ok(true) => {
                 println!("authorized: {}", self.opts.username);
-                if let Some(d) = self.opts.suggest_difficulty {
-                    let answer = call(client, ClientMessage::SuggestDifficulty(Id::Null, d))
-                        .await
-                        .map_err(|e| lost(format!("mining.suggest_difficulty: {e}"), true))?;
-                    pending.push(Box::pin(async move {
-                        Answered::SuggestDifficulty(answer.await)
-                    }));
-                    println!("suggested difficulty: {d}");
-                }
                 Ok(())
             }
             verdict => {
