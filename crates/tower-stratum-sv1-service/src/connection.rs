@@ -42,7 +42,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Sv1InboundStack,
 {
-    let span = tracing::info_span!("sv1_connection", id = p.id.0, peer = ?p.peer);
+    let span = tracing::info_span!(
+        "sv1_connection",
+        id = p.id.0,
+        peer = p.peer.map(tracing::field::display)
+    );
     run_inner(io, p).instrument(span).await
 }
 
