@@ -305,3 +305,54 @@ async fn a_port_clash_is_one_error_line_and_exit_1() {
     assert!(line.contains(&addr) && line.contains("in use"), "{line}");
     assert!(!err.contains("Os {"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upstream_is_logged_once_and_its_recovery_too() {
+    // A port nobody listens on yet.
+    let port = tower_stratum_test_kit::process::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut proxy = PeerProcess::spawn_as_user(
+        &proxy_bin().await,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &address,
+            "--status-interval",
+            "1",
+        ],
+    );
+    let line = proxy.wait_for("cannot reach the upstream", 30).await;
+    assert!(
+        line.contains("WARN") && line.contains(&address) && line.contains("reason=io error"),
+        "{line}"
+    );
+    let status = proxy.wait_for("upstream_error=\"io error", 10).await;
+    assert!(status.contains("upstream=down"), "{status}");
+    // The pool comes up on that port: the translator says so, and the status line no
+    // longer gives a reason.
+    let listener = tokio::net::TcpListener::bind(&address).await.unwrap();
+    let (tx, mut identities) = mpsc::channel(16);
+    let keys = AuthorityKeypair::from_secret(
+        tower_stratum_codec::SRI_TEST_AUTHORITY_SECRET_KEY
+            .parse()
+            .unwrap(),
+    );
+    let (_svc, pool) = Sv2ServerService::builder()
+        .config(ServerConfig::with_transport(ServerTransport::noise(keys)))
+        .mining(ChannelRecorder { identities: tx })
+        .serve(listener);
+    let connected = proxy.wait_for("upstream connected", 60).await;
+    assert!(connected.contains("INFO"), "{connected}");
+    within(10, "the channel", identities.recv()).await.unwrap();
+    let status = proxy.wait_for("upstream=connected", 10).await;
+    assert!(!status.contains("upstream_error"), "{status}");
+    assert_eq!(
+        proxy.count_lines(&["cannot reach the upstream"]),
+        1,
+        "one line while it was down: {}",
+        proxy.log.join("\n")
+    );
+    drop(proxy);
+    pool.shutdown().await;
+}
