@@ -51,6 +51,13 @@ pub struct TranslatorConfig {
     /// [`nominal_hashrate`]: Self::nominal_hashrate
     /// [`shares_per_minute`]: Self::shares_per_minute
     pub start_difficulty: Option<f64>,
+    /// Until a miner sends its first share, divide its difficulty by 16 every this long (not
+    /// below the bounds and the upstream floor), so a miner far slower than its start (a CPU
+    /// miner on an ASIC-sized [`start_difficulty`](Self::start_difficulty)) finds its range
+    /// within seconds instead of minutes of vardiff steps; one that lands too low is caught
+    /// up by the fast path at its first shares. `None` disables. Default `None`;
+    /// `translator-proxy` sets 5 s with its ASIC start.
+    pub first_share_search: Option<Duration>,
     /// Lowest share difficulty given to a miner (vardiff, `mining.suggest_difficulty`).
     /// Default 1e-8. A miner is never given a difficulty below its channel's upstream
     /// difficulty, whatever this says: every share the translator accepts locally must be
@@ -112,6 +119,7 @@ impl Default for TranslatorConfig {
             nominal_hashrate: 100_000.0,
             shares_per_minute: 10.0,
             start_difficulty: None,
+            first_share_search: None,
             min_difficulty: 1e-8,
             max_difficulty: 1e15,
             vardiff: true,

@@ -52,6 +52,13 @@ const FAST_MIN_SHARES: u32 = 8;
 const FAST_FACTOR: f64 = 4.0;
 /// Fast convergence: the shortest measuring time.
 const FAST_MIN_TIME: Duration = Duration::from_secs(1);
+/// Fast convergence, refinement: with at least this many shares (a ~18 % error) a smaller
+/// excess, [`FAST_REFINE_FACTOR`], is enough (an estimate taken during a flood can be low).
+const FAST_REFINE_SHARES: u32 = 32;
+/// Fast convergence, refinement: the share-rate multiple with [`FAST_REFINE_SHARES`].
+const FAST_REFINE_FACTOR: f64 = 1.6;
+/// First-share search: the divisor of each step.
+const SEARCH_STEP: f64 = 16.0;
 
 /// Message of the error-20 answer to a share the upstream could not receive.
 pub const UPSTREAM_UNAVAILABLE: &str = "Upstream unavailable";
@@ -206,6 +213,9 @@ struct Miner {
     /// start of mining): the fast-convergence estimate.
     fast_shares: u32,
     fast_since: Instant,
+    /// Whether the miner sent a share that passed the local checks (ends the first-share
+    /// search).
+    shared: bool,
     seen: HashSet<u64>,
     last_job_sent: Option<Instant>,
     /// Ready to receive jobs: subscribed, authorized, on a channel.
@@ -301,8 +311,11 @@ impl Slots {
 /// ([`ClassicVardiff`], SRI's algorithm) then aims at `shares_per_minute`. A miner far faster
 /// than its difficulty (an ASIC on a CPU-sized start) is caught up at the next tick instead of
 /// in vardiff's 10x steps: once at least 8 shares meeting its current target came, over at
-/// least 1 s, at 4x `shares_per_minute` or more, its hashrate is estimated from them
-/// (`shares * difficulty * 2^32 / seconds`) and its difficulty set for that hashrate at once.
+/// least 1 s, at 4x `shares_per_minute` or more (or at least 32 at 1.6x or more), its
+/// hashrate is estimated from them (`shares * difficulty * 2^32 / seconds`) and its
+/// difficulty set for that hashrate at once.
+/// With [`TranslatorConfig::first_share_search`], a miner far slower than its start is found
+/// as fast: until its first share its difficulty is divided by 16 at each period.
 ///
 /// # Extranonce layout
 ///
@@ -379,15 +392,18 @@ fn floor_difficulty(target: &Target) -> f64 {
 /// Fast convergence: the miner's hashrate (H/s) from the shares that met its current target
 /// since its difficulty last changed, when they came at least [`FAST_FACTOR`] times faster
 /// than `shares_per_minute` (at least [`FAST_MIN_SHARES`] of them, over at least
-/// [`FAST_MIN_TIME`]); `None` otherwise.
+/// [`FAST_MIN_TIME`]), or [`FAST_REFINE_FACTOR`] times faster with at least
+/// [`FAST_REFINE_SHARES`]; `None` otherwise.
 fn fast_estimate(m: &Miner, now: Instant, shares_per_minute: f32) -> Option<f32> {
     let elapsed = now.saturating_duration_since(m.fast_since);
     if m.fast_shares < FAST_MIN_SHARES || elapsed < FAST_MIN_TIME {
         return None;
     }
     let secs = elapsed.as_secs_f64();
-    let per_minute = f64::from(m.fast_shares) * 60.0 / secs;
-    if per_minute < FAST_FACTOR * f64::from(shares_per_minute) {
+    let ratio = f64::from(m.fast_shares) * 60.0 / secs / f64::from(shares_per_minute);
+    let far = ratio >= FAST_FACTOR;
+    let clearly = m.fast_shares >= FAST_REFINE_SHARES && ratio >= FAST_REFINE_FACTOR;
+    if !(far || clearly) {
         return None;
     }
     let h = f64::from(m.fast_shares) * m.difficulty * HASHES_PER_DIFFICULTY_1 / secs;
@@ -534,6 +550,7 @@ impl TranslatorCore {
                 vardiff: ClassicVardiff::new(Some(now), 1.0),
                 fast_shares: 0,
                 fast_since: now,
+                shared: false,
                 seen: HashSet::new(),
                 last_job_sent: None,
                 closing: false,
@@ -919,6 +936,18 @@ impl TranslatorCore {
         out
     }
 
+    /// The miner's current job again, same job id, `clean_jobs` false.
+    fn resend_current_job(&self, conn: ConnectionId) -> Option<Sv1Action> {
+        let m = self.miners.get(&conn)?;
+        let job = m
+            .channel
+            .and_then(|c| self.channels.get(&c))
+            .and_then(Channel::current_job)?;
+        let mut n = job.notify.clone();
+        n.clean_jobs = false;
+        Some(send(conn, ServerMessage::Notify(n)))
+    }
+
     /// Bookkeeping when a job reaches a miner: the announced extranonce1 applies now.
     fn mark_job_sent(&mut self, conn: ConnectionId, now: Instant, clean: bool) {
         if let Some(m) = self.miners.get_mut(&conn) {
@@ -1132,6 +1161,7 @@ impl TranslatorCore {
             }
             m.seen.insert(key);
             m.vardiff.add_share();
+            m.shared = true;
             if meets_current {
                 m.fast_shares = m.fast_shares.saturating_add(1);
             }
@@ -1829,10 +1859,26 @@ impl TranslatorCore {
         // Vardiff.
         if self.cfg.vardiff {
             let spm = self.cfg.shares_per_minute;
+            let lowest = self.difficulty_to_hashrate(self.cfg.min_difficulty);
             let mut changes = Vec::new();
             for m in self.miners.values_mut() {
                 if !m.ready() {
                     continue;
+                }
+                // No share yet, long after the last change: much slower than assumed.
+                if let Some(every) = self.cfg.first_share_search {
+                    if !m.shared
+                        && m.last_job_sent.is_some()
+                        && now.saturating_duration_since(m.fast_since) >= every
+                    {
+                        let h = (m.hashrate / SEARCH_STEP as f32).max(lowest);
+                        debug!(connection = %m.ctx.id, hashrate = h, "no share yet: difficulty divided by 16");
+                        m.hashrate = h;
+                        m.vardiff.reset(now);
+                        m.fast_since = now;
+                        changes.push((m.ctx.id, h, true));
+                        continue;
+                    }
                 }
                 // Far above target: jump to the hashrate the shares show.
                 if let Some(h) = fast_estimate(m, now, spm) {
@@ -1841,7 +1887,7 @@ impl TranslatorCore {
                     m.vardiff.reset(now);
                     m.fast_shares = 0;
                     m.fast_since = now;
-                    changes.push((m.ctx.id, h));
+                    changes.push((m.ctx.id, h, false));
                     continue;
                 }
                 // Compare the realized share rate with what the current target was set for
@@ -1850,12 +1896,22 @@ impl TranslatorCore {
                     (m.difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(spm) / 60.0) as f32;
                 if let Some(h) = m.vardiff.try_vardiff(now, expected, &m.target, spm) {
                     m.hashrate = h;
-                    changes.push((m.ctx.id, h));
+                    changes.push((m.ctx.id, h, false));
                 }
             }
-            for (conn, h) in changes {
+            for (conn, h, resend) in changes {
                 let d = self.hashrate_to_difficulty(h);
-                out.extend(self.set_miner_difficulty(conn, d, now));
+                let set = self.set_miner_difficulty(conn, d, now);
+                let lowered = !set.0.is_empty();
+                out.extend(set);
+                if resend && lowered {
+                    // Some miners mine a job at the harder of the difficulty it came with and
+                    // the current one: the current job again (same id: no share of it was
+                    // found yet, so nothing repeats) makes the lower difficulty apply now.
+                    if let Some(a) = self.resend_current_job(conn) {
+                        out.push(a);
+                    }
+                }
             }
         }
         // UpdateChannel, debounced.

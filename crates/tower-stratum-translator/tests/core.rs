@@ -623,3 +623,86 @@ fn shares_far_above_target_jump_to_their_hashrate_at_the_next_tick() {
         "shares below the new difficulty are not evidence of a faster miner"
     );
 }
+
+#[test]
+fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(4.096e-6),
+        first_share_search: Some(Duration::from_secs(5)),
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    });
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    let sec = Duration::from_secs(1);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 4 * sec), 1), None);
+    let a = s.core.tick(t0 + 5 * sec);
+    let d = set_difficulty(&a, 1).unwrap();
+    assert!((d / 2.56e-7 - 1.0).abs() < 1e-6, "{d}");
+    // With the current job again, so miners that keep a job's difficulty apply it now.
+    let again = to(&a, 1)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Notify(n) => Some(n),
+            _ => None,
+        })
+        .expect("the job again");
+    assert_eq!(again.job_id, job.job_id);
+    assert!(!again.clean_jobs);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 6 * sec), 1), None);
+    let d = set_difficulty(&s.core.tick(t0 + 10 * sec), 1).unwrap();
+    assert!((d / 1.6e-8 - 1.0).abs() < 1e-6, "{d}");
+    // A share: the search is over.
+    let share = valid_share(&job, &en1, 1, d);
+    let a = s.core.submit(ctx(1), Id::from(50u64), share, t0 + 11 * sec);
+    assert!(matches!(
+        upstream(&a)[0],
+        MiningOwned::SubmitSharesExtended(_)
+    ));
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 15 * sec), 1), None);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 20 * sec), 1), None);
+    // Off by default (the library): no search.
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(4.096e-6),
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    });
+    miner(&mut s, 1, None, t0);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 10 * sec), 1), None);
+}
+
+#[test]
+fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
+    let cfg = TranslatorConfig {
+        nominal_hashrate: 1.0,
+        shares_per_minute: 600.0,
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    };
+    let mut s = aggregated(cfg);
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    // Target 10/s. 20 shares in 1 s (2x): too few for a 2x excess.
+    let mut n = 0u32;
+    let mut submit = |s: &mut Setup, at: Duration| {
+        n += 1;
+        let share = valid_share(&job, &en1, n, 1e-8);
+        s.core
+            .submit(ctx(1), Id::from(u64::from(n) + 10), share, t0 + at);
+    };
+    for i in 0..20u64 {
+        submit(&mut s, Duration::from_millis(i * 50));
+    }
+    assert_eq!(
+        set_difficulty(&s.core.tick(t0 + Duration::from_secs(1)), 1),
+        None
+    );
+    // 40 in 2 s: still 2x, now with enough shares: refined to the rate they show.
+    for i in 20..40u64 {
+        submit(&mut s, Duration::from_millis(i * 50));
+    }
+    let d = set_difficulty(&s.core.tick(t0 + Duration::from_secs(2)), 1).expect("refined");
+    assert!((d / 2e-8 - 1.0).abs() < 1e-6, "{d}");
+}

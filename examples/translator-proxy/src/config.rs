@@ -13,7 +13,7 @@ pub(crate) const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5
 
 /// The proxy's default first difficulty of a miner that suggests none: 16384 (2^14), about
 /// 11.7 TH/s at 10 shares per minute, suited to ASICs (a faster miner is caught up within
-/// seconds; a CPU miner should send `mining.suggest_difficulty`, or lower this).
+/// seconds; a much slower one is found by the first-share search, `first_share_search_secs`).
 pub(crate) const DEFAULT_START_DIFFICULTY: f64 = 16384.0;
 
 /// The whole configuration file. Every key has a default, so an empty file is valid.
@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) nominal_hashrate: f32,
     pub(crate) shares_per_minute: f32,
     pub(crate) start_difficulty: f64,
+    pub(crate) first_share_search_secs: u64,
     pub(crate) min_difficulty: f64,
     pub(crate) max_difficulty: f64,
     pub(crate) vardiff: bool,
@@ -98,6 +99,7 @@ impl Default for Config {
             nominal_hashrate: t.nominal_hashrate,
             shares_per_minute: t.shares_per_minute,
             start_difficulty: DEFAULT_START_DIFFICULTY,
+            first_share_search_secs: 5,
             min_difficulty: t.min_difficulty,
             max_difficulty: t.max_difficulty,
             vardiff: t.vardiff,
@@ -167,6 +169,7 @@ impl Config {
             nominal_hashrate: self.nominal_hashrate,
             shares_per_minute: self.shares_per_minute,
             start_difficulty: (self.start_difficulty != 0.0).then_some(self.start_difficulty),
+            first_share_search: secs(self.first_share_search_secs),
             min_difficulty: self.min_difficulty,
             max_difficulty: self.max_difficulty,
             vardiff: self.vardiff,
@@ -252,9 +255,13 @@ shares_per_minute = {spm:.1}
 # is used instead, and is then the miner's lowest difficulty). 1 = 2^32 hashes per share.
 # The default suits ASICs (about 11.7 TH/s at 10 shares/min); a miner much faster than its
 # difficulty is caught up within seconds (its hashrate estimated from its first shares).
-# CPU miners: suggest a difficulty, or set e.g. 0.001 here. 0 = the difficulty of
-# nominal_hashrate.
+# 0 = the difficulty of nominal_hashrate.
 start_difficulty = {sd:.1}
+
+# Until a miner's first share, divide its difficulty by 16 every this many seconds, so a
+# miner far slower than start_difficulty (a CPU miner) finds its range within a minute
+# (0 = off: it then waits for vardiff, /3 per minute at best).
+first_share_search_secs = {fss}
 
 # Share difficulty bounds for miners (a miner never gets less than its upstream channel's
 # difficulty, so every share accepted locally is acceptable upstream).
@@ -327,6 +334,7 @@ user_identity = "translator-proxy"
         h = d.nominal_hashrate,
         spm = d.shares_per_minute,
         sd = d.start_difficulty,
+        fss = d.first_share_search_secs,
         mind = d.min_difficulty,
         maxd = d.max_difficulty,
         st = d.submit_timeout_secs,
