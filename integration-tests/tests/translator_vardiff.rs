@@ -155,7 +155,7 @@ async fn a_suggested_difficulty_is_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_miner_that_suggests_nothing_finds_shares_on_the_asic_default_within_a_minute() {
     // translator-proxy's defaults: start at 16384 (about 10^8 times too hard for this
-    // miner), first-share search every 5 s.
+    // miner), first-share search every 3 s.
     let (_server, _proxy, sv1) = stack("").await;
     let url = format!("stratum+tcp://127.0.0.1:{sv1}");
     let mut miner = PeerProcess::spawn(

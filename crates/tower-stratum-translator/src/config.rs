@@ -56,7 +56,7 @@ pub struct TranslatorConfig {
     /// miner on an ASIC-sized [`start_difficulty`](Self::start_difficulty)) finds its range
     /// within seconds instead of minutes of vardiff steps; one that lands too low is caught
     /// up by the fast path at its first shares. `None` disables. Default `None`;
-    /// `translator-proxy` sets 5 s with its ASIC start.
+    /// `translator-proxy` sets 3 s with its ASIC start.
     pub first_share_search: Option<Duration>,
     /// Lowest share difficulty given to a miner (vardiff, `mining.suggest_difficulty`).
     /// Default 1e-8. A miner is never given a difficulty below its channel's upstream

@@ -59,6 +59,8 @@ const FAST_REFINE_SHARES: u32 = 32;
 const FAST_REFINE_FACTOR: f64 = 1.6;
 /// First-share search: the divisor of each step.
 const SEARCH_STEP: f64 = 16.0;
+/// Job numbers remembered per miner for jobs re-sent to it alone.
+const MAX_ALIASES: usize = 8;
 
 /// Message of the error-20 answer to a share the upstream could not receive.
 pub const UPSTREAM_UNAVAILABLE: &str = "Upstream unavailable";
@@ -216,6 +218,9 @@ struct Miner {
     /// Whether the miner sent a share that passed the local checks (ends the first-share
     /// search).
     shared: bool,
+    /// Jobs sent to this miner alone under another number (first-share search): (that
+    /// number, the channel job's number). The last [`MAX_ALIASES`].
+    aliases: VecDeque<(u64, u64)>,
     seen: HashSet<u64>,
     last_job_sent: Option<Instant>,
     /// Ready to receive jobs: subscribed, authorized, on a channel.
@@ -551,6 +556,7 @@ impl TranslatorCore {
                 fast_shares: 0,
                 fast_since: now,
                 shared: false,
+                aliases: VecDeque::new(),
                 seen: HashSet::new(),
                 last_job_sent: None,
                 closing: false,
@@ -936,15 +942,26 @@ impl TranslatorCore {
         out
     }
 
-    /// The miner's current job again, same job id, `clean_jobs` false.
-    fn resend_current_job(&self, conn: ConnectionId) -> Option<Sv1Action> {
+    /// The channel's current job again to this miner alone, under a new job number (miners
+    /// ignore a job id they have), `clean_jobs` true; shares for it are checked against the
+    /// channel job (see `aliases`).
+    fn resend_current_job(&mut self, conn: ConnectionId, now: Instant) -> Option<Sv1Action> {
         let m = self.miners.get(&conn)?;
         let job = m
             .channel
             .and_then(|c| self.channels.get(&c))
             .and_then(Channel::current_job)?;
+        let num = self.next_job;
+        self.next_job += 1;
         let mut n = job.notify.clone();
-        n.clean_jobs = false;
+        n.job_id = format!("{num:x}");
+        n.clean_jobs = true;
+        let m = self.miners.get_mut(&conn)?;
+        if m.aliases.len() >= MAX_ALIASES {
+            m.aliases.pop_front();
+        }
+        m.aliases.push_back((num, job.num));
+        self.mark_job_sent(conn, now, true);
         Some(send(conn, ServerMessage::Notify(n)))
     }
 
@@ -1075,6 +1092,13 @@ impl TranslatorCore {
             );
         };
         let num = u64::from_str_radix(&share.job_id, 16).ok();
+        // A job re-sent to this miner alone is its channel job under another number.
+        let num = num.map(|n| {
+            m.aliases
+                .iter()
+                .find(|(alias, _)| *alias == n)
+                .map_or(n, |(_, original)| *original)
+        });
         let job = match num.and_then(|n| ch.find_job(n)) {
             Some(j) => j,
             None => {
@@ -1906,9 +1930,10 @@ impl TranslatorCore {
                 out.extend(set);
                 if resend && lowered {
                     // Some miners mine a job at the harder of the difficulty it came with and
-                    // the current one: the current job again (same id: no share of it was
-                    // found yet, so nothing repeats) makes the lower difficulty apply now.
-                    if let Some(a) = self.resend_current_job(conn) {
+                    // the current one, or apply a new difficulty from the next job: the
+                    // current job again (no share was found yet, so nothing repeats) makes
+                    // the lower difficulty apply now.
+                    if let Some(a) = self.resend_current_job(conn, now) {
                         out.push(a);
                     }
                 }

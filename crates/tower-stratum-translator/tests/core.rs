@@ -648,13 +648,30 @@ fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
             _ => None,
         })
         .expect("the job again");
-    assert_eq!(again.job_id, job.job_id);
-    assert!(!again.clean_jobs);
+    assert_ne!(
+        again.job_id, job.job_id,
+        "a new job id: miners ignore one they have"
+    );
+    assert!(again.clean_jobs);
+    assert_eq!(
+        (&again.coinb1, again.prev_hash, again.ntime),
+        (&job.coinb1, job.prev_hash, job.ntime),
+        "the same work"
+    );
     assert_eq!(set_difficulty(&s.core.tick(t0 + 6 * sec), 1), None);
-    let d = set_difficulty(&s.core.tick(t0 + 10 * sec), 1).unwrap();
+    let a = s.core.tick(t0 + 10 * sec);
+    let d = set_difficulty(&a, 1).unwrap();
     assert!((d / 1.6e-8 - 1.0).abs() < 1e-6, "{d}");
-    // A share: the search is over.
-    let share = valid_share(&job, &en1, 1, d);
+    let again = to(&a, 1)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Notify(n) => Some(n),
+            _ => None,
+        })
+        .expect("the job again");
+    // A share on the re-sent job: checked against the channel job, forwarded; the search is
+    // over.
+    let share = valid_share(&again, &en1, 1, d);
     let a = s.core.submit(ctx(1), Id::from(50u64), share, t0 + 11 * sec);
     assert!(matches!(
         upstream(&a)[0],

@@ -99,7 +99,7 @@ impl Default for Config {
             nominal_hashrate: t.nominal_hashrate,
             shares_per_minute: t.shares_per_minute,
             start_difficulty: DEFAULT_START_DIFFICULTY,
-            first_share_search_secs: 5,
+            first_share_search_secs: 3,
             min_difficulty: t.min_difficulty,
             max_difficulty: t.max_difficulty,
             vardiff: t.vardiff,
