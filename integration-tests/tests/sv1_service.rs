@@ -301,6 +301,8 @@ async fn non_json_line_closes_only_that_connection() {
 
 #[tokio::test]
 async fn oversize_line_closes_only_that_connection() {
+    tower_stratum_test_kit::logs::capture();
+    let logged = tower_stratum_test_kit::logs::count("dropped peer");
     let cfg = Sv1ServerConfig {
         max_line_length: 1024,
         ..Sv1ServerConfig::default()
@@ -313,6 +315,9 @@ async fn oversize_line_closes_only_that_connection() {
     m.expect_closed(5).await;
     let (_, reason) = s.removed().await;
     assert_eq!(reason, Sv1CloseReason::LineTooLong);
+    // The operator's log says who was dropped and why (INFO, target tower_stratum::peer).
+    tower_stratum_test_kit::logs::wait_for("dropped peer", logged, 5).await;
+    assert!(tower_stratum_test_kit::logs::count("reason=line too long") > 0);
     still_served(&mut other).await;
     s.handle.shutdown().await;
 }

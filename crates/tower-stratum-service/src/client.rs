@@ -12,8 +12,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +29,7 @@ use tower_stratum_core::stratum_core::common_messages_sv2::SetupConnectionOwned;
 use tower_stratum_core::{
     CloseReason, ConnectionId, ExtensionSet, PerSubprotocol, Session, Subprotocol,
 };
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// A running Sv2 client's request interface: `tower::Service<`[`Request`]`>`. Use
 /// [`Request::Broadcast`]`(protocol, msg)` to send to the upstream of `protocol`.
@@ -184,6 +184,8 @@ where
             cfg.partial_frame_budget,
             tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
         );
+        let (failures_tx, failures) = watch::channel(None);
+        let failures_tx = Arc::new(failures_tx);
         for p in Subprotocol::ALL {
             let (Some(flags), Some(endpoint)) = (flags[p], cfg.endpoints[p].clone()) else {
                 continue;
@@ -199,6 +201,7 @@ where
                 cancel: cancel.clone(),
                 ids: ids.clone(),
                 budget: budget.clone(),
+                failures: failures_tx.clone(),
             };
             tracker.spawn(
                 sup.run()
@@ -218,7 +221,11 @@ where
                 requests: RequestSender::new(hub_tx),
                 _handlers: HandlerTypes::default(),
             },
-            ClientHandle { cancel, task },
+            ClientHandle {
+                cancel,
+                task,
+                failures,
+            },
         )
     }
 }
@@ -229,9 +236,19 @@ where
 pub struct ClientHandle {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    failures: watch::Receiver<Option<CloseReason>>,
 }
 
 impl ClientHandle {
+    /// How the client logs failed attempts to reach an upstream (TCP connect, Noise handshake
+    /// and certificate check, SetupConnection): the first failure after start or after an
+    /// established connection, and a failure of another kind than the last one logged, at
+    /// WARN (ERROR when the upstream's certificate was rejected: wrong authority key, or an
+    /// impostor) with the address and the reason; the same failure repeating is logged again
+    /// at most once per this interval, with the number of attempts so far (each attempt in
+    /// between at DEBUG). 60 s.
+    pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
     /// Closes every upstream connection, stops reconnecting and stops the handlers.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -247,6 +264,88 @@ impl ClientHandle {
     pub async fn finished(&mut self) {
         let _ = (&mut self.task).await;
     }
+
+    /// The latest failed attempt to reach an upstream, of any subprotocol: why the TCP
+    /// connect (`CloseReason::Io`: refused, unreachable, unknown host, timed out), the Noise
+    /// handshake (`CloseReason::Handshake`, including a certificate not signed by the
+    /// configured authority key) or SetupConnection (`SetupRejected`, `Incompatible`, a
+    /// timeout, or the upstream closing first) failed. `None` until the first failure; a
+    /// failure stays there after the connection recovers (the handlers'
+    /// `on_connection_added` says it did). Each failure is also logged (see
+    /// [`Self::FAILURE_LOG_INTERVAL`]).
+    pub fn watch_failures(&self) -> watch::Receiver<Option<CloseReason>> {
+        self.failures.clone()
+    }
+}
+
+/// Whether a handshake failure is the certificate check (codec's `CertificateRejected`).
+fn certificate_rejected(reason: &CloseReason) -> bool {
+    matches!(reason, CloseReason::Handshake(d) if d.contains("certificate rejected"))
+}
+
+/// What a failure is, for "same failure again": the reason's variant, and for handshakes
+/// whether the certificate was rejected (the details, e.g. certificate timestamps, differ
+/// from one attempt to the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FailureKind {
+    variant: std::mem::Discriminant<CloseReason>,
+    certificate: bool,
+}
+
+impl FailureKind {
+    fn of(reason: &CloseReason) -> Self {
+        Self {
+            variant: std::mem::discriminant(reason),
+            certificate: certificate_rejected(reason),
+        }
+    }
+}
+
+/// Whether a failed attempt is logged at WARN/ERROR or only at DEBUG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// First of its kind since the last success, or [`ClientHandle::FAILURE_LOG_INTERVAL`] after the last
+    /// report: `attempts` consecutive failures so far.
+    Loud { attempts: u32 },
+    /// Repeated within the interval.
+    Quiet { attempts: u32 },
+}
+
+/// The rate limiter of failure logs (sans-IO: time passed in).
+#[derive(Debug, Default)]
+struct FailureLog {
+    attempts: u32,
+    last: Option<(Instant, FailureKind)>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, reason: &CloseReason, now: Instant) -> Report {
+        self.attempts = self.attempts.saturating_add(1);
+        let kind = FailureKind::of(reason);
+        let loud = match self.last {
+            None => true,
+            Some((at, k)) => {
+                k != kind || now.saturating_duration_since(at) >= ClientHandle::FAILURE_LOG_INTERVAL
+            }
+        };
+        if loud {
+            self.last = Some((now, kind));
+            Report::Loud {
+                attempts: self.attempts,
+            }
+        } else {
+            Report::Quiet {
+                attempts: self.attempts,
+            }
+        }
+    }
+
+    /// A connection got established: the failures before it, if any.
+    fn established(&mut self) -> Option<u32> {
+        self.last = None;
+        let n = std::mem::take(&mut self.attempts);
+        (n > 0).then_some(n)
+    }
 }
 
 struct Supervisor<S> {
@@ -260,6 +359,7 @@ struct Supervisor<S> {
     cancel: CancellationToken,
     ids: Arc<AtomicU64>,
     budget: tower_stratum_codec::PartialFrameBudget,
+    failures: Arc<watch::Sender<Option<CloseReason>>>,
 }
 
 /// Full jitter: a uniformly random duration in `[0, d]`.
@@ -300,6 +400,7 @@ impl<S: InboundStack> Supervisor<S> {
     async fn run(mut self) {
         let mut address = self.endpoint.address.clone();
         let mut failures: u32 = 0;
+        let mut log = FailureLog::default();
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -323,8 +424,12 @@ impl<S: InboundStack> Supervisor<S> {
                 } => {
                     if established {
                         failures = 0;
+                        if let Some(n) = log.established() {
+                            debug!(%address, failed_attempts = n, "the connection had recovered");
+                        }
                     } else {
                         failures += 1;
+                        self.report_failure(&mut log, &address, &reason);
                     }
                     let Some(backoff) = self.cfg.reconnect else {
                         info!(%reason, "upstream closed; reconnection disabled");
@@ -335,12 +440,35 @@ impl<S: InboundStack> Supervisor<S> {
                         return;
                     }
                     let delay = jitter(Backoff::delay(&backoff, failures.saturating_sub(1)));
-                    info!(%reason, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
+                    debug!(%reason, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Logs a failed attempt (rate-limited, see [`ClientHandle::FAILURE_LOG_INTERVAL`]) and publishes it.
+    fn report_failure(&self, log: &mut FailureLog, address: &str, reason: &CloseReason) {
+        self.failures.send_replace(Some(reason.clone()));
+        match log.failed(reason, Instant::now()) {
+            Report::Loud { attempts } if certificate_rejected(reason) => error!(
+                %address,
+                attempts,
+                %reason,
+                "upstream certificate rejected: not signed by the configured authority key \
+                 (wrong key, or not the server you meant); retrying"
+            ),
+            Report::Loud { attempts } => warn!(
+                %address,
+                attempts,
+                %reason,
+                "cannot reach the upstream; retrying"
+            ),
+            Report::Quiet { attempts } => {
+                debug!(%address, attempts, %reason, "upstream attempt failed again")
             }
         }
     }
@@ -419,4 +547,53 @@ enum Outcome {
         established: bool,
         reason: CloseReason,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_log_is_loud_once_per_kind_then_once_per_interval() {
+        let t0 = Instant::now();
+        let refused = CloseReason::Io("connection refused".into());
+        let cert = CloseReason::Handshake(
+            "responder certificate rejected: certificate version 0, valid_from 1".into(),
+        );
+        let cert2 = CloseReason::Handshake(
+            "responder certificate rejected: certificate version 0, valid_from 2".into(),
+        );
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(&refused, t0), Report::Loud { attempts: 1 });
+        let s = Duration::from_secs(1);
+        assert_eq!(log.failed(&refused, t0 + s), Report::Quiet { attempts: 2 });
+        assert_eq!(
+            log.failed(&refused, t0 + 59 * s),
+            Report::Quiet { attempts: 3 }
+        );
+        // Another kind of failure: at once.
+        assert_eq!(log.failed(&cert, t0 + 59 * s), Report::Loud { attempts: 4 });
+        // The same kind with other details: quiet.
+        assert_eq!(
+            log.failed(&cert2, t0 + 60 * s),
+            Report::Quiet { attempts: 5 }
+        );
+        // The interval after the last loud one: loud again, with the count.
+        assert_eq!(
+            log.failed(&cert2, t0 + 119 * s),
+            Report::Loud { attempts: 6 }
+        );
+        assert_eq!(log.established(), Some(6));
+        assert_eq!(log.established(), None);
+        // After a success the next failure is the first again.
+        assert_eq!(
+            log.failed(&cert, t0 + 120 * s),
+            Report::Loud { attempts: 1 }
+        );
+        assert!(certificate_rejected(&cert));
+        assert!(!certificate_rejected(&refused));
+        assert!(!certificate_rejected(&CloseReason::Handshake(
+            "i/o error".into()
+        )));
+    }
 }

@@ -339,7 +339,7 @@ where
         }
         info!(%reason, "closed");
         if peer_at_fault(&reason) {
-            log_dropped_peer(self.peer, &reason);
+            crate::peer_log::dropped(self.peer, &reason);
         }
         (reason, self.ctx.is_some())
     }
@@ -581,41 +581,8 @@ fn peer_at_fault(reason: &CloseReason) -> bool {
     )
 }
 
-/// Logs a peer dropped for its own fault at INFO under the target `tower_stratum::peer`, at
-/// most [`PEER_LOG_PER_SECOND`] lines per second for the whole process (a flood of bad peers
-/// cannot flood the log); the lines left out are counted in the next one.
-fn log_dropped_peer(peer: Option<SocketAddr>, reason: &CloseReason) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static WINDOW: AtomicU64 = AtomicU64::new(u64::MAX);
-    static IN_WINDOW: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let second = START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs();
-    if WINDOW.swap(second, Ordering::Relaxed) != second {
-        IN_WINDOW.store(0, Ordering::Relaxed);
-    }
-    if IN_WINDOW.fetch_add(1, Ordering::Relaxed) >= PEER_LOG_PER_SECOND {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-    info!(
-        target: "tower_stratum::peer",
-        peer = %PeerAddr(peer),
-        %reason,
-        suppressed,
-        "dropped peer"
-    );
-}
-
-/// At most this many `dropped peer` lines per second (see [`log_dropped_peer`]).
-const PEER_LOG_PER_SECOND: u64 = 10;
-
 /// A peer address for logs: `127.0.0.1:34254`, or `-` for a stream without one.
-struct PeerAddr(Option<SocketAddr>);
+pub(crate) struct PeerAddr(pub(crate) Option<SocketAddr>);
 
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -69,6 +69,7 @@ mod hub;
 mod in_flight;
 mod inbound;
 mod listener;
+pub mod peer_log;
 mod request;
 mod server;
 

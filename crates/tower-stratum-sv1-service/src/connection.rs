@@ -42,7 +42,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Sv1InboundStack,
 {
-    let span = tracing::info_span!("sv1_connection", id = p.id.0, peer = ?p.peer);
+    let span = tracing::info_span!(
+        "sv1_connection",
+        id = p.id.0,
+        peer = p.peer.map(tracing::field::display)
+    );
     run_inner(io, p).instrument(span).await
 }
 
@@ -165,7 +169,21 @@ where
         })
         .await;
     info!(%reason, "closed");
+    if peer_at_fault(&reason) {
+        tower_stratum_service::peer_log::dropped(peer, &reason);
+    }
     reason
+}
+
+/// Whether a close is the miner's doing (worth a line in the operator's log).
+fn peer_at_fault(reason: &Sv1CloseReason) -> bool {
+    matches!(
+        reason,
+        Sv1CloseReason::TimedOut(_)
+            | Sv1CloseReason::LineTooLong
+            | Sv1CloseReason::InvalidLine(_)
+            | Sv1CloseReason::SlowConsumer
+    )
 }
 
 /// Hands one message to the inbound stack and writes the actions for this connection.

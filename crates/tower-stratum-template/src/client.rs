@@ -95,7 +95,7 @@ impl Sv2TemplateDistributionClientHandler for TemplateDistributionClient {
         self.connected = true;
         info!(
             connection = %ctx.id,
-            peer = ?ctx.peer,
+            peer = ctx.peer.map(tracing::field::display),
             size = self.constraints.coinbase_output_max_additional_size,
             sigops = self.constraints.coinbase_output_max_additional_sigops,
             "connected to template provider; sending CoinbaseOutputConstraints"

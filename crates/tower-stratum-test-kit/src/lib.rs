@@ -10,6 +10,7 @@ pub mod process;
 pub mod recording;
 pub mod solo;
 pub mod sv1;
+pub mod tools;
 
 /// Waits for `f` with a deadline; panics with `what` if it does not complete in time.
 /// Used instead of sleeps: tests wait on events, bounded.

@@ -39,6 +39,25 @@ pub struct TranslatorConfig {
     pub nominal_hashrate: f32,
     /// Shares per minute per miner that vardiff aims at. Default 10.
     pub shares_per_minute: f32,
+    /// Share difficulty of a new miner until it sends `mining.suggest_difficulty` (then the
+    /// suggestion, within the bounds) or vardiff moves it. Sv1 difficulty: 1 means 2^32
+    /// hashes per share on average, so a miner of `h` H/s at difficulty `d` sends `h * 60 /
+    /// (d * 2^32)` shares per minute. `None`: the difficulty of [`nominal_hashrate`]
+    /// at [`shares_per_minute`] (about 0.0014 with the defaults: CPU miners and tests).
+    /// Default `None`. `translator-proxy` sets 16384 by default (about 11.7 TH/s at 10
+    /// shares/min: a start suited to ASICs; a miner far faster than its start is caught up
+    /// within seconds, see [`TranslatorCore`](crate::TranslatorCore) "Difficulty").
+    ///
+    /// [`nominal_hashrate`]: Self::nominal_hashrate
+    /// [`shares_per_minute`]: Self::shares_per_minute
+    pub start_difficulty: Option<f64>,
+    /// Until a miner sends its first share, divide its difficulty by 16 every this long (not
+    /// below the bounds and the upstream floor), so a miner far slower than its start (a CPU
+    /// miner on an ASIC-sized [`start_difficulty`](Self::start_difficulty)) finds its range
+    /// within seconds instead of minutes of vardiff steps; one that lands too low is caught
+    /// up by the fast path at its first shares. `None` disables. Default `None`;
+    /// `translator-proxy` sets 3 s with its ASIC start.
+    pub first_share_search: Option<Duration>,
     /// Lowest share difficulty given to a miner (vardiff, `mining.suggest_difficulty`).
     /// Default 1e-8. A miner is never given a difficulty below its channel's upstream
     /// difficulty, whatever this says: every share the translator accepts locally must be
@@ -99,6 +118,8 @@ impl Default for TranslatorConfig {
             extranonce2_size: 4,
             nominal_hashrate: 100_000.0,
             shares_per_minute: 10.0,
+            start_difficulty: None,
+            first_share_search: None,
             min_difficulty: 1e-8,
             max_difficulty: 1e15,
             vardiff: true,
@@ -148,6 +169,9 @@ impl TranslatorConfig {
         }
         if !pos(f64::from(self.shares_per_minute)) {
             return Err(ConfigError::NotPositive("shares_per_minute"));
+        }
+        if self.start_difficulty.is_some_and(|d| !pos(d)) {
+            return Err(ConfigError::NotPositive("start_difficulty"));
         }
         if self.max_pending_shares == 0 {
             return Err(ConfigError::NotPositive("max_pending_shares"));

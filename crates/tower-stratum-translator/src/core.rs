@@ -44,6 +44,23 @@ const MAX_FUTURE_JOBS: usize = 16;
 const MAX_SEEN: usize = 1 << 16;
 /// Window of the hashrate estimate.
 const HASHRATE_WINDOW: Duration = Duration::from_secs(300);
+/// Fast convergence: shares meeting a miner's current target needed before its hashrate is
+/// estimated from them (8 shares: about 35 % relative error).
+const FAST_MIN_SHARES: u32 = 8;
+/// Fast convergence: the share rate, as a multiple of `shares_per_minute`, at or above which
+/// the translator jumps to the estimate instead of waiting for vardiff's window.
+const FAST_FACTOR: f64 = 4.0;
+/// Fast convergence: the shortest measuring time.
+const FAST_MIN_TIME: Duration = Duration::from_secs(1);
+/// Fast convergence, refinement: with at least this many shares (a ~18 % error) a smaller
+/// excess, [`FAST_REFINE_FACTOR`], is enough (an estimate taken during a flood can be low).
+const FAST_REFINE_SHARES: u32 = 32;
+/// Fast convergence, refinement: the share-rate multiple with [`FAST_REFINE_SHARES`].
+const FAST_REFINE_FACTOR: f64 = 1.6;
+/// First-share search: the divisor of each step.
+const SEARCH_STEP: f64 = 16.0;
+/// Job numbers remembered per miner for jobs re-sent to it alone.
+const MAX_ALIASES: usize = 8;
 
 /// Message of the error-20 answer to a share the upstream could not receive.
 pub const UPSTREAM_UNAVAILABLE: &str = "Upstream unavailable";
@@ -78,6 +95,13 @@ pub enum UpstreamEvent {
     /// The upstream connection is gone (channels with it).
     Disconnected {
         /// Why.
+        reason: String,
+    },
+    /// An attempt to reach the upstream failed (TCP connect, Noise handshake or certificate
+    /// check, SetupConnection): shown in [`TranslatorStats::upstream_error`] until an upstream
+    /// connects.
+    Failed {
+        /// Why (the `CloseReason` as text).
         reason: String,
     },
 }
@@ -187,6 +211,16 @@ struct Miner {
     prev_target: Option<(Target, u64)>,
     hashrate: f32,
     vardiff: ClassicVardiff,
+    /// Shares meeting the current target since `fast_since` (the last difficulty change or
+    /// start of mining): the fast-convergence estimate.
+    fast_shares: u32,
+    fast_since: Instant,
+    /// Whether the miner sent a share that passed the local checks (ends the first-share
+    /// search).
+    shared: bool,
+    /// Jobs sent to this miner alone under another number (first-share search): (that
+    /// number, the channel job's number). The last [`MAX_ALIASES`].
+    aliases: VecDeque<(u64, u64)>,
     seen: HashSet<u64>,
     last_job_sent: Option<Instant>,
     /// Ready to receive jobs: subscribed, authorized, on a channel.
@@ -274,6 +308,20 @@ impl Slots {
 /// never easier than the channel's), so every share that passes the local checks is one the
 /// upstream should accept.
 ///
+/// # Difficulty
+///
+/// A miner starts at its `mining.suggest_difficulty` (or `mining.configure`'s
+/// `minimum-difficulty`) when it sends one, which is then also its lowest difficulty (as
+/// ckpool does); otherwise at [`TranslatorConfig::start_difficulty`]. Vardiff
+/// ([`ClassicVardiff`], SRI's algorithm) then aims at `shares_per_minute`. A miner far faster
+/// than its difficulty (an ASIC on a CPU-sized start) is caught up at the next tick instead of
+/// in vardiff's 10x steps: once at least 8 shares meeting its current target came, over at
+/// least 1 s, at 4x `shares_per_minute` or more (or at least 32 at 1.6x or more), its
+/// hashrate is estimated from them (`shares * difficulty * 2^32 / seconds`) and its
+/// difficulty set for that hashrate at once.
+/// With [`TranslatorConfig::first_share_search`], a miner far slower than its start is found
+/// as fast: until its first share its difficulty is divided by 16 at each period.
+///
 /// # Extranonce layout
 ///
 /// Full coinbase = `coinbase_tx_prefix || extranonce_prefix || local || extranonce2 ||
@@ -344,6 +392,27 @@ fn floor_difficulty(target: &Target) -> f64 {
         eps *= 4.0;
     }
     d
+}
+
+/// Fast convergence: the miner's hashrate (H/s) from the shares that met its current target
+/// since its difficulty last changed, when they came at least [`FAST_FACTOR`] times faster
+/// than `shares_per_minute` (at least [`FAST_MIN_SHARES`] of them, over at least
+/// [`FAST_MIN_TIME`]), or [`FAST_REFINE_FACTOR`] times faster with at least
+/// [`FAST_REFINE_SHARES`]; `None` otherwise.
+fn fast_estimate(m: &Miner, now: Instant, shares_per_minute: f32) -> Option<f32> {
+    let elapsed = now.saturating_duration_since(m.fast_since);
+    if m.fast_shares < FAST_MIN_SHARES || elapsed < FAST_MIN_TIME {
+        return None;
+    }
+    let secs = elapsed.as_secs_f64();
+    let ratio = f64::from(m.fast_shares) * 60.0 / secs / f64::from(shares_per_minute);
+    let far = ratio >= FAST_FACTOR;
+    let clearly = m.fast_shares >= FAST_REFINE_SHARES && ratio >= FAST_REFINE_FACTOR;
+    if !(far || clearly) {
+        return None;
+    }
+    let h = f64::from(m.fast_shares) * m.difficulty * HASHES_PER_DIFFICULTY_1 / secs;
+    (h.is_finite() && h > 0.0).then_some(h as f32)
 }
 
 /// The Sv1 error for an upstream `SubmitShares.Error` code.
@@ -423,6 +492,10 @@ impl TranslatorCore {
         f64::from(h) * 60.0 / f64::from(self.cfg.shares_per_minute) / HASHES_PER_DIFFICULTY_1
     }
 
+    fn difficulty_to_hashrate(&self, d: f64) -> f32 {
+        (d * HASHES_PER_DIFFICULTY_1 * f64::from(self.cfg.shares_per_minute) / 60.0) as f32
+    }
+
     fn open_channel(&mut self, opening: Opening, hashrate: f32) -> Option<Sv1Action> {
         let up = self.upstream.as_ref()?;
         let user_identity = str0255(&up.user_identity)?;
@@ -448,11 +521,14 @@ impl TranslatorCore {
 
     /// A miner connected.
     pub fn connection_added(&mut self, ctx: Sv1ConnectionContext, now: Instant) -> Sv1Actions {
-        let difficulty = self.clamp_difficulty(
-            self.hashrate_to_difficulty(self.cfg.nominal_hashrate),
-            None,
-            0.0,
-        );
+        let (start, hashrate) = match self.cfg.start_difficulty {
+            Some(d) => (d, self.difficulty_to_hashrate(d)),
+            None => (
+                self.hashrate_to_difficulty(self.cfg.nominal_hashrate),
+                self.cfg.nominal_hashrate,
+            ),
+        };
+        let difficulty = self.clamp_difficulty(start, None, 0.0);
         let target = difficulty_to_target(difficulty).unwrap_or(Target::MAX);
         self.miners.insert(
             ctx.id,
@@ -475,8 +551,12 @@ impl TranslatorCore {
                 difficulty,
                 target,
                 prev_target: None,
-                hashrate: self.cfg.nominal_hashrate,
+                hashrate,
                 vardiff: ClassicVardiff::new(Some(now), 1.0),
+                fast_shares: 0,
+                fast_since: now,
+                shared: false,
+                aliases: VecDeque::new(),
                 seen: HashSet::new(),
                 last_job_sent: None,
                 closing: false,
@@ -749,6 +829,10 @@ impl TranslatorCore {
         let Some(m) = self.miners.get_mut(&conn) else {
             return out;
         };
+        if nd != m.difficulty {
+            m.fast_shares = 0;
+            m.fast_since = now;
+        }
         m.difficulty = nd;
         m.target = difficulty_to_target(nd).unwrap_or(m.target);
         if let Some(id) = m.subscribe_id.take() {
@@ -841,8 +925,12 @@ impl TranslatorCore {
             return out;
         }
         out.push(send(conn, ServerMessage::SetDifficulty(m.difficulty)));
-        let job = m
-            .channel
+        let channel = m.channel;
+        if let Some(m) = self.miners.get_mut(&conn) {
+            m.fast_shares = 0;
+            m.fast_since = now;
+        }
+        let job = channel
             .and_then(|c| self.channels.get(&c))
             .and_then(Channel::current_job);
         if let Some(job) = job {
@@ -852,6 +940,29 @@ impl TranslatorCore {
             out.push(send(conn, ServerMessage::Notify(n)));
         }
         out
+    }
+
+    /// The channel's current job again to this miner alone, under a new job number (miners
+    /// ignore a job id they have), `clean_jobs` true; shares for it are checked against the
+    /// channel job (see `aliases`).
+    fn resend_current_job(&mut self, conn: ConnectionId, now: Instant) -> Option<Sv1Action> {
+        let m = self.miners.get(&conn)?;
+        let job = m
+            .channel
+            .and_then(|c| self.channels.get(&c))
+            .and_then(Channel::current_job)?;
+        let num = self.next_job;
+        self.next_job += 1;
+        let mut n = job.notify.clone();
+        n.job_id = format!("{num:x}");
+        n.clean_jobs = true;
+        let m = self.miners.get_mut(&conn)?;
+        if m.aliases.len() >= MAX_ALIASES {
+            m.aliases.pop_front();
+        }
+        m.aliases.push_back((num, job.num));
+        self.mark_job_sent(conn, now, true);
+        Some(send(conn, ServerMessage::Notify(n)))
     }
 
     /// Bookkeeping when a job reaches a miner: the announced extranonce1 applies now.
@@ -891,7 +1002,7 @@ impl TranslatorCore {
                     / 60.0) as f32;
             m.vardiff.reset(now);
         }
-        out.extend(self.set_miner_difficulty(ctx.id, difficulty));
+        out.extend(self.set_miner_difficulty(ctx.id, difficulty, now));
         out
     }
 
@@ -914,7 +1025,12 @@ impl TranslatorCore {
 
     /// Sets a miner's difficulty to `wanted` (clamped); pushes `mining.set_difficulty` if it
     /// changed and the miner is mining.
-    fn set_miner_difficulty(&mut self, conn: ConnectionId, wanted: f64) -> Sv1Actions {
+    fn set_miner_difficulty(
+        &mut self,
+        conn: ConnectionId,
+        wanted: f64,
+        now: Instant,
+    ) -> Sv1Actions {
         let Some(m) = self.miners.get(&conn) else {
             return Sv1Actions::none();
         };
@@ -938,6 +1054,8 @@ impl TranslatorCore {
         m.prev_target = Some((m.target, next_job));
         m.difficulty = d;
         m.target = target;
+        m.fast_shares = 0;
+        m.fast_since = now;
         debug!(connection = %conn, difficulty = d, "difficulty changed");
         if m.ready() {
             Sv1Actions::from(send(conn, ServerMessage::SetDifficulty(d)))
@@ -974,6 +1092,13 @@ impl TranslatorCore {
             );
         };
         let num = u64::from_str_radix(&share.job_id, 16).ok();
+        // A job re-sent to this miner alone is its channel job under another number.
+        let num = num.map(|n| {
+            m.aliases
+                .iter()
+                .find(|(alias, _)| *alias == n)
+                .map_or(n, |(_, original)| *original)
+        });
         let job = match num.and_then(|n| ch.find_job(n)) {
             Some(j) => j,
             None => {
@@ -1028,6 +1153,7 @@ impl TranslatorCore {
         if !work.meets(&target) {
             return local_reject(self, "low-difficulty", ErrorCode::LowDifficultyShare.into());
         }
+        let meets_current = work.meets(&m.target);
         if work.meets(&nbits_to_target(job.notify.nbits)) {
             self.stats.blocks_found += 1;
             info!(connection = %conn, hash = %work.hash_display_hex(), "share meets the network target");
@@ -1059,6 +1185,10 @@ impl TranslatorCore {
             }
             m.seen.insert(key);
             m.vardiff.add_share();
+            m.shared = true;
+            if meets_current {
+                m.fast_shares = m.fast_shares.saturating_add(1);
+            }
         }
         let Some(ch) = self.channels.get_mut(&channel_id) else {
             return Sv1Actions::none();
@@ -1109,6 +1239,7 @@ impl TranslatorCore {
             return self.upstream_disconnected("".into(), now);
         };
         info!(index, %user_identity, worker_hashrate_tracking, "upstream connected");
+        self.stats.upstream_error = None;
         self.upstream = Some(Upstream {
             version_rolling: version_rolling_required,
             user_identity,
@@ -1140,6 +1271,14 @@ impl TranslatorCore {
             }
         }
         out
+    }
+
+    /// An attempt to reach the upstream failed: remembered for the stats while it is down.
+    pub fn upstream_failed(&mut self, reason: String) -> Sv1Actions {
+        if !self.stats.upstream_connected {
+            self.stats.upstream_error = Some(reason);
+        }
+        Sv1Actions::none()
     }
 
     fn total_hashrate(&self) -> f32 {
@@ -1192,7 +1331,7 @@ impl TranslatorCore {
             MiningOwned::OpenMiningChannelError(m) => self.channel_refused(m),
             MiningOwned::NewExtendedMiningJob(m) => self.new_job(m, now),
             MiningOwned::SetNewPrevHash(m) => self.new_prev_hash(m, now),
-            MiningOwned::SetTarget(m) => self.set_target(m),
+            MiningOwned::SetTarget(m) => self.set_target(m, now),
             MiningOwned::SubmitSharesSuccess(m) => self.shares_accepted(m, now),
             MiningOwned::SubmitSharesError(m) => self.share_rejected(m),
             MiningOwned::SetExtranoncePrefix(m) => self.set_extranonce_prefix(m, now),
@@ -1591,7 +1730,7 @@ impl TranslatorCore {
         out
     }
 
-    fn set_target(&mut self, m: SetTargetOwned) -> Sv1Actions {
+    fn set_target(&mut self, m: SetTargetOwned, now: Instant) -> Sv1Actions {
         let target = Target::from_le_bytes(m.maximum_target.to_array());
         let mut out = Sv1Actions::none();
         for c in self.affected(m.channel_id) {
@@ -1612,7 +1751,7 @@ impl TranslatorCore {
                 .map(|x| (x.ctx.id, self.hashrate_to_difficulty(x.hashrate)))
                 .collect();
             for (conn, wanted) in conns {
-                out.extend(self.set_miner_difficulty(conn, wanted));
+                out.extend(self.set_miner_difficulty(conn, wanted, now));
             }
         }
         out
@@ -1744,9 +1883,35 @@ impl TranslatorCore {
         // Vardiff.
         if self.cfg.vardiff {
             let spm = self.cfg.shares_per_minute;
+            let lowest = self.difficulty_to_hashrate(self.cfg.min_difficulty);
             let mut changes = Vec::new();
             for m in self.miners.values_mut() {
                 if !m.ready() {
+                    continue;
+                }
+                // No share yet, long after the last change: much slower than assumed.
+                if let Some(every) = self.cfg.first_share_search {
+                    if !m.shared
+                        && m.last_job_sent.is_some()
+                        && now.saturating_duration_since(m.fast_since) >= every
+                    {
+                        let h = (m.hashrate / SEARCH_STEP as f32).max(lowest);
+                        debug!(connection = %m.ctx.id, hashrate = h, "no share yet: difficulty divided by 16");
+                        m.hashrate = h;
+                        m.vardiff.reset(now);
+                        m.fast_since = now;
+                        changes.push((m.ctx.id, h, true));
+                        continue;
+                    }
+                }
+                // Far above target: jump to the hashrate the shares show.
+                if let Some(h) = fast_estimate(m, now, spm) {
+                    debug!(connection = %m.ctx.id, hashrate = h, shares = m.fast_shares, "shares far above target: difficulty from their rate");
+                    m.hashrate = h;
+                    m.vardiff.reset(now);
+                    m.fast_shares = 0;
+                    m.fast_since = now;
+                    changes.push((m.ctx.id, h, false));
                     continue;
                 }
                 // Compare the realized share rate with what the current target was set for
@@ -1755,12 +1920,23 @@ impl TranslatorCore {
                     (m.difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(spm) / 60.0) as f32;
                 if let Some(h) = m.vardiff.try_vardiff(now, expected, &m.target, spm) {
                     m.hashrate = h;
-                    changes.push((m.ctx.id, h));
+                    changes.push((m.ctx.id, h, false));
                 }
             }
-            for (conn, h) in changes {
+            for (conn, h, resend) in changes {
                 let d = self.hashrate_to_difficulty(h);
-                out.extend(self.set_miner_difficulty(conn, d));
+                let set = self.set_miner_difficulty(conn, d, now);
+                let lowered = !set.0.is_empty();
+                out.extend(set);
+                if resend && lowered {
+                    // Some miners mine a job at the harder of the difficulty it came with and
+                    // the current one, or apply a new difficulty from the next job: the
+                    // current job again (no share was found yet, so nothing repeats) makes
+                    // the lower difficulty apply now.
+                    if let Some(a) = self.resend_current_job(conn, now) {
+                        out.push(a);
+                    }
+                }
             }
         }
         // UpdateChannel, debounced.

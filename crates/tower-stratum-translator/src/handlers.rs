@@ -140,6 +140,9 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
                         UpstreamEvent::Disconnected { reason } => {
                             self.core.upstream_disconnected(reason.clone(), t)
                         }
+                        UpstreamEvent::Failed { reason } => {
+                            self.core.upstream_failed(reason.clone())
+                        }
                         connected => self.core.upstream_connected(connected.clone(), t),
                     }
                 } else if custom.downcast_ref::<TranslatorTick>().is_some() {

@@ -2,7 +2,7 @@
 //! along the ordered upstream list, fail-back to the primary), the tick task.
 
 use crate::config::{ConfigError, TranslatorConfig, UpstreamConfig};
-use crate::core::TranslatorCore;
+use crate::core::{TranslatorCore, UpstreamEvent};
 use crate::handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};
 use crate::stats::TranslatorStats;
 use std::time::Duration;
@@ -202,7 +202,14 @@ async fn route(cfg: TranslatorServiceConfig, sv1_side: SiblingIo, cancel: Cancel
         if up.authority_key.is_none() {
             warn!(address = %up.address, "upstream NOT authenticated (no authority key)");
         }
-        info!(index = i, address = %up.address, "using upstream");
+        match &up.authority_key {
+            Some(key) => {
+                info!(index = i, address = %up.address, authority_key = %key, user_identity = %up.user_identity, "using upstream")
+            }
+            None => {
+                info!(index = i, address = %up.address, user_identity = %up.user_identity, "using upstream")
+            }
+        }
         let (mine, theirs) = SiblingIo::pair(cfg.sv1.sibling_queue);
         let (c_tx, mut c_rx) = mine.into_channels();
         let (_svc, client) = Sv2ClientService::builder()
@@ -224,6 +231,7 @@ async fn route(cfg: TranslatorServiceConfig, sv1_side: SiblingIo, cancel: Cancel
         );
         probe.reset();
         let probing = i != 0 && cfg.failback_interval.is_some();
+        let mut failures = client.watch_failures();
         let primary = cfg.upstreams.first().map(|u| u.address.clone());
         let outcome = loop {
             tokio::select! {
@@ -236,6 +244,13 @@ async fn route(cfg: TranslatorServiceConfig, sv1_side: SiblingIo, cancel: Cancel
                     Some(m) => if to_sv1.send(m).await.is_err() { break Outcome::Stop },
                     None => break Outcome::Failed,
                 },
+                Ok(()) = failures.changed() => {
+                    let reason = failures.borrow_and_update().as_ref().map(ToString::to_string);
+                    if let Some(reason) = reason {
+                        let ev = SiblingMessage::custom(UpstreamEvent::Failed { reason });
+                        if to_sv1.send(ev).await.is_err() { break Outcome::Stop }
+                    }
+                }
                 _ = probe.tick(), if probing => {
                     if let Some(p) = &primary {
                         let ok = tokio::time::timeout(

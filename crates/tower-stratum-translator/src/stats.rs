@@ -32,6 +32,10 @@ pub struct TranslatorStats {
     /// Whether the current upstream negotiated extension `0x0002` (Worker-Specific Hashrate
     /// Tracking): shares then carry each miner's worker name.
     pub worker_hashrate_tracking: bool,
+    /// While no upstream is connected: why the last attempt to reach one failed (TCP connect,
+    /// Noise handshake or certificate check, SetupConnection), e.g. `handshake failed:
+    /// responder certificate rejected: …`. `None` while connected or before any failure.
+    pub upstream_error: Option<String>,
 }
 
 impl TranslatorStats {

@@ -523,3 +523,203 @@ fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
         }
     }
 }
+
+#[test]
+fn the_start_difficulty_is_the_first_and_a_suggestion_before_subscribe_wins() {
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(16384.0),
+        ..TranslatorConfig::default()
+    });
+    let t0 = s.t0;
+    s.core.connection_added(ctx(1), t0);
+    s.core.subscribe(
+        ctx(1),
+        Id::from(1u64),
+        Subscribe {
+            user_agent: None,
+            session_id: None,
+        },
+        t0,
+    );
+    let auth = Authorize {
+        username: "w".into(),
+        password: None,
+    };
+    let a = s.core.authorize(ctx(1), Id::from(2u64), auth.clone(), t0);
+    assert_eq!(set_difficulty(&a, 1), Some(16384.0), "the configured start");
+    // A miner that suggests a difficulty before subscribing starts there.
+    s.core.connection_added(ctx(2), t0);
+    let a = s.core.suggest_difficulty(ctx(2), Id::from(1u64), 512.0, t0);
+    assert_eq!(set_difficulty(&a, 2), None, "not mining yet");
+    s.core.subscribe(
+        ctx(2),
+        Id::from(2u64),
+        Subscribe {
+            user_agent: None,
+            session_id: None,
+        },
+        t0,
+    );
+    let a = s.core.authorize(ctx(2), Id::from(3u64), auth, t0);
+    assert_eq!(set_difficulty(&a, 2), Some(512.0), "the miner's suggestion");
+    // Without a start difficulty: the one of nominal_hashrate (the library default).
+    let mut s = aggregated(TranslatorConfig::default());
+    let (_, _, _) = miner(&mut s, 3, None, t0);
+    let a = s.core.tick(t0 + Duration::from_secs(1));
+    assert_eq!(set_difficulty(&a, 3), None);
+    assert!(TranslatorConfig {
+        start_difficulty: Some(0.0),
+        ..TranslatorConfig::default()
+    }
+    .validate()
+    .is_err());
+}
+
+#[test]
+fn shares_far_above_target_jump_to_their_hashrate_at_the_next_tick() {
+    let cfg = TranslatorConfig {
+        nominal_hashrate: 1.0,
+        shares_per_minute: 6.0,
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    };
+    let mut s = aggregated(cfg);
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    // 40 shares at difficulty 1e-8 in 2 s: 20 shares/s, 200x the target of 6 per minute.
+    for i in 0..40u32 {
+        let share = valid_share(&job, &en1, i, 1e-8);
+        s.core.submit(
+            ctx(1),
+            Id::from(u64::from(i) + 10),
+            share,
+            t0 + Duration::from_millis(u64::from(i) * 50),
+        );
+    }
+    // Vardiff alone waits for its 15 s window; the fast path jumps at the next tick to the
+    // difficulty of the hashrate the shares show: 40 * 1e-8 * 2^32 / 2 s at 6 shares/min,
+    // i.e. 40 * 1e-8 * 10 / 2 = 2e-6.
+    let a = s.core.tick(t0 + Duration::from_secs(2));
+    let d = set_difficulty(&a, 1).expect("jumped at once");
+    assert!((d / 2e-6 - 1.0).abs() < 1e-6, "{d}");
+    // The window restarted: no second jump without new shares.
+    let a = s.core.tick(t0 + Duration::from_secs(3));
+    assert_eq!(set_difficulty(&a, 1), None);
+    // Shares that only meet the old difficulty (old job) do not count toward another jump.
+    for i in 40..80u32 {
+        let share = valid_share(&job, &en1, i, 1e-8);
+        s.core.submit(
+            ctx(1),
+            Id::from(u64::from(i) + 10),
+            share,
+            t0 + Duration::from_millis(3000 + u64::from(i - 40) * 25),
+        );
+    }
+    let a = s.core.tick(t0 + Duration::from_secs(5));
+    assert_eq!(
+        set_difficulty(&a, 1),
+        None,
+        "shares below the new difficulty are not evidence of a faster miner"
+    );
+}
+
+#[test]
+fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(4.096e-6),
+        first_share_search: Some(Duration::from_secs(5)),
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    });
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    let sec = Duration::from_secs(1);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 4 * sec), 1), None);
+    let a = s.core.tick(t0 + 5 * sec);
+    let d = set_difficulty(&a, 1).unwrap();
+    assert!((d / 2.56e-7 - 1.0).abs() < 1e-6, "{d}");
+    // With the current job again, so miners that keep a job's difficulty apply it now.
+    let again = to(&a, 1)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Notify(n) => Some(n),
+            _ => None,
+        })
+        .expect("the job again");
+    assert_ne!(
+        again.job_id, job.job_id,
+        "a new job id: miners ignore one they have"
+    );
+    assert!(again.clean_jobs);
+    assert_eq!(
+        (&again.coinb1, again.prev_hash, again.ntime),
+        (&job.coinb1, job.prev_hash, job.ntime),
+        "the same work"
+    );
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 6 * sec), 1), None);
+    let a = s.core.tick(t0 + 10 * sec);
+    let d = set_difficulty(&a, 1).unwrap();
+    assert!((d / 1.6e-8 - 1.0).abs() < 1e-6, "{d}");
+    let again = to(&a, 1)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Notify(n) => Some(n),
+            _ => None,
+        })
+        .expect("the job again");
+    // A share on the re-sent job: checked against the channel job, forwarded; the search is
+    // over.
+    let share = valid_share(&again, &en1, 1, d);
+    let a = s.core.submit(ctx(1), Id::from(50u64), share, t0 + 11 * sec);
+    assert!(matches!(
+        upstream(&a)[0],
+        MiningOwned::SubmitSharesExtended(_)
+    ));
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 15 * sec), 1), None);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 20 * sec), 1), None);
+    // Off by default (the library): no search.
+    let mut s = aggregated(TranslatorConfig {
+        start_difficulty: Some(4.096e-6),
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    });
+    miner(&mut s, 1, None, t0);
+    assert_eq!(set_difficulty(&s.core.tick(t0 + 10 * sec), 1), None);
+}
+
+#[test]
+fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
+    let cfg = TranslatorConfig {
+        nominal_hashrate: 1.0,
+        shares_per_minute: 600.0,
+        keepalive_interval: None,
+        ..TranslatorConfig::default()
+    };
+    let mut s = aggregated(cfg);
+    let t0 = s.t0;
+    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let job = job.unwrap();
+    // Target 10/s. 20 shares in 1 s (2x): too few for a 2x excess.
+    let mut n = 0u32;
+    let mut submit = |s: &mut Setup, at: Duration| {
+        n += 1;
+        let share = valid_share(&job, &en1, n, 1e-8);
+        s.core
+            .submit(ctx(1), Id::from(u64::from(n) + 10), share, t0 + at);
+    };
+    for i in 0..20u64 {
+        submit(&mut s, Duration::from_millis(i * 50));
+    }
+    assert_eq!(
+        set_difficulty(&s.core.tick(t0 + Duration::from_secs(1)), 1),
+        None
+    );
+    // 40 in 2 s: still 2x, now with enough shares: refined to the rate they show.
+    for i in 20..40u64 {
+        submit(&mut s, Duration::from_millis(i * 50));
+    }
+    let d = set_difficulty(&s.core.tick(t0 + Duration::from_secs(2)), 1).expect("refined");
+    assert!((d / 2e-8 - 1.0).abs() < 1e-6, "{d}");
+}

@@ -123,7 +123,12 @@ impl Sv2MiningClientHandler for MinerHandler {
     }
 
     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
-        info!(peer = ?ctx.peer, version = ctx.info.version, flags = ctx.info.success_flags, "connected upstream");
+        info!(
+            peer = ctx.peer.map(tracing::field::display),
+            version = ctx.info.version,
+            flags = ctx.info.success_flags,
+            "connected upstream"
+        );
         if self.options.dump_protocol {
             // The service runs SetupConnection itself; those two messages never reach the
             // inbound stack, so report the negotiated result.
@@ -148,7 +153,11 @@ impl Sv2MiningClientHandler for MinerHandler {
         _ctx: ConnectionContext,
         reason: CloseReason,
     ) -> Actions {
-        warn!(%reason, "upstream connection closed");
+        match reason {
+            // Our own shutdown (Ctrl-C, SIGTERM, --max-shares, --exit-after-secs): normal.
+            CloseReason::Shutdown => info!("upstream connection closed (shutdown)"),
+            _ => warn!(%reason, "upstream connection closed"),
+        }
         self.state.disconnected();
         self.publish();
         Actions::none()

@@ -5,7 +5,14 @@
 //! `authorized: ...` (Sv1), `share accepted: ...`, `share rejected: ...`, a
 //! `hashrate: <H/s> H/s ...` line every 5 s, a final `summary: ...` line, and with
 //! `--dump-protocol` every Sv2 message or every Sv1 JSON line (`<- ` received, `-> ` sent).
-//! Logs go to stderr.
+//! Logs go to stderr (coloured only on a terminal). A rejected upstream certificate (wrong
+//! `--authority-key`, or not the server you meant) is logged at ERROR; the miner keeps
+//! retrying with backoff, since the key may be rotated.
+//!
+//! Ctrl-C and SIGTERM stop it gracefully (final `summary:` line). Exit status: 0 after a
+//! graceful stop, `--max-shares` or `--exit-after-secs`; 1 on a runtime failure (the upstream
+//! refused the channel or the authorization, the hashing threads cannot start); 2 on a usage
+//! error (bad URL, key, option).
 
 use clap::{Parser, ValueEnum};
 use cpu_miner::handler::{HandlerOptions, Stop};
@@ -70,8 +77,8 @@ struct Cli {
     /// Sv2: channel type to open.
     #[arg(long, value_enum, default_value_t = ChannelArg::Standard)]
     channel: ChannelArg,
-    /// Hashing threads. Default: the number of available cores.
-    #[arg(long)]
+    /// Hashing threads, at least 1. Default: the number of available cores.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
     /// Sv2: `user_identity` of the channel (pool account / worker name). Sv1: the
     /// `mining.authorize` username, also the worker name of every `mining.submit`.
@@ -104,6 +111,12 @@ struct Cli {
     /// whenever a job allows it, with or without this flag).
     #[arg(long)]
     require_version_rolling: bool,
+    /// Sv1: send `mining.suggest_difficulty` with this share difficulty before authorizing
+    /// (0: do not send). Default: the difficulty of about 10 shares per minute at the hashrate
+    /// measured at startup (1 s on every thread), so a server that starts miners at an
+    /// ASIC-sized difficulty (e.g. translator-proxy) starts this one where it finds shares.
+    #[arg(long)]
+    suggest_difficulty: Option<f64>,
     /// Sv1: first reconnection delay after a lost connection, seconds (doubled per failed
     /// attempt up to 60 s).
     #[arg(long, default_value_t = 1.0)]
@@ -176,7 +189,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(if cli.verbose {
             tracing::Level::DEBUG
         } else {
@@ -295,6 +308,27 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
         return ExitCode::from(2);
     }
     let initial = Duration::from_secs_f64(cli.reconnect_delay.min(60.0));
+    let suggest_difficulty = match cli.suggest_difficulty {
+        Some(d) if !(d.is_finite() && d >= 0.0) => {
+            eprintln!("--suggest-difficulty: not a difficulty (a number >= 0)");
+            return ExitCode::from(2);
+        }
+        Some(d) => (d > 0.0).then_some(d),
+        None => {
+            let measured = tokio::task::spawn_blocking(move || {
+                measure(engine, threads, Duration::from_secs(1))
+            })
+            .await
+            .unwrap_or(0.0);
+            // 10 shares per minute: difficulty = hashrate * 6 s / 2^32.
+            let d = measured * 6.0 / 4_294_967_296.0;
+            println!(
+                "measured hashrate: {measured:.0} H/s ({}); suggesting difficulty {d:.6}",
+                human_rate(measured)
+            );
+            (d.is_finite() && d > 0.0).then_some(d)
+        }
+    };
     let opts = Sv1MinerOptions {
         address: address.clone(),
         username: cli.user_identity.clone(),
@@ -307,6 +341,7 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
             initial,
             max: Backoff::default().max.max(initial),
         },
+        suggest_difficulty,
     };
     info!(%address, user = %cli.user_identity, "connecting (Sv1)");
     let RunningSv1Miner {
@@ -326,8 +361,8 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
 }
 
 /// Prints the hashrate lines until the miner stops by itself, `exit_after_secs` pass or a
-/// signal arrives; then the summary. Exit code: 0, or 3 when the upstream refused the channel
-/// or the authorization.
+/// signal arrives; then the summary. Exit code: 0, or 1 (a runtime failure) when the upstream
+/// refused the channel or the authorization.
 async fn supervise(
     stats: &Arc<Stats>,
     stop_rx: &mut mpsc::Receiver<Stop>,
@@ -339,7 +374,7 @@ async fn supervise(
     let code = tokio::select! {
         s = stop_rx.recv() => match s {
             Some(Stop::MaxShares) => ExitCode::SUCCESS,
-            Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::from(3),
+            Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::FAILURE,
         },
         _ = sleep_opt(deadline) => ExitCode::SUCCESS,
         _ = terminated() => ExitCode::SUCCESS,
@@ -543,5 +578,8 @@ mod tests {
         let cli = Cli::try_parse_from(["cpu-miner", "--user", "acct.w1"]).unwrap();
         assert_eq!(cli.user_identity, "acct.w1");
         assert!(Cli::try_parse_from(["cpu-miner", "a:1", "--url", "b:2"]).is_err());
+        assert!(Cli::try_parse_from(["cpu-miner", "--threads", "0"]).is_err());
+        let cli = Cli::try_parse_from(["cpu-miner", "--threads", "3"]).unwrap();
+        assert_eq!(cli.threads, Some(3));
     }
 }

@@ -15,7 +15,7 @@
 //!    rolling a rolled ntime), the pool closes the
 //!    connection (after writing every answer). The miner must reconnect; the pool then
 //!    either serves job `c` and waits for a share on it, or refuses `mining.authorize`, after
-//!    which the miner exits (code 3) and its summary must count exactly the `true` and error
+//!    which the miner exits (code 1) and its summary must count exactly the `true` and error
 //!    answers the pool sent on the first connection (one of them a deliberate rejection).
 //!
 //! A share that fails any check (unknown job, extranonce2 length, version bits outside the
@@ -620,11 +620,12 @@ async fn follows_set_extranonce_clean_jobs_difficulty_and_version_mask_and_recon
     let sent = sent(&mut m);
     let methods: Vec<&str> = sent.iter().filter_map(|v| v["method"].as_str()).collect();
     assert_eq!(
-        &methods[..4],
+        &methods[..5],
         [
             "mining.configure",
             "mining.subscribe",
             "mining.extranonce.subscribe",
+            "mining.suggest_difficulty",
             "mining.authorize"
         ]
     );
@@ -643,7 +644,7 @@ async fn follows_set_extranonce_clean_jobs_difficulty_and_version_mask_and_recon
 
 /// Version rolling refused: five-param submits; extranonce2 8 -> 0 bytes (the miner then
 /// rolls ntime, at most one second per second). One share deliberately rejected; after the
-/// drop, authorization refused: the miner exits with code 3 and its counts equal the
+/// drop, authorization refused: the miner exits with code 1 and its counts equal the
 /// pool's answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mines_without_version_rolling_when_refused_and_counts_the_answers() {
@@ -697,8 +698,8 @@ async fn mines_without_version_rolling_when_refused_and_counts_the_answers() {
         .unwrap();
     assert_eq!(
         status.code(),
-        Some(3),
-        "exit code after the refused authorization"
+        Some(1),
+        "exit code after the refused authorization (a runtime failure)"
     );
     within(10, "the miner's last output", async {
         while let Some(l) = m.lines.recv().await {

@@ -10,8 +10,10 @@
 //! moves the tip every `--interval-secs`.
 //!
 //! Prints `LISTENING <ip:port>` on stdout once the socket is bound, then one status line per
-//! new template and per block; logs go to stderr (`RUST_LOG`, default `info`). Stops on
-//! Ctrl-C or SIGTERM.
+//! new template and per block; logs go to stderr (`RUST_LOG`, default `info`; coloured only on
+//! a terminal). Stops gracefully on Ctrl-C or SIGTERM. Exit status: 0 after a graceful stop, 1
+//! on a runtime failure (e.g. the address is in use: one `error: …` line), 2 on a usage error
+//! (e.g. a bad key).
 //!
 //! ```sh
 //! cargo run -p template-provider -- --listen 127.0.0.1:8442 --interval-secs 30
@@ -75,9 +77,42 @@ fn status_template(u: &TemplateUpdate) -> String {
     )
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// A failure and its exit status: 1 at runtime, 2 for usage.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: String) -> Failure {
+    Failure { code: 2, message }
+}
+
+fn runtime(message: String) -> Failure {
+    Failure { code: 1, message }
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            std::process::ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -88,27 +123,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let secret = match &cli.authority_secret_key {
-        Some(k) => k.parse()?,
+        Some(k) => k
+            .parse()
+            .map_err(|e| usage(format!("--authority-secret-key: {e}")))?,
         None => {
             eprintln!(
                 "\n*** WARNING: using SRI's PUBLIC test authority key ***\n\
                  *** anyone can impersonate this Template Provider. ***\n\
                  *** Pass --authority-secret-key for anything but tests. ***\n"
             );
-            SRI_TEST_AUTHORITY_SECRET_KEY.parse()?
+            SRI_TEST_AUTHORITY_SECRET_KEY
+                .parse()
+                .map_err(|e| runtime(format!("the built-in test key: {e}")))?
         }
     };
     let keypair = AuthorityKeypair::from_secret(secret);
     eprintln!("authority public key: {}", keypair.public());
 
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
-    let local = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| runtime(format!("cannot listen on {}: {e}", cli.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| runtime(format!("listener address: {e}")))?;
 
     let (events_tx, mut events) = mpsc::channel(256);
     let server = TemplateDistributionServer::new(TemplateServerConfig {
         source: SourceConfig::with_tip_interval(Duration::from_secs(cli.interval_secs)),
         send_on_connect: !cli.wait_for_constraints,
-    })?
+    })
+    .map_err(|e| usage(format!("template source: {e}")))?
     .with_events(events_tx);
     let config = ServerConfig::with_transport(ServerTransport::Noise {
         keypair,
@@ -117,8 +161,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_service, handle, ticker) = server.serve(config, listener);
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "LISTENING {local}")?;
-        out.flush()?;
+        let _ = writeln!(out, "LISTENING {local}");
+        let _ = out.flush();
     }
 
     let stop = shutdown_signal();

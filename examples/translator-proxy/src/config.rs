@@ -11,6 +11,11 @@ use tower_stratum_translator::{
 /// anyone can impersonate a server that uses it.
 pub(crate) const SRI_TEST_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
 
+/// The proxy's default first difficulty of a miner that suggests none: 16384 (2^14), about
+/// 11.7 TH/s at 10 shares per minute, suited to ASICs (a faster miner is caught up within
+/// seconds; a much slower one is found by the first-share search, `first_share_search_secs`).
+pub(crate) const DEFAULT_START_DIFFICULTY: f64 = 16384.0;
+
 /// The whole configuration file. Every key has a default, so an empty file is valid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) extranonce2_size: usize,
     pub(crate) nominal_hashrate: f32,
     pub(crate) shares_per_minute: f32,
+    pub(crate) start_difficulty: f64,
+    pub(crate) first_share_search_secs: u64,
     pub(crate) min_difficulty: f64,
     pub(crate) max_difficulty: f64,
     pub(crate) vardiff: bool,
@@ -91,6 +98,8 @@ impl Default for Config {
             extranonce2_size: t.extranonce2_size,
             nominal_hashrate: t.nominal_hashrate,
             shares_per_minute: t.shares_per_minute,
+            start_difficulty: DEFAULT_START_DIFFICULTY,
+            first_share_search_secs: 3,
             min_difficulty: t.min_difficulty,
             max_difficulty: t.max_difficulty,
             vardiff: t.vardiff,
@@ -159,6 +168,8 @@ impl Config {
             extranonce2_size: self.extranonce2_size,
             nominal_hashrate: self.nominal_hashrate,
             shares_per_minute: self.shares_per_minute,
+            start_difficulty: (self.start_difficulty != 0.0).then_some(self.start_difficulty),
+            first_share_search: secs(self.first_share_search_secs),
             min_difficulty: self.min_difficulty,
             max_difficulty: self.max_difficulty,
             vardiff: self.vardiff,
@@ -234,11 +245,23 @@ mode = "aggregated"
 # extranonce2 size given to miners, bytes (1..=8).
 extranonce2_size = {e2}
 
-# Hashrate assumed for a new miner, H/s: its first difficulty and the channel's nominal rate.
+# Hashrate announced for an upstream channel before miners are measured, H/s.
 nominal_hashrate = {h:.1}
 
 # Vardiff aims each miner at this many shares per minute.
 shares_per_minute = {spm:.1}
+
+# First share difficulty of a miner that sends no mining.suggest_difficulty (a suggestion
+# is used instead, and is then the miner's lowest difficulty). 1 = 2^32 hashes per share.
+# The default suits ASICs (about 11.7 TH/s at 10 shares/min); a miner much faster than its
+# difficulty is caught up within seconds (its hashrate estimated from its first shares).
+# 0 = the difficulty of nominal_hashrate.
+start_difficulty = {sd:.1}
+
+# Until a miner's first share, divide its difficulty by 16 every this many seconds, so a
+# miner far slower than start_difficulty (a CPU miner) finds its range within a minute
+# (0 = off: it then waits for vardiff, /3 per minute at best).
+first_share_search_secs = {fss}
 
 # Share difficulty bounds for miners (a miner never gets less than its upstream channel's
 # difficulty, so every share accepted locally is acceptable upstream).
@@ -310,6 +333,8 @@ user_identity = "translator-proxy"
         e2 = d.extranonce2_size,
         h = d.nominal_hashrate,
         spm = d.shares_per_minute,
+        sd = d.start_difficulty,
+        fss = d.first_share_search_secs,
         mind = d.min_difficulty,
         maxd = d.max_difficulty,
         st = d.submit_timeout_secs,
@@ -341,6 +366,17 @@ mod tests {
         assert_eq!(svc.upstreams[0].address, "127.0.0.1:34254");
         assert!(svc.upstreams[0].authority_key.is_some());
         assert_eq!(svc.translator.extranonce2_size, 4);
+        assert_eq!(svc.translator.start_difficulty, Some(16384.0), "ASIC start");
+        let c: Config = toml::from_str("start_difficulty = 0.0").unwrap();
+        assert_eq!(
+            c.to_service_config().unwrap().translator.start_difficulty,
+            None
+        );
+        let c: Config = toml::from_str("start_difficulty = -1.0").unwrap();
+        assert!(c
+            .to_service_config()
+            .unwrap_err()
+            .contains("start_difficulty"));
         assert_eq!(svc.client.outbound_queue, 256);
         let c: Config = toml::from_str("upstream_outbound_queue = 4096").unwrap();
         assert_eq!(c.to_service_config().unwrap().client.outbound_queue, 4096);

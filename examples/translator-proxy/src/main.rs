@@ -8,6 +8,10 @@
 //!
 //! The defaults work with `solo-mining-server`'s defaults: run both, then point any Sv1 miner
 //! at `stratum+tcp://127.0.0.1:34255`.
+//!
+//! Stops gracefully on Ctrl-C or SIGTERM (miners closed, upstream closed, a final status
+//! line). Exit status: 0 after a graceful stop, 1 on a runtime failure (cannot listen), 2 on a
+//! usage or configuration error.
 
 mod config;
 
@@ -35,15 +39,22 @@ struct Cli {
     /// Upstream Sv2 pool `host:port` (replaces the `[[upstreams]]` list with this one).
     #[arg(long)]
     upstream: Option<String>,
-    /// The upstream's authority public key (with --upstream; default SRI's public test key).
+    /// The upstream's authority public key: of --upstream, else of the only configured
+    /// upstream (the default one, or the single `[[upstreams]]` entry; an error with several).
+    /// Default: SRI's PUBLIC test key.
     #[arg(long)]
     authority_key: Option<String>,
-    /// `user_identity` on the upstream (with --upstream).
+    /// `user_identity` on the upstream (pool account): of --upstream, else of the only
+    /// configured upstream (an error with several). Default `translator-proxy`.
     #[arg(long)]
     user_identity: Option<String>,
     /// Channel mode: aggregated or per-miner (overrides `mode`).
     #[arg(long, value_parser = ["aggregated", "per-miner"])]
     mode: Option<String>,
+    /// First share difficulty of a miner that suggests none (overrides `start_difficulty`;
+    /// default 16384, for ASICs; e.g. 0.001 for CPU miners; 0 = from `nominal_hashrate`).
+    #[arg(long)]
+    start_difficulty: Option<f64>,
     /// Seconds between status lines (overrides `status_interval_secs`).
     #[arg(long)]
     status_interval: Option<u64>,
@@ -78,18 +89,14 @@ fn main() -> std::process::ExitCode {
     if let Some(s) = cli.status_interval {
         cfg.status_interval_secs = s;
     }
-    if let Some(address) = cli.upstream {
-        let mut u = Upstream {
-            address,
-            ..Upstream::default()
-        };
-        if let Some(k) = cli.authority_key {
-            u.authority_public_key = k;
-        }
-        if let Some(id) = cli.user_identity {
-            u.user_identity = id;
-        }
-        cfg.upstreams = vec![u];
+    if let Some(d) = cli.start_difficulty {
+        cfg.start_difficulty = d;
+    }
+    if let Err(e) =
+        apply_upstream_flags(&mut cfg, cli.upstream, cli.authority_key, cli.user_identity)
+    {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
     }
     let service_cfg = match cfg.to_service_config() {
         Ok(c) => c,
@@ -125,6 +132,40 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--upstream` replaces the list with one upstream; `--authority-key` and `--user-identity`
+/// apply to it, or without `--upstream` to the only configured upstream (never silently to
+/// nothing: with several they are an error).
+fn apply_upstream_flags(
+    cfg: &mut Config,
+    upstream: Option<String>,
+    authority_key: Option<String>,
+    user_identity: Option<String>,
+) -> Result<(), String> {
+    if let Some(address) = upstream {
+        cfg.upstreams = vec![Upstream {
+            address,
+            ..Upstream::default()
+        }];
+    }
+    if authority_key.is_none() && user_identity.is_none() {
+        return Ok(());
+    }
+    let n = cfg.upstreams.len();
+    let [u] = cfg.upstreams.as_mut_slice() else {
+        return Err(format!(
+            "--authority-key and --user-identity apply to one upstream, but the configuration \
+             lists {n}: give --upstream, or set them in each [[upstreams]] entry"
+        ));
+    };
+    if let Some(k) = authority_key {
+        u.authority_public_key = k;
+    }
+    if let Some(id) = user_identity {
+        u.user_identity = id;
+    }
+    Ok(())
+}
+
 async fn run(
     cfg: Config,
     service_cfg: tower_stratum_translator::TranslatorServiceConfig,
@@ -158,16 +199,44 @@ async fn run(
     );
     let mut status = tokio::time::interval(Duration::from_secs(cfg.status_interval_secs.max(1)));
     status.tick().await;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => { info!("Ctrl-C: shutting down"); break; }
+            signal = &mut stop => { info!(signal, "shutting down"); break; }
             _ = status.tick(), if cfg.status_interval_secs > 0 => print_status(&translator.stats()),
         }
     }
+    let last = translator.stats();
     translator.shutdown().await;
+    print!("final ");
+    print_status(&last);
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (what systemd and container runtimes send): the same graceful
+/// shutdown. Returns the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "Ctrl-C"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 fn print_status(s: &TranslatorStats) {
@@ -176,8 +245,13 @@ fn print_status(s: &TranslatorStats) {
         _ => "down".into(),
     };
     let reasons = s.rejected_by_reason();
+    // Why the upstream is down, last (free text).
+    let why = match (&s.upstream_error, s.upstream_connected) {
+        (Some(e), false) => format!(" upstream_error=\"{e}\""),
+        _ => String::new(),
+    };
     println!(
-        "status: upstream={upstream} miners={} connections={} channels={} hashrate={} shares accepted={} rejected={}{}{} pending={}",
+        "status: upstream={upstream} miners={} connections={} channels={} hashrate={} shares accepted={} rejected={}{}{} pending={}{why}",
         s.miners,
         s.connections,
         s.channels,
@@ -193,12 +267,51 @@ fn print_status(s: &TranslatorStats) {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "warn,translator_proxy=info,tower_stratum_translator=info",
+            "warn,translator_proxy=info,tower_stratum_translator=info,tower_stratum::peer=info",
         )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const KEY: &str = "9bDuixKmZqAJnrmP746n8zU1wyAQRrus7th9dxnkPg6RzQvCnan";
+
+    #[test]
+    fn key_and_identity_flags_apply_to_the_default_upstream() {
+        let mut cfg = Config::default();
+        apply_upstream_flags(&mut cfg, None, Some(KEY.into()), Some("someone".into())).unwrap();
+        assert_eq!(cfg.upstreams.len(), 1);
+        assert_eq!(cfg.upstreams[0].address, "127.0.0.1:34254");
+        assert_eq!(cfg.upstreams[0].authority_public_key, KEY);
+        assert_eq!(cfg.upstreams[0].user_identity, "someone");
+        // With --upstream: to that one.
+        let mut cfg = Config::default();
+        apply_upstream_flags(&mut cfg, Some("pool:1".into()), Some(KEY.into()), None).unwrap();
+        assert_eq!(cfg.upstreams[0].address, "pool:1");
+        assert_eq!(cfg.upstreams[0].authority_public_key, KEY);
+        assert_eq!(cfg.upstreams[0].user_identity, "translator-proxy");
+        // Several upstreams and no --upstream: refused, nothing changed.
+        let mut cfg = Config::default();
+        cfg.upstreams.push(Upstream::default());
+        let e = apply_upstream_flags(&mut cfg, None, None, Some("x".into())).unwrap_err();
+        assert!(e.contains("--upstream"), "{e}");
+        assert!(cfg
+            .upstreams
+            .iter()
+            .all(|u| u.user_identity == "translator-proxy"));
+        // No flag: nothing to apply.
+        let mut cfg = Config::default();
+        cfg.upstreams.push(Upstream::default());
+        apply_upstream_flags(&mut cfg, None, None, None).unwrap();
+        assert_eq!(cfg.upstreams.len(), 2);
+    }
 }

@@ -12,6 +12,7 @@
 //!
 //! The session: `mining.configure` (BIP310 version rolling, mask `0x1fffe000`),
 //! `mining.subscribe` (user agent `cpu-miner/<version>`), `mining.extranonce.subscribe`,
+//! `mining.suggest_difficulty` (with [`Sv1MinerOptions::suggest_difficulty`]),
 //! `mining.authorize`; then `mining.notify` jobs are hashed and shares submitted with
 //! `mining.submit` (with the version bits as 6th param when rolling). Accepted and rejected
 //! shares are counted from the server's answers. When the connection drops, the miner stops
@@ -77,6 +78,11 @@ pub struct Sv1MinerOptions {
     pub max_shares: Option<u64>,
     /// Reconnection delays.
     pub reconnect: Backoff,
+    /// Sent as `mining.suggest_difficulty` before `mining.authorize` on every connection (a
+    /// share difficulty: 1 = 2^32 hashes per share), so a server (e.g. translator-proxy,
+    /// which starts miners at an ASIC-sized difficulty) starts this miner where it finds
+    /// shares. `None`: not sent.
+    pub suggest_difficulty: Option<f64>,
 }
 
 /// A running Sv1 miner: its handle, live counters, and why it stopped (if it does).

@@ -55,6 +55,7 @@ enum Answered {
         result: Result<Response, Sv1ClientError>,
     },
     ExtranonceSubscribe(Result<Response, Sv1ClientError>),
+    SuggestDifficulty(Result<Response, Sv1ClientError>),
 }
 
 /// How a connection ended.
@@ -203,8 +204,8 @@ impl Session {
         }
     }
 
-    /// `mining.configure`, `mining.subscribe`, `mining.extranonce.subscribe` (answer awaited
-    /// in the mining loop), `mining.authorize`. Server notifications wait in the client's
+    /// `mining.configure`, `mining.subscribe`, `mining.extranonce.subscribe` and
+    /// `mining.suggest_difficulty` (answers awaited in the mining loop), `mining.authorize`. Server notifications wait in the client's
     /// bounded stream meanwhile.
     async fn handshake(
         &mut self,
@@ -282,6 +283,17 @@ impl Session {
         pending.push(Box::pin(async move {
             Answered::ExtranonceSubscribe(answer.await)
         }));
+
+        // Before authorizing, so a server that starts mining at authorize starts at it.
+        if let Some(d) = self.opts.suggest_difficulty {
+            let answer = call(client, ClientMessage::SuggestDifficulty(Id::Null, d))
+                .await
+                .map_err(|e| lost(format!("mining.suggest_difficulty: {e}"), false))?;
+            pending.push(Box::pin(async move {
+                Answered::SuggestDifficulty(answer.await)
+            }));
+            println!("suggested difficulty: {d}");
+        }
 
         let authorize = ClientMessage::Authorize(
             Id::Null,
@@ -491,6 +503,14 @@ impl Session {
             },
             Answered::ExtranonceSubscribe(Err(e)) => {
                 debug!(error = %e, "mining.extranonce.subscribe without answer")
+            }
+            Answered::SuggestDifficulty(Ok(r)) => match r.bool_result() {
+                Ok(true) => debug!("mining.suggest_difficulty accepted"),
+                Ok(false) => info!("mining.suggest_difficulty answered false"),
+                Err(e) => info!(error = %e, "mining.suggest_difficulty refused"),
+            },
+            Answered::SuggestDifficulty(Err(e)) => {
+                debug!(error = %e, "mining.suggest_difficulty without answer")
             }
         }
     }
