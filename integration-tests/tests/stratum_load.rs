@@ -161,3 +161,29 @@ async fn stratum_load_sv1_through_our_translator_and_sv2_direct() {
     assert_eq!(status_count(&line, "shares accepted"), sv2_sent + sent);
     t.shutdown().await;
 }
+
+/// Arguments that parse but do not make a run exit with 2, the usage-error status every binary
+/// uses (README "Exit codes"), with the reason on stderr; no connection is attempted.
+#[tokio::test]
+async fn arguments_that_make_no_run_exit_with_status_2() {
+    let exe = tokio::task::spawn_blocking(|| workspace_bin("stratum-load"))
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(&exe)
+        .args([
+            "connect",
+            "--addr",
+            "127.0.0.1:9",
+            "--no-setup",
+            "--open-channel",
+            "standard",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("stratum-load exits at once")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--open-channel needs SetupConnection"));
+}

@@ -112,6 +112,10 @@ async fn a_miner_1000x_faster_than_its_start_is_at_its_target_rate_after_30_s() 
     while last.0 < first.0 + Duration::from_secs(25) {
         last = accepted_now(&mut proxy).await;
     }
+    // VARDIFF_TEST_LOG=1 prints the proxy log of a passing run too (with PEER_RUST_LOG=debug).
+    if std::env::var("VARDIFF_TEST_LOG").is_ok() {
+        eprintln!("{}", proxy.log.join("\n"));
+    }
     let minutes = (last.0 - first.0).as_secs_f64() / 60.0;
     let rate = (last.1 - first.1) as f64 / minutes;
     println!(

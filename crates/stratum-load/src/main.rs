@@ -423,6 +423,12 @@ fn print_report(r: &report::Report, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Exit status 2: the arguments do not make a run (the README's exit-code scheme).
+fn usage_error(e: &str) -> ExitCode {
+    eprintln!("stratum-load: {e}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -437,12 +443,14 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }),
-        Cmd::Shares(a) => shares_plan(&a)
-            .and_then(coordinator::run)
-            .and_then(|r| print_report(&r, a.common.json)),
-        Cmd::Connect(a) => connect_plan(&a)
-            .and_then(coordinator::run)
-            .and_then(|r| print_report(&r, a.common.json)),
+        Cmd::Shares(a) => match shares_plan(&a) {
+            Ok(plan) => coordinator::run(plan).and_then(|r| print_report(&r, a.common.json)),
+            Err(e) => return usage_error(&e),
+        },
+        Cmd::Connect(a) => match connect_plan(&a) {
+            Ok(plan) => coordinator::run(plan).and_then(|r| print_report(&r, a.common.json)),
+            Err(e) => return usage_error(&e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,9 +52,9 @@ const FAST_MIN_SHARES: u32 = 8;
 const FAST_FACTOR: f64 = 4.0;
 /// Fast convergence: the shortest measuring time.
 const FAST_MIN_TIME: Duration = Duration::from_secs(1);
-/// Fast convergence, refinement: with at least this many shares (a ~18 % error) a smaller
+/// Fast convergence, refinement: with at least this many shares (a ~25 % error) a smaller
 /// excess, [`FAST_REFINE_FACTOR`], is enough (an estimate taken during a flood can be low).
-const FAST_REFINE_SHARES: u32 = 32;
+const FAST_REFINE_SHARES: u32 = 16;
 /// Fast convergence, refinement: the share-rate multiple with [`FAST_REFINE_SHARES`].
 const FAST_REFINE_FACTOR: f64 = 1.6;
 /// First-share search: the divisor of each step.
@@ -1904,14 +1904,16 @@ impl TranslatorCore {
                         continue;
                     }
                 }
-                // Far above target: jump to the hashrate the shares show.
+                // Far above target: jump to the hashrate the shares show (a lower bound when
+                // the share rate is bound by how fast shares get through, one verdict at a
+                // time per Sv1 connection: then the jumps repeat, each a refinement).
                 if let Some(h) = fast_estimate(m, now, spm) {
                     debug!(connection = %m.ctx.id, hashrate = h, shares = m.fast_shares, "shares far above target: difficulty from their rate");
                     m.hashrate = h;
                     m.vardiff.reset(now);
                     m.fast_shares = 0;
                     m.fast_since = now;
-                    changes.push((m.ctx.id, h, false));
+                    changes.push((m.ctx.id, h, true));
                     continue;
                 }
                 // Compare the realized share rate with what the current target was set for
@@ -1929,10 +1931,11 @@ impl TranslatorCore {
                 let lowered = !set.0.is_empty();
                 out.extend(set);
                 if resend && lowered {
-                    // Some miners mine a job at the harder of the difficulty it came with and
-                    // the current one, or apply a new difficulty from the next job: the
-                    // current job again (no share was found yet, so nothing repeats) makes
-                    // the lower difficulty apply now.
+                    // Sv1 miners apply a new difficulty from the next job (some mine a job at
+                    // the harder of the difficulty it came with and the current one): the
+                    // current job again, under a new id, makes it apply now. Used for the
+                    // first-share search and the fast jump; a share the miner finds again on
+                    // the re-sent job is caught as a duplicate (the key is the channel job).
                     if let Some(a) = self.resend_current_job(conn, now) {
                         out.push(a);
                     }

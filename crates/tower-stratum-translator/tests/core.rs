@@ -693,7 +693,7 @@ fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
 fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
     let cfg = TranslatorConfig {
         nominal_hashrate: 1.0,
-        shares_per_minute: 600.0,
+        shares_per_minute: 300.0,
         keepalive_interval: None,
         ..TranslatorConfig::default()
     };
@@ -701,7 +701,7 @@ fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
     let t0 = s.t0;
     let (en1, _, job) = miner(&mut s, 1, None, t0);
     let job = job.unwrap();
-    // Target 10/s. 20 shares in 1 s (2x): too few for a 2x excess.
+    // Target 5/s. 10 shares in 1 s (2x): too few for a 2x excess.
     let mut n = 0u32;
     let mut submit = |s: &mut Setup, at: Duration| {
         n += 1;
@@ -709,16 +709,16 @@ fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
         s.core
             .submit(ctx(1), Id::from(u64::from(n) + 10), share, t0 + at);
     };
-    for i in 0..20u64 {
-        submit(&mut s, Duration::from_millis(i * 50));
+    for i in 0..10u64 {
+        submit(&mut s, Duration::from_millis(i * 100));
     }
     assert_eq!(
         set_difficulty(&s.core.tick(t0 + Duration::from_secs(1)), 1),
         None
     );
-    // 40 in 2 s: still 2x, now with enough shares: refined to the rate they show.
-    for i in 20..40u64 {
-        submit(&mut s, Duration::from_millis(i * 50));
+    // 20 in 2 s: still 2x, now with enough shares: refined to the rate they show.
+    for i in 10..20u64 {
+        submit(&mut s, Duration::from_millis(i * 100));
     }
     let d = set_difficulty(&s.core.tick(t0 + Duration::from_secs(2)), 1).expect("refined");
     assert!((d / 2e-8 - 1.0).abs() < 1e-6, "{d}");
