@@ -164,7 +164,18 @@ async fn cpu_miner_defaults_mine_on_solo_mining_server_defaults() {
             .unwrap();
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = PeerProcess::spawn(&server_bin, &["--listen", &listen]);
+    // Every default but the port and where found blocks go (a temporary directory, not the
+    // source tree the test runs in).
+    let blocks = std::env::temp_dir().join(format!("cpu-miner-defaults-blocks-{port}"));
+    let mut server = PeerProcess::spawn(
+        &server_bin,
+        &[
+            "--listen",
+            &listen,
+            "--blocks-dir",
+            blocks.to_str().unwrap(),
+        ],
+    );
     server.wait_for("listening", 60).await;
     let url = format!("stratum2+tcp://{listen}");
     // No --authority-key: the default (SRI's public test key) is also the server's default.
