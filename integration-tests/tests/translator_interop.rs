@@ -353,7 +353,14 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
             .await
             .unwrap();
     let up = format!("127.0.0.1:{}", free_port());
-    let mut server = PeerProcess::spawn(&server_bin, &["--listen", &up]);
+    // Defaults but the port and where found blocks go (a temporary directory, not the source
+    // tree the test runs in).
+    let blocks =
+        std::env::temp_dir().join(format!("translator-defaults-blocks-{}", std::process::id()));
+    let mut server = PeerProcess::spawn(
+        &server_bin,
+        &["--listen", &up, "--blocks-dir", blocks.to_str().unwrap()],
+    );
     server.wait_for("listening", 60).await;
     let sv1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut proxy = PeerProcess::spawn(
