@@ -60,7 +60,7 @@ impl std::fmt::Debug for PeerProcess {
 impl PeerProcess {
     /// Starts `bin args…` with stdout and stderr captured line by line (ANSI colours stripped).
     pub fn spawn(bin: &std::path::Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .args(args)
             .env(
                 "RUST_LOG",
@@ -73,6 +73,16 @@ impl PeerProcess {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Self::capture(child, bin, strip_ansi)
+    }
+
+    /// Wraps a started `child` (stdout and stderr piped): both are read line by line, each
+    /// line passed through `line` (e.g. [`strip_ansi`]), into [`PeerProcess::lines`].
+    pub(crate) fn capture(
+        mut child: Child,
+        bin: &std::path::Path,
+        line: fn(&str) -> String,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(10_000);
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
@@ -84,7 +94,7 @@ impl PeerProcess {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(l)) = lines.next_line().await {
-                    let _ = tx.try_send(strip_ansi(&l));
+                    let _ = tx.try_send(line(&l));
                 }
             });
         }

@@ -4,16 +4,14 @@
 
 use crate::process::PeerProcess;
 use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::mpsc;
 
 impl PeerProcess {
     /// Starts `bin args…` with the environment of this test minus `RUST_LOG`, `NO_COLOR` and
     /// `PEER_RUST_LOG` (so the binary's own defaults apply), stdout and stderr captured line by
     /// line as they are (ANSI escapes kept). Killed when dropped.
     pub fn spawn_as_user(bin: &std::path::Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("NO_COLOR")
@@ -24,27 +22,8 @@ impl PeerProcess {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let (tx, rx) = mpsc::channel(10_000);
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for r in [
-            Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(err),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(r).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    let _ = tx.try_send(l);
-                }
-            });
-        }
-        Self {
-            child,
-            lines: rx,
-            name: bin.file_name().unwrap().to_string_lossy().into_owned(),
-            log: Vec::new(),
-        }
+        // Output kept as it is (no ANSI stripping).
+        Self::capture(child, bin, str::to_owned)
     }
 
     /// Sends SIGTERM to the process (by its PID, with `kill -TERM`).
