@@ -72,6 +72,7 @@ mod listener;
 pub mod peer_log;
 mod request;
 mod server;
+pub mod shutdown;
 
 pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
 pub use config::{

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tower_stratum::codec::{AuthorityPublicKey, SRI_TEST_AUTHORITY_PUBLIC_KEY};
+use tower_stratum::shutdown::Shutdown;
 use tracing::{error, info};
 
 /// Seconds between two hashrate lines.
@@ -214,6 +215,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // Installed first: a SIGTERM at any point after start-up is a graceful stop.
+    let mut stop = match tower_stratum::shutdown::Shutdown::listen() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot watch for Ctrl-C/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let engine = match cli.engine {
         EngineArg::Auto => Engine::detect(),
         EngineArg::Portable => Engine::Portable,
@@ -224,13 +233,21 @@ async fn run(cli: Cli) -> ExitCode {
         .max(1);
     println!("engine {} threads {threads}", engine.name());
     if cli.benchmark {
-        return benchmark(engine, threads, cli.exit_after_secs.unwrap_or(20)).await;
+        return benchmark(
+            engine,
+            threads,
+            cli.exit_after_secs.unwrap_or(20),
+            &mut stop,
+        )
+        .await;
     }
 
     let url = cli.upstream.clone().unwrap_or_else(|| cli.url.clone());
     let (address, url_key) = match parse_url(&url) {
         Ok(Upstream::Sv2 { address, key }) => (address, key),
-        Ok(Upstream::Sv1 { address }) => return run_sv1(&cli, address, engine, threads).await,
+        Ok(Upstream::Sv1 { address }) => {
+            return run_sv1(&cli, address, engine, threads, &mut stop).await
+        }
         Err(e) => {
             eprintln!("URL: {e}");
             return ExitCode::from(2);
@@ -296,13 +313,19 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs).await;
+    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs, &mut stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
     code
 }
 
 /// Sv1 mode: `stratum+tcp://address`.
-async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> ExitCode {
+async fn run_sv1(
+    cli: &Cli,
+    address: String,
+    engine: Engine,
+    threads: usize,
+    stop: &mut Shutdown,
+) -> ExitCode {
     if !(cli.reconnect_delay.is_finite() && cli.reconnect_delay >= 0.0) {
         eprintln!("--reconnect-delay: not a number of seconds");
         return ExitCode::from(2);
@@ -355,7 +378,7 @@ async fn run_sv1(cli: &Cli, address: String, engine: Engine, threads: usize) -> 
             return ExitCode::FAILURE;
         }
     };
-    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs).await;
+    let code = supervise(&stats, &mut stop_rx, cli.exit_after_secs, stop).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
     code
 }
@@ -367,6 +390,7 @@ async fn supervise(
     stats: &Arc<Stats>,
     stop_rx: &mut mpsc::Receiver<Stop>,
     exit_after_secs: Option<u64>,
+    stop: &mut Shutdown,
 ) -> ExitCode {
     let started = Instant::now();
     let reporter = tokio::spawn(report(stats.clone()));
@@ -377,7 +401,7 @@ async fn supervise(
             Some(Stop::ChannelRefused(_) | Stop::AuthorizeRefused(_)) | None => ExitCode::FAILURE,
         },
         _ = sleep_opt(deadline) => ExitCode::SUCCESS,
-        _ = terminated() => ExitCode::SUCCESS,
+        _ = stop.recv() => ExitCode::SUCCESS,
     };
     reporter.abort();
     print_summary(&stats.snapshot(), started.elapsed());
@@ -388,29 +412,6 @@ async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Ctrl-C or (Unix) SIGTERM.
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -478,7 +479,7 @@ fn measure(engine: Engine, threads: usize, duration: Duration) -> f64 {
 }
 
 /// `--benchmark`: the real hashing threads on a synthetic work with an impossible target.
-async fn benchmark(engine: Engine, threads: usize, secs: u64) -> ExitCode {
+async fn benchmark(engine: Engine, threads: usize, secs: u64, stop: &mut Shutdown) -> ExitCode {
     let header = synthetic_header();
     let mut prev_hash = [0u8; 32];
     prev_hash.copy_from_slice(&header[4..36]);
@@ -515,7 +516,7 @@ async fn benchmark(engine: Engine, threads: usize, secs: u64) -> ExitCode {
     let reporter = tokio::spawn(report(stats.clone()));
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
-        _ = terminated() => {}
+        _ = stop.recv() => {}
     }
     reporter.abort();
     print_summary(&stats.snapshot(), started.elapsed());

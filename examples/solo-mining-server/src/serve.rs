@@ -219,6 +219,9 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         NullSv2JobDeclarationServerHandler,
         NullSv2TemplateDistributionServerHandler,
     );
+    // Handlers installed before the listening line: a SIGTERM right after it is graceful.
+    let mut stop = tower_stratum::shutdown::Shutdown::listen()
+        .map_err(|e| Failure::Runtime(format!("cannot watch for Ctrl-C/SIGTERM: {e}")))?;
     info!(listen = %local, authority_public_key = %keys.public(), "Sv2 mining server listening");
 
     // The template source, linked to the mining server as its sibling.
@@ -288,15 +291,10 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
     let mut last = MiningStats::default();
     let mut workers: Vec<WorkerStats> = Vec::new();
     let mut no_template = NoTemplateAlarm::new(cfg.no_template_error_secs);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::Runtime(format!("cannot watch SIGTERM: {e}")))?;
     let mut demo_task = demo_task;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => { info!("Ctrl-C: shutting down"); break; }
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            signal = stop.recv() => { info!("{signal}: shutting down"); break; }
             r = async { match demo_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
                 if let Ok(Err(e)) = r { warn!("demo miner stopped: {e}"); }
                 demo_task = None;

@@ -159,17 +159,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         cert_validity: Duration::from_secs(cli.cert_validity_secs),
     });
     let (_service, handle, ticker) = server.serve(config, listener);
+    // Handlers installed before LISTENING: a SIGTERM right after it is a graceful stop.
+    let mut stop = tower_stratum::shutdown::Shutdown::listen()
+        .map_err(|e| runtime(format!("cannot watch for Ctrl-C/SIGTERM: {e}")))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "LISTENING {local}");
         let _ = out.flush();
     }
 
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.recv() => break,
             e = events.recv() => match e {
                 Some(SourceEvent::Templates(u)) => println!("{}", status_template(&u)),
                 Some(SourceEvent::Block(b)) => {
@@ -192,27 +193,4 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     handle.shutdown().await;
     let _ = ticker.await;
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -190,6 +190,9 @@ async fn run(
         None => tower_stratum_translator::spawn(service_cfg, listener),
     }
     .map_err(|e| e.to_string())?;
+    // Handlers installed before the listening line: a SIGTERM right after it is graceful.
+    let mut stop = tower_stratum::shutdown::Shutdown::listen()
+        .map_err(|e| format!("cannot watch for Ctrl-C/SIGTERM: {e}"))?;
     info!(
         listen = %local,
         tls = tls.is_some(),
@@ -199,11 +202,9 @@ async fn run(
     );
     let mut status = tokio::time::interval(Duration::from_secs(cfg.status_interval_secs.max(1)));
     status.tick().await;
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            signal = &mut stop => { info!(signal, "shutting down"); break; }
+            signal = stop.recv() => { info!(signal, "shutting down"); break; }
             _ = status.tick(), if cfg.status_interval_secs > 0 => print_status(&translator.stats()),
         }
     }
@@ -212,31 +213,6 @@ async fn run(
     print!("final ");
     print_status(&last);
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM on Unix (what systemd and container runtimes send): the same graceful
-/// shutdown. Returns the signal's name.
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "Ctrl-C",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
-                let _ = tokio::signal::ctrl_c().await;
-                "Ctrl-C"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }
 
 fn print_status(s: &TranslatorStats) {
