@@ -5,6 +5,7 @@ use crate::config::{Backoff, ClientConfig, ClientTransport, Endpoint};
 use crate::connection::{self, ConnParams, Transport};
 use crate::hub::{ClientHandlers, Hub, HubInput, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
+use crate::protocol::Sv2;
 use crate::request::{Request, RequestSender, Response};
 use crate::server::SiblingIo;
 use crate::{HandlerTypes, ServiceError};
@@ -163,7 +164,7 @@ where
             self.t.requested_extensions(),
         );
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
-        let hub = Hub::new(
+        let hub = Hub::<Sv2, _>::new(
             ClientHandlers {
                 m: self.m,
                 j: self.j,
@@ -355,7 +356,7 @@ struct Supervisor<S> {
     endpoint: Endpoint,
     cfg: ClientConfig,
     stack: S,
-    hub: mpsc::Sender<HubInput>,
+    hub: mpsc::Sender<HubInput<Sv2>>,
     cancel: CancellationToken,
     ids: Arc<AtomicU64>,
     budget: tower_stratum_codec::PartialFrameBudget,

@@ -17,7 +17,8 @@
 
 use crate::hub::{ConnHandle, HubInput, Outbound};
 use crate::in_flight::InFlight;
-use crate::inbound::InboundStack;
+use crate::inbound::{InboundStack, ProtocolStack};
+use crate::protocol::{Output, Protocol, Route, Sv2};
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -30,14 +31,11 @@ use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tower_stratum_codec::{
-    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, CodecError,
-    PartialFrameBudget, PlainCodec, Sv2Codec,
+    accept_noise, connect_noise, AuthorityKeypair, AuthorityPublicKey, PartialFrameBudget,
+    PlainCodec, Sv2Codec,
 };
 use tower_stratum_core::session::MaxPayload;
-use tower_stratum_core::{
-    Action, Actions, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage, Session,
-    SessionOutput, Sv2Message,
-};
+use tower_stratum_core::{CloseReason, ConnectionId, Frame, Session, SessionOutput};
 use tracing::{debug, info, warn, Instrument};
 
 /// How the byte stream is secured.
@@ -59,7 +57,7 @@ pub(crate) struct ConnParams<S> {
     pub(crate) transport: Transport,
     pub(crate) session: Session,
     pub(crate) stack: S,
-    pub(crate) hub: mpsc::Sender<HubInput>,
+    pub(crate) hub: mpsc::Sender<HubInput<Sv2>>,
     pub(crate) cancel: CancellationToken,
     /// Receive limits, applied to the session (which tells the codec's limit per stage).
     pub(crate) max_payload: MaxPayload,
@@ -172,34 +170,34 @@ where
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
 
-    let (out_tx, out_rx) = mpsc::channel::<Outbound>(outbound_queue.max(1));
-    // Cancelled by the hub when this client's queue overflows (slow-consumer policy). A child of
-    // `cancel`, so waiting on it alone also sees shutdown.
-    let evict = cancel.child_token();
-    let shell = Shell {
-        id,
-        peer,
+    let shell = Shell::<Sv2, IO, S>::new(
         framed,
         session,
-        stack,
-        hub,
-        out_tx: Some(out_tx),
-        out_rx,
-        ctx: None,
-        guard: Guard {
+        Links {
+            id,
+            peer,
+            stack,
+            hub,
             cancel,
-            evict,
+            outbound_queue,
+            max_in_flight,
             write_timeout,
         },
-        in_flight: InFlight::new(),
-        max_in_flight: max_in_flight.max(1),
-        held: None,
-        closing: None,
-        unflushed: false,
-        max_payload,
-        frame_started: false,
-    };
+    );
     shell.run().await
+}
+
+/// What every connection task gets from its service, whatever the protocol.
+pub(crate) struct Links<P: Protocol, S> {
+    pub(crate) id: ConnectionId,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) stack: S,
+    pub(crate) hub: mpsc::Sender<HubInput<P>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) outbound_queue: usize,
+    /// Calls into the inbound stack outstanding at once, at least 1.
+    pub(crate) max_in_flight: usize,
+    pub(crate) write_timeout: Duration,
 }
 
 /// Events handled per wake-up before the task flushes and yields: bounds the work one busy
@@ -212,17 +210,17 @@ const BATCH: u32 = 32;
 const FLUSH_AT: usize = 8 * 1024;
 
 /// An established (or setting up) connection after the transport handshake: the event loop.
-struct Shell<IO, S: InboundStack> {
+pub(crate) struct Shell<P: Protocol, IO, S: ProtocolStack<P>> {
     id: ConnectionId,
     peer: Option<SocketAddr>,
-    framed: Framed<IO, Sv2Codec>,
-    session: Session,
+    framed: Framed<IO, P::Codec>,
+    session: P::Session,
     stack: S,
-    hub: mpsc::Sender<HubInput>,
+    hub: mpsc::Sender<HubInput<P>>,
     /// Handed to the hub (in `Added`) once established.
-    out_tx: Option<mpsc::Sender<Outbound>>,
-    out_rx: mpsc::Receiver<Outbound>,
-    ctx: Option<ConnectionContext>,
+    out_tx: Option<mpsc::Sender<Outbound<P>>>,
+    out_rx: mpsc::Receiver<Outbound<P>>,
+    ctx: Option<P::Context>,
     guard: Guard,
     /// Calls into the inbound stack, answered in the order the messages arrived.
     in_flight: InFlight<tracing::instrument::Instrumented<S::Future>>,
@@ -230,34 +228,68 @@ struct Shell<IO, S: InboundStack> {
     /// A session output that has to wait: a message to deliver while the stack is not ready or
     /// `max_in_flight` calls are outstanding, or a transmit/close that must not overtake the
     /// answers in flight. Nothing more is taken from the session (or read) meanwhile.
-    held: Option<SessionOutput>,
-    closing: Option<CloseReason>,
+    held: Option<Output<P>>,
+    closing: Option<P::CloseReason>,
     /// Something was fed to the write buffer since the last flush.
     unflushed: bool,
     /// The codec's current receive limit (the session's, applied after each frame).
-    max_payload: usize,
+    max_payload: Option<usize>,
     /// The session knows that a frame has started to arrive (its frame timer is armed).
     frame_started: bool,
 }
 
 /// What woke the connection task.
-enum Event {
-    Stop(CloseReason),
-    Answer(Option<Result<Actions, tower::BoxError>>),
+enum Event<P: Protocol> {
+    Stop(P::CloseReason),
+    Answer(Option<Result<P::Actions, tower::BoxError>>),
     Ready(Result<(), tower::BoxError>),
-    Outbound(Option<Outbound>),
-    Frame(Option<Result<Frame, CodecError>>),
+    Outbound(Option<Outbound<P>>),
+    Frame(Option<Result<P::Frame, P::CodecError>>),
     /// The bytes received so far end inside a frame (reported once per frame).
     FrameStarted,
     Timer,
 }
 
-impl<IO, S> Shell<IO, S>
+impl<P, IO, S> Shell<P, IO, S>
 where
+    P: Protocol,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: InboundStack,
+    S: ProtocolStack<P>,
 {
-    async fn run(mut self) -> (CloseReason, bool) {
+    /// A connection's event loop over `framed` (its transport handshake, if any, done).
+    pub(crate) fn new(framed: Framed<IO, P::Codec>, session: P::Session, l: Links<P, S>) -> Self {
+        let (out_tx, out_rx) = mpsc::channel::<Outbound<P>>(l.outbound_queue.max(1));
+        // Cancelled by the hub when this peer's queue overflows (slow-consumer policy). A child
+        // of `cancel`, so waiting on it alone also sees shutdown.
+        let evict = l.cancel.child_token();
+        let max_payload = P::max_payload(&session);
+        Shell {
+            id: l.id,
+            peer: l.peer,
+            framed,
+            session,
+            stack: l.stack,
+            hub: l.hub,
+            out_tx: Some(out_tx),
+            out_rx,
+            ctx: None,
+            guard: Guard {
+                cancel: l.cancel,
+                evict,
+                write_timeout: l.write_timeout,
+            },
+            in_flight: InFlight::new(),
+            max_in_flight: l.max_in_flight.max(1),
+            held: None,
+            closing: None,
+            unflushed: false,
+            max_payload,
+            frame_started: false,
+        }
+    }
+
+    /// Runs the connection to its end: why it closed, and whether it was established.
+    pub(crate) async fn run(mut self) -> (P::CloseReason, bool) {
         // One resettable timer for the session's deadlines. It is armed lazily: only moved
         // earlier, else left to fire, after which the session (which ignores an early call)
         // says what is next. So a frame that pushes the inactivity deadline back costs nothing.
@@ -292,7 +324,7 @@ where
                         tokio::task::yield_now().await;
                         budget = BATCH;
                     }
-                    if let Some(want) = self.session.poll_timeout() {
+                    if let Some(want) = P::poll_timeout(&self.session) {
                         if armed.is_none_or(|a| want < a) {
                             timer.as_mut().reset(Instant::from_std(want));
                             armed = Some(want);
@@ -326,7 +358,7 @@ where
                 self.flush().await;
             }
         }
-        let reason = self.closing.take().unwrap_or(CloseReason::Shutdown);
+        let reason = self.closing.take().unwrap_or_else(P::shutdown);
         self.flush().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.framed.close()).await;
         if let Some(c) = self.ctx {
@@ -338,7 +370,7 @@ where
             }
         }
         info!(%reason, "closed");
-        if peer_at_fault(&reason) {
+        if P::peer_at_fault(&reason) {
             crate::peer_log::dropped(self.peer, &reason);
         }
         (reason, self.ctx.is_some())
@@ -347,47 +379,39 @@ where
     /// Performs the session's outputs in order until one has to wait (see `held`).
     async fn pump(&mut self) {
         while self.closing.is_none() {
-            let Some(out) = self.held.take().or_else(|| self.session.poll_output()) else {
+            let Some(out) = self
+                .held
+                .take()
+                .or_else(|| P::poll_output(&mut self.session, self.id, self.peer))
+            else {
                 return;
             };
             match out {
-                SessionOutput::Deliver(message) => {
+                Output::Deliver(message) => {
                     let Some(c) = self.ctx else { continue };
                     if self.in_flight.len() >= self.max_in_flight {
-                        self.held = Some(SessionOutput::Deliver(message));
+                        self.held = Some(Output::Deliver(message));
                         return;
                     }
                     match poll_fn(|cx| Poll::Ready(self.stack.poll_ready(cx))).await {
                         Poll::Pending => {
-                            self.held = Some(SessionOutput::Deliver(message));
+                            self.held = Some(Output::Deliver(message));
                             return;
                         }
                         Poll::Ready(Ok(())) => {
-                            let span = tracing::debug_span!("message", name = message.name());
-                            let call = span
-                                .in_scope(|| self.stack.call(InboundMessage { ctx: c, message }));
+                            let span = P::message_span(&message);
+                            let call = span.in_scope(|| self.stack.call(P::inbound(c, message)));
                             self.in_flight.push_back(call.instrument(span));
                         }
                         Poll::Ready(Err(e)) => self.stack_error(e),
                     }
                 }
-                out @ (SessionOutput::Transmit(_) | SessionOutput::Close(_))
-                    if !self.in_flight.is_empty() =>
-                {
+                out @ (Output::Transmit(_) | Output::Close(_)) if !self.in_flight.is_empty() => {
                     self.held = Some(out);
                     return;
                 }
-                SessionOutput::Transmit(m) => self.write(m),
-                SessionOutput::Established(info) => {
-                    let c = ConnectionContext {
-                        id: self.id,
-                        peer: self.peer,
-                        role: self.session.role(),
-                        info,
-                    };
-                    tracing::Span::current()
-                        .record("protocol", tracing::field::display(info.protocol));
-                    info!(version = info.version, flags = info.flags, "established");
+                Output::Transmit(m) => self.write(m),
+                Output::Established(c) => {
                     self.ctx = Some(c);
                     if let Some(tx) = self.out_tx.take() {
                         let handle = ConnHandle {
@@ -398,11 +422,11 @@ where
                         // the message (the task's future stays small).
                         match self.hub.reserve().await {
                             Ok(permit) => permit.send(HubInput::Added { ctx: c, handle }),
-                            Err(_) => self.session.close(CloseReason::Shutdown),
+                            Err(_) => P::close(&mut self.session, P::shutdown()),
                         }
                     }
                 }
-                SessionOutput::Close(reason) => self.closing = Some(reason),
+                Output::Close(reason) => self.closing = Some(reason),
             }
         }
     }
@@ -414,10 +438,10 @@ where
         wait: bool,
         timer: Pin<&mut tokio::time::Sleep>,
         armed: bool,
-    ) -> Option<Event> {
+    ) -> Option<Event<P>> {
         let answers = !self.in_flight.is_empty();
         let room = self.in_flight.len() < self.max_in_flight;
-        let want_ready = room && matches!(self.held, Some(SessionOutput::Deliver(_)));
+        let want_ready = room && matches!(self.held, Some(Output::Deliver(_)));
         let can_read = room && self.held.is_none();
         let outbound = self.ctx.is_some();
         let stack = &mut self.stack;
@@ -425,25 +449,25 @@ where
         let started = self.frame_started;
         tokio::select! {
             biased;
-            _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(self.guard.stop_reason())),
+            _ = self.guard.evict.cancelled(), if wait => Some(Event::Stop(self.guard.stop_reason::<P>())),
             a = self.in_flight.next(), if answers => Some(Event::Answer(a)),
             r = poll_fn(|cx| stack.poll_ready(cx)), if want_ready => Some(Event::Ready(r)),
             o = self.out_rx.recv(), if outbound => Some(Event::Outbound(o)),
-            f = poll_fn(|cx| poll_frame(framed, started, cx)), if can_read => Some(f),
+            f = poll_fn(|cx| poll_frame::<P, IO>(framed, started, cx)), if can_read => Some(f),
             _ = timer, if wait && armed => Some(Event::Timer),
             else => None,
         }
     }
 
     /// Handles one event. Replies only go into the write buffer (see [`Shell::write`]).
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event<P>) {
         match event {
             Event::Stop(r) => self.close_now(r),
             Event::Answer(Some(Ok(actions))) => {
-                for a in actions {
-                    match a {
-                        Action::Reply(m) => self.write(m),
-                        Action::Close(reason) => self.close_now(CloseReason::Closed(reason)),
+                for r in P::routes(actions) {
+                    match r {
+                        Route::Reply(m) => self.write(m),
+                        Route::Close(reason) => self.close_now(P::closed(reason)),
                         _ => {}
                     }
                 }
@@ -456,51 +480,54 @@ where
                 self.held = None;
                 self.stack_error(e);
             }
-            Event::Outbound(Some(Outbound::Frame(f))) => self.write_frame(f),
+            Event::Outbound(Some(Outbound::Msg(m))) => self.write(m),
+            Event::Outbound(Some(Outbound::Wire(w))) => self.write_wire(w),
             Event::Outbound(Some(Outbound::Close(r))) => self.close_now(r),
-            Event::Outbound(None) => self.close_now(CloseReason::Shutdown),
+            Event::Outbound(None) => self.close_now(P::shutdown()),
             Event::Frame(Some(Ok(f))) => {
                 let now = now();
-                self.session.handle_frame(now, f);
+                P::handle_frame(&mut self.session, now, f);
                 // The next frame's deadline starts now, if its first bytes are already in.
-                self.session.frame_progress(now, false);
-                self.frame_started = partial_frame(&self.framed);
-                self.session.frame_progress(now, self.frame_started);
-                let limit = self.session.max_payload();
+                P::frame_progress(&mut self.session, now, false);
+                self.frame_started = partial_frame::<P, IO>(&self.framed);
+                P::frame_progress(&mut self.session, now, self.frame_started);
+                let limit = P::max_payload(&self.session);
                 if limit != self.max_payload {
                     self.max_payload = limit;
-                    self.framed.codec_mut().set_max_payload(limit);
+                    if let Some(l) = limit {
+                        P::set_max_payload(self.framed.codec_mut(), l);
+                    }
                 }
             }
-            Event::Frame(Some(Err(e))) => self.session.close(CloseReason::Transport(e.to_string())),
+            Event::Frame(Some(Err(e))) => P::handle_codec_error(&mut self.session, e),
             Event::FrameStarted => {
                 self.frame_started = true;
-                self.session.frame_progress(now(), true);
+                P::frame_progress(&mut self.session, now(), true);
             }
-            Event::Frame(None) => self.session.close(CloseReason::PeerClosed),
-            Event::Timer => self.session.handle_timeout(now()),
+            Event::Frame(None) => P::peer_closed(&mut self.session),
+            Event::Timer => P::handle_timeout(&mut self.session, now()),
         }
     }
 
     /// Encodes `m` into the write buffer, flushed once per batch, or before more is handled once
     /// it holds [`FLUSH_AT`] bytes. No await here: a write that cannot complete is the flush's.
-    fn write(&mut self, m: Sv2Message) {
-        let name = m.name();
-        match m.encode() {
-            Ok(f) => self.write_frame(f),
+    fn write(&mut self, m: P::Outgoing) {
+        P::on_send(&mut self.session, &m);
+        match P::encode(m) {
+            Ok(w) => self.write_wire(w),
             Err(e) => {
-                warn!(message = name, error = %e, "cannot encode");
-                self.close_now(CloseReason::Closed(format!("cannot encode {name}: {e}")));
+                warn!(error = %e, "cannot encode");
+                self.close_now(P::closed(e));
             }
         }
     }
 
-    fn write_frame(&mut self, f: Frame) {
+    fn write_wire(&mut self, w: P::Wire) {
         // `Framed::start_send` only encodes into the write buffer (its `poll_ready` would only
         // flush above tokio-util's 8 KiB boundary, which `run` does itself with `FLUSH_AT`).
-        match Pin::new(&mut self.framed).start_send(f) {
+        match Pin::new(&mut self.framed).start_send(w) {
             Ok(()) => self.unflushed = true,
-            Err(e) => self.close_now(CloseReason::Transport(e.to_string())),
+            Err(e) => self.close_now(P::io_error(e.to_string())),
         }
     }
 
@@ -511,12 +538,9 @@ where
         }
         self.unflushed = false;
         let framed = &mut self.framed;
-        let flushed = self.guard.run(async {
-            framed
-                .flush()
-                .await
-                .map_err(|e| CloseReason::Io(e.to_string()))
-        });
+        let flushed = self
+            .guard
+            .run::<P, _>(async { framed.flush().await.map_err(|e| P::io_error(e.to_string())) });
         if let Err(r) = flushed.await {
             self.close_now(r);
         }
@@ -524,9 +548,9 @@ where
 
     /// Closes without waiting for the answers in flight (a handler's `Close`, a failed write,
     /// eviction, shutdown). A close the session already decided keeps its reason.
-    fn close_now(&mut self, reason: CloseReason) {
+    fn close_now(&mut self, reason: P::CloseReason) {
         let reason = match self.held.take() {
-            Some(SessionOutput::Close(first)) => first,
+            Some(Output::Close(first)) => first,
             other => {
                 self.held = other;
                 reason
@@ -539,7 +563,7 @@ where
 
     fn stack_error(&mut self, e: tower::BoxError) {
         if e.downcast_ref::<crate::ServiceError>().is_some() {
-            self.close_now(CloseReason::Shutdown);
+            self.close_now(P::shutdown());
         } else {
             warn!(error = %e, "inbound stack error; message dropped");
         }
@@ -548,37 +572,23 @@ where
 
 /// The next frame, or [`Event::FrameStarted`] when reading stops inside a frame the session
 /// has not been told about (`started == false`).
-fn poll_frame<IO: AsyncRead + AsyncWrite + Unpin>(
-    framed: &mut Framed<IO, Sv2Codec>,
+fn poll_frame<P: Protocol, IO: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<IO, P::Codec>,
     started: bool,
     cx: &mut std::task::Context<'_>,
-) -> Poll<Event> {
+) -> Poll<Event<P>> {
     match framed.poll_next_unpin(cx) {
         Poll::Ready(f) => Poll::Ready(Event::Frame(f)),
-        Poll::Pending if !started && partial_frame(framed) => Poll::Ready(Event::FrameStarted),
+        Poll::Pending if !started && partial_frame::<P, IO>(framed) => {
+            Poll::Ready(Event::FrameStarted)
+        }
         Poll::Pending => Poll::Pending,
     }
 }
 
 /// Whether the bytes received so far end inside a frame.
-fn partial_frame<IO>(framed: &Framed<IO, Sv2Codec>) -> bool {
-    !framed.read_buffer().is_empty() || framed.codec().buffered_len() > 0
-}
-
-/// Whether a close is the peer's doing (a broken rule, bad bytes, a missed deadline): worth a
-/// line in the operator's log, unlike an orderly close or our own shutdown.
-fn peer_at_fault(reason: &CloseReason) -> bool {
-    use tower_stratum_core::session::Timer;
-    matches!(
-        reason,
-        CloseReason::PeerMisbehaved(_)
-            | CloseReason::Transport(_)
-            | CloseReason::Handshake(_)
-            | CloseReason::SlowConsumer
-            | CloseReason::TimedOut(
-                Timer::Handshake | Timer::Setup | Timer::Inactivity | Timer::Frame
-            )
-    )
+fn partial_frame<P: Protocol, IO>(framed: &Framed<IO, P::Codec>) -> bool {
+    !framed.read_buffer().is_empty() || P::codec_buffered(framed.codec()) > 0
 }
 
 /// A peer address for logs: `127.0.0.1:34254`, or `-` for a stream without one.
@@ -632,27 +642,27 @@ struct Guard {
 }
 
 impl Guard {
-    async fn run<T>(
+    async fn run<P: Protocol, T>(
         &self,
-        f: impl Future<Output = Result<T, CloseReason>>,
-    ) -> Result<T, CloseReason> {
+        f: impl Future<Output = Result<T, P::CloseReason>>,
+    ) -> Result<T, P::CloseReason> {
         let mut f = std::pin::pin!(f);
         if let Some(r) = poll_once(f.as_mut()).await {
             return r;
         }
         tokio::select! {
             biased;
-            _ = self.evict.cancelled() => Err(self.stop_reason()),
-            r = tokio::time::timeout(self.write_timeout, f) => r.unwrap_or(Err(CloseReason::SlowConsumer)),
+            _ = self.evict.cancelled() => Err(self.stop_reason::<P>()),
+            r = tokio::time::timeout(self.write_timeout, f) => r.unwrap_or_else(|_| Err(P::slow_consumer())),
         }
     }
 
     /// Why `evict` fired: shutdown (its parent) or the hub's slow-consumer eviction.
-    fn stop_reason(&self) -> CloseReason {
+    fn stop_reason<P: Protocol>(&self) -> P::CloseReason {
         if self.cancel.is_cancelled() {
-            CloseReason::Shutdown
+            P::shutdown()
         } else {
-            CloseReason::SlowConsumer
+            P::slow_consumer()
         }
     }
 }

@@ -6,7 +6,7 @@
 //! peer cannot stall the hub or any other connection. Messages for a sibling whose queue is
 //! full wait in a bounded backlog that the hub's loop drains as room appears.
 
-use crate::request::{Request, Response};
+use crate::protocol::{Command, Protocol, Route, Sv2};
 use crate::ServiceError;
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,62 +20,67 @@ use tower_stratum_core::handler::{
     Sv2TemplateDistributionServerHandler,
 };
 use tower_stratum_core::{
-    Action, Actions, CloseReason, ConnectionContext, ConnectionId, Frame, InboundMessage,
-    SiblingMessage, Subprotocol,
+    Actions, CloseReason, ConnectionContext, ConnectionId, InboundMessage, SiblingMessage,
+    Subprotocol,
 };
 use tracing::{debug, warn};
 
 /// What a connection task's outbound queue carries.
 #[derive(Debug)]
-pub(crate) enum Outbound {
-    Frame(Frame),
-    Close(CloseReason),
+pub(crate) enum Outbound<P: Protocol> {
+    /// A message for this connection alone, encoded by its task (which lets the session see
+    /// it first).
+    Msg(P::Outgoing),
+    /// A message encoded once for several connections.
+    Wire(P::Wire),
+    Close(P::CloseReason),
 }
 
 /// The hub's view of one established connection.
 #[derive(Debug)]
-pub(crate) struct ConnHandle {
-    pub(crate) tx: mpsc::Sender<Outbound>,
+pub(crate) struct ConnHandle<P: Protocol> {
+    pub(crate) tx: mpsc::Sender<Outbound<P>>,
     pub(crate) cancel: CancellationToken,
 }
 
 /// Inputs of the hub task.
 #[derive(Debug)]
-pub(crate) enum HubInput {
+pub(crate) enum HubInput<P: Protocol> {
     Dispatch {
-        msg: InboundMessage,
-        reply: oneshot::Sender<Actions>,
+        msg: P::Inbound,
+        reply: oneshot::Sender<P::Actions>,
     },
     Added {
-        ctx: ConnectionContext,
-        handle: ConnHandle,
+        ctx: P::Context,
+        handle: ConnHandle<P>,
     },
     Removed {
-        ctx: ConnectionContext,
-        reason: CloseReason,
+        ctx: P::Context,
+        reason: P::CloseReason,
     },
     Request {
-        req: Request,
-        reply: oneshot::Sender<Result<Response, ServiceError>>,
+        req: P::Request,
+        reply: oneshot::Sender<Result<P::Response, ServiceError>>,
     },
     Stop,
 }
 
-/// The three handlers of one side, behind one dispatch interface.
-pub(crate) trait HandlerSet: Send + 'static {
-    fn dispatch(&mut self, msg: InboundMessage) -> impl Future<Output = Actions> + Send;
-    fn added(&mut self, ctx: ConnectionContext) -> impl Future<Output = Actions> + Send;
+/// The handlers of one side of one protocol, behind one dispatch interface: Sv2's three
+/// (one per subprotocol, server or client side), or one Sv1 server handler.
+pub(crate) trait HandlerSet<P: Protocol>: Send + 'static {
+    fn dispatch(&mut self, msg: P::Inbound) -> impl Future<Output = P::Actions> + Send;
+    fn added(&mut self, ctx: P::Context) -> impl Future<Output = P::Actions> + Send;
     fn removed(
         &mut self,
-        ctx: ConnectionContext,
-        reason: CloseReason,
-    ) -> impl Future<Output = Actions> + Send;
-    fn sibling(&mut self, msg: SiblingMessage) -> impl Future<Output = Actions> + Send;
-    fn sibling_closed(&mut self) -> impl Future<Output = Actions> + Send;
+        ctx: P::Context,
+        reason: P::CloseReason,
+    ) -> impl Future<Output = P::Actions> + Send;
+    fn sibling(&mut self, msg: SiblingMessage) -> impl Future<Output = P::Actions> + Send;
+    fn sibling_closed(&mut self) -> impl Future<Output = P::Actions> + Send;
     /// The earliest of the handlers' `poll_timeout`s.
     fn poll_timeout(&self) -> Option<std::time::Instant>;
     /// Calls `on_timer` of every handler whose deadline is due at `now`.
-    fn timer(&mut self, now: std::time::Instant) -> impl Future<Output = Actions> + Send;
+    fn timer(&mut self, now: std::time::Instant) -> impl Future<Output = P::Actions> + Send;
 }
 
 macro_rules! handler_set {
@@ -86,7 +91,7 @@ macro_rules! handler_set {
             pub(crate) t: T,
         }
 
-        impl<M: $m, J: $j, T: $t> HandlerSet for $name<M, J, T> {
+        impl<M: $m, J: $j, T: $t> HandlerSet<Sv2> for $name<M, J, T> {
             async fn dispatch(&mut self, msg: InboundMessage) -> Actions {
                 $dispatch(&mut self.m, &mut self.j, &mut self.t, msg).await
             }
@@ -174,15 +179,15 @@ pub(crate) struct SiblingEnd {
 /// `SubmitSolution` is answered-then-queued like any other message).
 const SIBLING_BACKLOG: usize = 4096;
 
-pub(crate) struct Hub<H> {
+pub(crate) struct Hub<P: Protocol, H> {
     pub(crate) handlers: H,
-    pub(crate) conns: HashMap<ConnectionId, (ConnectionContext, ConnHandle)>,
+    pub(crate) conns: HashMap<ConnectionId, (P::Context, ConnHandle<P>)>,
     pub(crate) sibling: Option<SiblingEnd>,
     /// Messages for the sibling waiting for room in its queue, oldest first.
     sibling_backlog: std::collections::VecDeque<SiblingMessage>,
 }
 
-impl<H: HandlerSet> Hub<H> {
+impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
     pub(crate) fn new(handlers: H, sibling: Option<SiblingEnd>) -> Self {
         Self {
             handlers,
@@ -193,7 +198,7 @@ impl<H: HandlerSet> Hub<H> {
     }
 
     /// Runs until [`HubInput::Stop`] or until every input sender is gone.
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<HubInput>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<HubInput<P>>) {
         // One sleep for the handlers' earliest deadline, reset only when it changes.
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
@@ -229,7 +234,7 @@ impl<H: HandlerSet> Hub<H> {
                     armed = None;
                     let now = tokio::time::Instant::now().into_std();
                     let actions = self.handlers.timer(now).await;
-                    self.apply(None, actions).await;
+                    self.apply(None, actions);
                 }
                 Some(permit) = sibling_room => {
                     if let Some(msg) = self.sibling_backlog.pop_front() {
@@ -243,14 +248,14 @@ impl<H: HandlerSet> Hub<H> {
                 msg = sibling_rx => match msg {
                     Some(msg) => {
                         let actions = self.handlers.sibling(msg).await;
-                        self.apply(None, actions).await;
+                        self.apply(None, actions);
                     }
                     None => {
                         // The sibling stopped: report it once, then stop polling it.
                         debug!("sibling closed");
                         self.sibling = None;
                         let actions = self.handlers.sibling_closed().await;
-                        self.apply(None, actions).await;
+                        self.apply(None, actions);
                     }
                 },
             }
@@ -260,24 +265,25 @@ impl<H: HandlerSet> Hub<H> {
         }
     }
 
-    async fn on_input(&mut self, input: HubInput) {
+    async fn on_input(&mut self, input: HubInput<P>) {
         match input {
             HubInput::Dispatch { msg, reply } => {
-                let origin = msg.ctx.id;
+                let origin = P::origin(&msg);
                 let actions = self.handlers.dispatch(msg).await;
-                let mine = self.apply(Some(origin), actions).await;
+                let mine = self.apply(Some(origin), actions);
                 let _ = reply.send(mine);
             }
             HubInput::Added { ctx, handle } => {
-                self.conns.insert(ctx.id, (ctx, handle));
+                let id = P::id(&ctx);
+                self.conns.insert(id, (ctx, handle));
                 let actions = self.handlers.added(ctx).await;
-                let mine = self.apply(Some(ctx.id), actions).await;
-                self.deliver_own(ctx.id, mine);
+                let mine = self.apply(Some(id), actions);
+                self.deliver_own(id, mine);
             }
             HubInput::Removed { ctx, reason } => {
-                if self.conns.remove(&ctx.id).is_some() {
+                if self.conns.remove(&P::id(&ctx)).is_some() {
                     let actions = self.handlers.removed(ctx, reason).await;
-                    self.apply(None, actions).await;
+                    self.apply(None, actions);
                 }
             }
             HubInput::Request { req, reply } => {
@@ -288,141 +294,140 @@ impl<H: HandlerSet> Hub<H> {
         }
     }
 
-    async fn on_request(&mut self, req: Request) -> Result<Response, ServiceError> {
-        match req {
-            Request::SendTo(id, msg) => {
-                if !self.conns.contains_key(&id) {
-                    return Err(ServiceError::UnknownConnection(id));
+    async fn on_request(&mut self, req: P::Request) -> Result<P::Response, ServiceError> {
+        match P::command(req) {
+            Command::Routes { routes, require } => {
+                if let Some(id) = require {
+                    if !self.conns.contains_key(&id) {
+                        return Err(ServiceError::UnknownConnection(id));
+                    }
                 }
-                self.apply(None, Action::SendTo(id, msg).into()).await;
-                Ok(Response::Done)
-            }
-            Request::Broadcast(p, msg) => {
-                self.apply(None, Action::Broadcast(p, msg).into()).await;
-                Ok(Response::Done)
-            }
-            Request::Disconnect(id) => {
-                if !self.conns.contains_key(&id) {
-                    return Err(ServiceError::UnknownConnection(id));
+                let mut none = P::Actions::default();
+                for r in routes {
+                    self.route(None, r, &mut none);
                 }
-                self.apply(
-                    None,
-                    Action::Disconnect(id, "disconnected by application".into()).into(),
-                )
-                .await;
-                Ok(Response::Done)
+                Ok(P::done())
             }
-            Request::ListConnections => {
-                let mut v: Vec<ConnectionContext> = self.conns.values().map(|(c, _)| *c).collect();
-                v.sort_by_key(|c| c.id);
-                Ok(Response::Connections(v))
+            Command::List => {
+                let mut v: Vec<P::Context> = self.conns.values().map(|(c, _)| *c).collect();
+                v.sort_by_key(|c| P::id(c));
+                Ok(P::connections(v))
             }
-            Request::ToHandlers(msg) => {
+            Command::ToHandlers(msg) => {
                 let actions = self.handlers.sibling(msg).await;
-                self.apply(None, actions).await;
-                Ok(Response::Done)
+                self.apply(None, actions);
+                Ok(P::done())
             }
-            Request::ToSibling(msg) => {
+            Command::ToSibling(msg) => {
                 if self.sibling.is_none() {
                     return Err(ServiceError::NoSibling);
                 }
-                self.apply(None, Action::ToSibling(msg).into()).await;
-                Ok(Response::Done)
+                self.send_to_sibling(msg);
+                Ok(P::done())
             }
         }
     }
 
     /// Queues `actions` addressed to the connection itself (from `on_connection_added`).
-    fn deliver_own(&mut self, id: ConnectionId, mine: Actions) {
-        for a in mine {
-            match a {
-                Action::Reply(m) => self.push(id, m),
-                Action::Close(reason) => self.close(id, CloseReason::Closed(reason)),
+    fn deliver_own(&mut self, id: ConnectionId, mine: P::Actions) {
+        for r in P::routes(mine) {
+            match r {
+                Route::Reply(m) => self.push(id, Outbound::Msg(m)),
+                Route::Close(reason) => self.close(id, P::closed(reason)),
                 _ => {}
             }
         }
     }
 
     /// Executes everything not addressed to `origin`; returns what is (replies and close),
-    /// which the origin's connection task performs itself, in order.
-    async fn apply(&mut self, origin: Option<ConnectionId>, actions: Actions) -> Actions {
+    /// which the origin's connection task performs itself, in order. Never waits: a full
+    /// connection queue evicts that connection, a full sibling queue fills the backlog.
+    fn apply(&mut self, origin: Option<ConnectionId>, actions: P::Actions) -> P::Actions {
         // The usual answer to a share: only replies (or a close) for the origin. Hand the
-        // handler's vector back as it is instead of moving its items into a new one.
-        if origin.is_some()
-            && actions
-                .0
-                .iter()
-                .all(|a| matches!(a, Action::Reply(_) | Action::Close(_)))
-        {
+        // handler's actions back as they are instead of moving them into new ones.
+        if origin.is_some() && P::only_own(&actions) {
             return actions;
         }
-        let mut mine = Actions::none();
-        for a in actions {
-            match a {
-                Action::Reply(m) if origin.is_some() => mine.push(Action::Reply(m)),
-                Action::Close(r) if origin.is_some() => mine.push(Action::Close(r)),
-                Action::Reply(_) | Action::Close(_) => {}
-                Action::SendTo(id, m) if Some(id) == origin => mine.push(Action::Reply(m)),
-                Action::SendTo(id, m) => self.push(id, m),
-                Action::Broadcast(p, m) => self.broadcast(p, m, origin, &mut mine),
-                Action::Disconnect(id, r) if Some(id) == origin => mine.push(Action::Close(r)),
-                Action::Disconnect(id, r) => self.close(id, CloseReason::Closed(r)),
-                Action::ToSibling(msg) => self.send_to_sibling(msg),
-                _ => {}
-            }
+        let mut mine = P::Actions::default();
+        for r in P::routes(actions) {
+            self.route(origin, r, &mut mine);
         }
         mine
     }
 
-    fn push(&mut self, id: ConnectionId, m: tower_stratum_core::Sv2Message) {
-        let name = m.name();
-        match m.encode() {
-            Ok(f) => self.push_frame(id, f),
-            Err(e) => warn!(connection = %id, message = name, error = %e, "cannot encode"),
+    fn route(&mut self, origin: Option<ConnectionId>, r: Route<P>, mine: &mut P::Actions) {
+        match r {
+            Route::Reply(m) if origin.is_some() => P::push_reply(mine, m),
+            Route::Close(reason) if origin.is_some() => P::push_close(mine, reason),
+            Route::Reply(_) | Route::Close(_) => {
+                debug!("reply or close without a connection ignored")
+            }
+            Route::SendTo(id, m) if Some(id) == origin => P::push_reply(mine, m),
+            Route::SendTo(id, m) => self.push(id, Outbound::Msg(m)),
+            Route::Multicast(ids, m) => self.multicast(ids.into_iter(), m, origin, mine),
+            Route::Broadcast(group, m) => {
+                let ids: Vec<ConnectionId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, (c, _))| P::in_group(c, &group))
+                    .map(|(id, _)| *id)
+                    .collect();
+                self.multicast(ids.into_iter(), m, origin, mine);
+            }
+            Route::Disconnect(id, reason) if Some(id) == origin => P::push_close(mine, reason),
+            Route::Disconnect(id, reason) => self.close(id, P::closed(reason)),
+            Route::ToSibling(msg) => self.send_to_sibling(msg),
         }
     }
 
-    fn push_frame(&self, id: ConnectionId, f: Frame) {
+    /// One message to several connections: the origin's copy goes back as a reply (written by
+    /// its connection task); the others share one encoding when the protocol allows it.
+    fn multicast(
+        &mut self,
+        ids: impl Iterator<Item = ConnectionId>,
+        m: P::Outgoing,
+        origin: Option<ConnectionId>,
+        mine: &mut P::Actions,
+    ) {
+        let mut others = Vec::new();
+        for id in ids {
+            if Some(id) == origin {
+                P::push_reply(mine, m.clone());
+            } else {
+                others.push(id);
+            }
+        }
+        if others.is_empty() {
+            return;
+        }
+        match P::shared_wire(m) {
+            Ok(Some(wire)) => {
+                for id in others {
+                    self.push(id, Outbound::Wire(wire.clone()));
+                }
+            }
+            Ok(None) => {}
+            Err(typed) => {
+                for id in others {
+                    self.push(id, Outbound::Msg(typed.clone()));
+                }
+            }
+        }
+    }
+
+    fn push(&self, id: ConnectionId, out: Outbound<P>) {
         let Some((_, h)) = self.conns.get(&id) else {
             debug!(connection = %id, "send to unknown connection dropped");
             return;
         };
-        if h.tx.try_send(Outbound::Frame(f)).is_err() {
-            warn!(connection = %id, "outbound queue full: disconnecting slow client");
+        if h.tx.try_send(out).is_err() {
+            warn!(connection = %id, "outbound queue full: disconnecting slow peer");
             h.cancel.cancel();
             // The connection task reports Removed when it exits.
         }
     }
 
-    fn broadcast(
-        &mut self,
-        p: Subprotocol,
-        m: tower_stratum_core::Sv2Message,
-        origin: Option<ConnectionId>,
-        mine: &mut Actions,
-    ) {
-        let name = m.name();
-        // The origin's own copy goes back as a reply (written by its connection task); only
-        // then does the message need cloning before it is encoded once for everyone else.
-        let origin_targeted = origin
-            .and_then(|id| self.conns.get(&id))
-            .is_some_and(|(c, _)| c.protocol() == p);
-        let own = origin_targeted.then(|| m.clone());
-        let frame = match m.encode() {
-            Ok(f) => f,
-            Err(e) => return warn!(message = name, error = %e, "cannot encode broadcast"),
-        };
-        if let Some(own) = own {
-            mine.push(Action::Reply(own));
-        }
-        for (c, _) in self.conns.values() {
-            if c.protocol() == p && Some(c.id) != origin {
-                self.push_frame(c.id, frame.clone());
-            }
-        }
-    }
-
-    fn close(&mut self, id: ConnectionId, reason: CloseReason) {
+    fn close(&mut self, id: ConnectionId, reason: P::CloseReason) {
         if let Some((_, h)) = self.conns.get(&id) {
             if h.tx.try_send(Outbound::Close(reason)).is_err() {
                 h.cancel.cancel();

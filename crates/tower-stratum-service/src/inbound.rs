@@ -1,6 +1,7 @@
 //! The innermost service of the inbound stack: hands each message to the handler task.
 
 use crate::hub::HubInput;
+use crate::protocol::{Protocol, Sv2};
 use crate::ServiceError;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +21,23 @@ use tower_stratum_core::{Actions, InboundMessage};
 ///
 /// `poll_ready` reserves room in the bounded handler queue. Errors are boxed
 /// [`ServiceError::Stopped`] once the service is shutting down.
-#[derive(Debug)]
-pub struct HandlerService {
-    tx: PollSender<HubInput>,
+///
+/// Generic over the wire [`Protocol`]: `HandlerService` (Sv2) takes [`InboundMessage`]s and
+/// answers [`Actions`]; `HandlerService<Sv1>` takes `Sv1InboundMessage`s and answers
+/// `Sv1Actions`.
+pub struct HandlerService<P: Protocol = Sv2> {
+    tx: PollSender<HubInput<P>>,
 }
 
-impl Clone for HandlerService {
+impl<P: Protocol> std::fmt::Debug for HandlerService<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerService")
+            .field("protocol", &P::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol> Clone for HandlerService<P> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -33,18 +45,18 @@ impl Clone for HandlerService {
     }
 }
 
-impl HandlerService {
-    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<HubInput>) -> Self {
+impl<P: Protocol> HandlerService<P> {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<HubInput<P>>) -> Self {
         Self {
             tx: PollSender::new(tx),
         }
     }
 }
 
-impl tower::Service<InboundMessage> for HandlerService {
-    type Response = Actions;
+impl<P: Protocol> tower::Service<P::Inbound> for HandlerService<P> {
+    type Response = P::Actions;
     type Error = tower::BoxError;
-    type Future = HandlerFuture;
+    type Future = HandlerFuture<P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tower::BoxError>> {
         self.tx
@@ -54,7 +66,7 @@ impl tower::Service<InboundMessage> for HandlerService {
 
     /// Queues the message to the handler task at once (in the slot `poll_ready` reserved), so
     /// the handlers see messages in the order of the `call`s, whenever the futures are polled.
-    fn call(&mut self, msg: InboundMessage) -> Self::Future {
+    fn call(&mut self, msg: P::Inbound) -> Self::Future {
         let (reply, rx) = oneshot::channel();
         let rx = match self.tx.send_item(HubInput::Dispatch { msg, reply }) {
             Ok(()) => Some(rx),
@@ -70,15 +82,22 @@ impl tower::Service<InboundMessage> for HandlerService {
 ///
 /// A named type rather than a boxed future: one allocation less per message (the reply
 /// channel remains).
-#[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
-pub struct HandlerFuture {
+pub struct HandlerFuture<P: Protocol = Sv2> {
     /// `None`: the message could not be queued.
-    rx: Option<oneshot::Receiver<Actions>>,
+    rx: Option<oneshot::Receiver<P::Actions>>,
 }
 
-impl Future for HandlerFuture {
-    type Output = Result<Actions, tower::BoxError>;
+impl<P: Protocol> std::fmt::Debug for HandlerFuture<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerFuture")
+            .field("queued", &self.rx.is_some())
+            .finish()
+    }
+}
+
+impl<P: Protocol> Future for HandlerFuture<P> {
+    type Output = Result<P::Actions, tower::BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.rx.as_mut() {
@@ -88,6 +107,32 @@ impl Future for HandlerFuture {
             None => Poll::Ready(Err(ServiceError::Stopped.into())),
         }
     }
+}
+
+/// Bound on the inbound stack of any protocol's connections: the layered
+/// [`HandlerService<P>`](HandlerService). [`InboundStack`] is this for Sv2.
+pub trait ProtocolStack<P: Protocol>:
+    tower::Service<
+        P::Inbound,
+        Response = P::Actions,
+        Error = tower::BoxError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<P: Protocol, S> ProtocolStack<P> for S where
+    S: tower::Service<
+            P::Inbound,
+            Response = P::Actions,
+            Error = tower::BoxError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// Bound on the inbound stack a service accepts: the layered [`HandlerService`].
@@ -145,7 +190,7 @@ mod tests {
     #[tokio::test]
     async fn answers_come_back_through_the_future_in_call_order() {
         let (tx, mut hub) = tokio::sync::mpsc::channel(4);
-        let mut svc = HandlerService::new(tx);
+        let mut svc = HandlerService::<Sv2>::new(tx);
         let first = svc.ready().await.unwrap().call(message());
         let second = svc.ready().await.unwrap().call(message());
         // Both are queued by `call` itself, before either future is polled.
@@ -171,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_hub_is_a_stopped_error() {
         let (tx, hub) = tokio::sync::mpsc::channel(4);
-        let mut svc = HandlerService::new(tx);
+        let mut svc = HandlerService::<Sv2>::new(tx);
         // Reserved, then the hub goes away before it answers.
         let f = svc.ready().await.unwrap().call(message());
         drop(hub);

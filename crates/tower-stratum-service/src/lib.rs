@@ -70,6 +70,7 @@ mod in_flight;
 mod inbound;
 mod listener;
 pub mod peer_log;
+pub mod protocol;
 mod request;
 mod server;
 pub mod shutdown;
@@ -80,8 +81,9 @@ pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 pub use error::ServiceError;
-pub use inbound::{HandlerFuture, HandlerService, InboundStack};
+pub use inbound::{HandlerFuture, HandlerService, InboundStack, ProtocolStack};
 pub use listener::{Listener, StreamListener};
+pub use protocol::{Protocol, Sv2};
 pub use request::{Request, RequestSender, Response, ResponseFuture};
 pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
 

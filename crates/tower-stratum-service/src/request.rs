@@ -10,6 +10,7 @@ use tower_stratum_core::{
 };
 
 use crate::hub::HubInput;
+use crate::protocol::{Protocol, Sv2};
 use crate::ServiceError;
 
 /// A command from the application to a service.
@@ -48,13 +49,21 @@ pub enum Response {
 ///
 /// `poll_ready` reserves a slot in the bounded queue to the service's handler task (capacity
 /// `handler_queue`), so it returns `Pending` while that task is saturated: real backpressure.
-/// Errors are [`ServiceError`]s.
-#[derive(Debug)]
-pub struct RequestSender {
-    tx: PollSender<HubInput>,
+/// Errors are [`ServiceError`]s. Generic over the wire [`Protocol`]: `RequestSender` takes
+/// [`Request`]s, `RequestSender<Sv1>` takes `Sv1Request`s.
+pub struct RequestSender<P: Protocol = Sv2> {
+    tx: PollSender<HubInput<P>>,
 }
 
-impl Clone for RequestSender {
+impl<P: Protocol> std::fmt::Debug for RequestSender<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSender")
+            .field("protocol", &P::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol> Clone for RequestSender<P> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -62,8 +71,8 @@ impl Clone for RequestSender {
     }
 }
 
-impl RequestSender {
-    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<HubInput>) -> Self {
+impl<P: Protocol> RequestSender<P> {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<HubInput<P>>) -> Self {
         Self {
             tx: PollSender::new(tx),
         }
@@ -72,14 +81,19 @@ impl RequestSender {
 
 /// The answer to one [`Request`], once the service's handler task has carried it out. Fails
 /// with [`ServiceError::Stopped`] if the service stopped first, or with the request's own error.
-#[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture {
-    state: Result<oneshot::Receiver<Result<Response, ServiceError>>, Option<ServiceError>>,
+pub struct ResponseFuture<P: Protocol = Sv2> {
+    state: Result<oneshot::Receiver<Result<P::Response, ServiceError>>, Option<ServiceError>>,
 }
 
-impl Future for ResponseFuture {
-    type Output = Result<Response, ServiceError>;
+impl<P: Protocol> std::fmt::Debug for ResponseFuture<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol> Future for ResponseFuture<P> {
+    type Output = Result<P::Response, ServiceError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {
@@ -91,16 +105,16 @@ impl Future for ResponseFuture {
     }
 }
 
-impl tower::Service<Request> for RequestSender {
-    type Response = Response;
+impl<P: Protocol> tower::Service<P::Request> for RequestSender<P> {
+    type Response = P::Response;
     type Error = ServiceError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServiceError>> {
         self.tx.poll_reserve(cx).map_err(|_| ServiceError::Stopped)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: P::Request) -> Self::Future {
         let (reply, rx) = oneshot::channel();
         let state = match self.tx.send_item(HubInput::Request { req, reply }) {
             Ok(()) => Ok(rx),

@@ -6,6 +6,7 @@ use crate::connection::{self, ConnParams, Transport};
 use crate::hub::{Hub, HubInput, ServerHandlers, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::listener::Listener;
+use crate::protocol::Sv2;
 use crate::request::{Request, RequestSender, Response};
 use crate::{HandlerTypes, ServiceError};
 use std::task::{Context, Poll};
@@ -249,7 +250,7 @@ where
             self.t.extension_support(),
         );
         let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
-        let hub = Hub::new(
+        let hub = Hub::<Sv2, _>::new(
             ServerHandlers {
                 m: self.m,
                 j: self.j,
@@ -302,7 +303,7 @@ struct AcceptLoop<Lst, S> {
     extensions: PerSubprotocol<ExtensionSupport>,
     transport: Transport,
     stack: S,
-    hub_tx: mpsc::Sender<HubInput>,
+    hub_tx: mpsc::Sender<HubInput<Sv2>>,
     cancel: CancellationToken,
     hub_task: JoinHandle<()>,
 }
