@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceExt};
+use tower_stratum::sv1_service::{
+    Sv1Action, Sv1Actions, Sv1ClientConfig, Sv1ClientError, Sv1ClientService, Sv1CloseReason,
+    Sv1ConnectionContext, Sv1Request, Sv1Response, Sv1ServerConfig, Sv1ServerHandle,
+    Sv1ServerHandler, Sv1ServerService, Sv1SessionConfig, Sv1Timer,
+};
 use tower_stratum_core::{ConnectionId, SiblingMessage};
 use tower_stratum_sv1::{
     Authorize, ClientMessage, ErrorCode, Id, Notify, PrevHash, Response, ServerMessage, Submit,
     Subscribe, SubscribeResult,
-};
-use tower_stratum_sv1_service::{
-    Sv1Action, Sv1Actions, Sv1ClientConfig, Sv1ClientError, Sv1ClientService, Sv1CloseReason,
-    Sv1ConnectionContext, Sv1Request, Sv1Response, Sv1ServerConfig, Sv1ServerHandle,
-    Sv1ServerHandler, Sv1ServerService, Sv1SessionConfig, Sv1Timer,
 };
 use tower_stratum_test_kit::sv1::Sv1LinePeer;
 use tower_stratum_test_kit::within;
@@ -127,7 +127,7 @@ impl Sv1ServerHandler for TestPool {
                     ServerMessage::ShowMessage(format!("from {}", ctx.id)),
                 ))
             }
-            _ => tower_stratum_sv1_service::not_supported(request.id),
+            _ => tower_stratum::sv1_service::not_supported(request.id),
         }
     }
 

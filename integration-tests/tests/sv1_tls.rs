@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tower_stratum_sv1::{
-    Authorize, ClientMessage, Id, Response, ServerMessage, Subscribe, SubscribeResult,
-};
-use tower_stratum_sv1_service::tls::{client_config, server_config, TlsListener};
-use tower_stratum_sv1_service::{
+use tower_stratum::sv1_service::tls::{client_config, server_config, TlsListener};
+use tower_stratum::sv1_service::{
     Sv1Action, Sv1Actions, Sv1ClientConfig, Sv1ClientService, Sv1ConnectionContext,
     Sv1ServerConfig, Sv1ServerHandler, Sv1ServerService, Sv1SessionConfig,
+};
+use tower_stratum_sv1::{
+    Authorize, ClientMessage, Id, Response, ServerMessage, Subscribe, SubscribeResult,
 };
 use tower_stratum_test_kit::sv1::Sv1LinePeer;
 use tower_stratum_test_kit::within;

@@ -74,6 +74,7 @@ pub mod protocol;
 mod request;
 mod server;
 pub mod shutdown;
+pub mod sv1;
 
 pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
 pub use config::{

@@ -6,9 +6,10 @@ use crate::connection::{self, ConnParams, Transport};
 use crate::hub::{Hub, HubInput, ServerHandlers, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::listener::Listener;
-use crate::protocol::Sv2;
+use crate::protocol::{Protocol, Sv2};
 use crate::request::{Request, RequestSender, Response};
 use crate::{HandlerTypes, ServiceError};
+use futures_util::FutureExt;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -23,7 +24,7 @@ use tower_stratum_core::handler::{
     Sv2MiningServerHandler, Sv2TemplateDistributionServerHandler,
 };
 use tower_stratum_core::session::{ProtocolSupport, TransportHandshake};
-use tower_stratum_core::{ConnectionId, ExtensionSupport, PerSubprotocol, Session, SetupSupport};
+use tower_stratum_core::{ConnectionId, PerSubprotocol, Session, SetupSupport};
 use tracing::{info, warn, Instrument};
 
 /// A running Sv2 server's request interface: a cloneable
@@ -274,17 +275,44 @@ where
                 cert_validity: *cert_validity,
             },
         };
-        let accept = accept_loop(AcceptLoop {
-            listener,
-            cfg,
-            supports,
-            extensions,
-            transport,
-            stack,
-            hub_tx: hub_tx.clone(),
-            cancel: cancel.clone(),
-            hub_task,
-        });
+        let session_cfg = cfg.session;
+        let handshake = match transport {
+            Transport::Plain => TransportHandshake::None,
+            _ => TransportHandshake::Noise,
+        };
+        // One budget for every connection of this server.
+        let budget = tower_stratum_codec::PartialFrameBudget::new(
+            cfg.partial_frame_budget,
+            tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
+        );
+        let conn_hub = hub_tx.clone();
+        let connection = move |io, id, peer, cancel| {
+            let params = ConnParams {
+                id,
+                peer,
+                transport: transport.clone(),
+                session: Session::server(session_cfg, supports, handshake, connection::now())
+                    .with_extension_support(extensions),
+                stack: stack.clone(),
+                hub: conn_hub.clone(),
+                cancel,
+                max_payload: cfg.max_payload,
+                budget: budget.clone(),
+                outbound_queue: cfg.outbound_queue,
+                max_in_flight: cfg.max_in_flight,
+                write_timeout: cfg.write_timeout,
+            };
+            connection::run(io, params).map(drop)
+        };
+        let accept = accept_loop(
+            Accepting {
+                listener,
+                hub_tx: hub_tx.clone(),
+                cancel: cancel.clone(),
+                hub_task,
+            },
+            connection,
+        );
         let task = tokio::spawn(accept.instrument(tracing::info_span!("server")));
         (
             Sv2ServerService {
@@ -296,37 +324,31 @@ where
     }
 }
 
-struct AcceptLoop<Lst, S> {
-    listener: Lst,
-    cfg: ServerConfig,
-    supports: PerSubprotocol<Option<ProtocolSupport>>,
-    extensions: PerSubprotocol<ExtensionSupport>,
-    transport: Transport,
-    stack: S,
-    hub_tx: mpsc::Sender<HubInput<Sv2>>,
-    cancel: CancellationToken,
-    hub_task: JoinHandle<()>,
+/// What the accept loop of any protocol's server owns.
+pub(crate) struct Accepting<P: Protocol, Lst> {
+    pub(crate) listener: Lst,
+    pub(crate) hub_tx: mpsc::Sender<HubInput<P>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) hub_task: JoinHandle<()>,
 }
 
-async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
-    let AcceptLoop {
+/// Accepts streams until shutdown, each run by `connection(io, id, peer, cancel)` in its own
+/// task; then waits for every connection task, stops the hub and waits for it.
+pub(crate) async fn accept_loop<P, Lst, F, Fut>(a: Accepting<P, Lst>, mut connection: F)
+where
+    P: Protocol,
+    Lst: Listener,
+    F: FnMut(Lst::Io, ConnectionId, Option<std::net::SocketAddr>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Accepting {
         mut listener,
-        cfg,
-        supports,
-        extensions,
-        transport,
-        stack,
         hub_tx,
         cancel,
         hub_task,
     } = a;
     let tracker = TaskTracker::new();
     let mut next_id = 1u64;
-    // One budget for every connection of this server.
-    let budget = tower_stratum_codec::PartialFrameBudget::new(
-        cfg.partial_frame_budget,
-        tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
-    );
     loop {
         let accepted = tokio::select! {
             biased;
@@ -337,30 +359,7 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
             Ok(Some((io, peer))) => {
                 let id = ConnectionId(next_id);
                 next_id += 1;
-                let params = ConnParams {
-                    id,
-                    peer,
-                    transport: transport.clone(),
-                    session: Session::server(
-                        cfg.session,
-                        supports,
-                        match transport {
-                            Transport::Plain => TransportHandshake::None,
-                            _ => TransportHandshake::Noise,
-                        },
-                        connection::now(),
-                    )
-                    .with_extension_support(extensions),
-                    stack: stack.clone(),
-                    hub: hub_tx.clone(),
-                    cancel: cancel.child_token(),
-                    max_payload: cfg.max_payload,
-                    budget: budget.clone(),
-                    outbound_queue: cfg.outbound_queue,
-                    max_in_flight: cfg.max_in_flight,
-                    write_timeout: cfg.write_timeout,
-                };
-                tracker.spawn(connection::run(io, params));
+                tracker.spawn(connection(io, id, peer, cancel.child_token()));
             }
             Ok(None) => {
                 info!("listener finished");
@@ -383,16 +382,16 @@ async fn accept_loop<Lst: Listener, S: InboundStack>(a: AcceptLoop<Lst, S>) {
     let _ = hub_tx.send(HubInput::Stop).await;
     drop(hub_tx);
     let _ = hub_task.await;
-    info!("server stopped");
+    info!(protocol = P::NAME, "server stopped");
 }
 
-/// Controls a running server. Dropping it does NOT stop the server; call
+/// Controls a running server (Sv2 or Sv1). Dropping it does NOT stop the server; call
 /// [`ServerHandle::shutdown`].
 #[derive(Debug)]
 #[must_use = "a server runs until `shutdown` is called"]
 pub struct ServerHandle {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) task: JoinHandle<()>,
 }
 
 impl ServerHandle {

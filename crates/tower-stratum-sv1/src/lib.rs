@@ -15,6 +15,10 @@
 //!   a [`Request`] with raw params.
 //! - Typed results of client requests: [`SubscribeResult`], [`ConfigureResult`],
 //!   [`Response::bool_result`]; errors as [`Sv1Error`] and [`ErrorCode`] (20..=25).
+//! - The sans-IO server side of a connection: [`Sv1ServerSession`] (the order of the Sv1
+//!   handshake, setup and inactivity deadlines) and the handler trait [`Sv1ServerHandler`]
+//!   (one method per Sv1 method) with what it returns, [`Sv1Actions`]. The tokio runtime that
+//!   drives them is `tower_stratum_service::sv1` (the same connection runtime as Sv2).
 //! - [`work`]: coinbase, merkle root, header (prevhash word-swap, version rolling), hash, share
 //!   difficulty, difficulty <-> target.
 //!
@@ -84,11 +88,13 @@
 mod client_to_server;
 mod codec;
 mod error;
+mod handler;
 mod hex;
 mod id;
 mod message;
 mod params;
 mod server_to_client;
+mod session;
 pub mod work;
 
 pub use client_to_server::{
@@ -100,11 +106,20 @@ pub use codec::{
     DEFAULT_MAX_LINE_LENGTH,
 };
 pub use error::{ErrorCode, ParseErrorKind, Sv1CodecError, Sv1Error, Sv1ParseError};
+pub use handler::{
+    configure_refused, dispatch, not_supported, NullSv1ServerHandler, Sv1Action, Sv1Actions,
+    Sv1CloseReason, Sv1ConnectionContext, Sv1InboundMessage, Sv1ServerHandler, Sv1Timer,
+    METHOD_NOT_SUPPORTED,
+};
 pub use id::Id;
 pub use message::{Request, Response, Sv1Message};
 pub use server_to_client::{
     ConfigureResult, ExtensionResult, Notify, Reconnect, ServerMessage, SetExtranonce,
     SubscribeResult,
+};
+pub use session::{
+    Sv1Inbound, Sv1ServerSession, Sv1SessionConfig, ALREADY_SUBSCRIBED, TOO_MANY_PENDING,
+    TOO_MANY_WORKERS,
 };
 pub use tower_stratum_core::stratum_core::bitcoin::Target;
 pub use work::PrevHash;

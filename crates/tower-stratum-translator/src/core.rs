@@ -31,7 +31,7 @@ use tower_stratum_sv1::{
     Reconnect, Response, ServerMessage, SetExtranonce, Submit, Subscribe, SubscribeResult,
     Sv1Error, Target,
 };
-use tower_stratum_sv1_service::{Sv1Action, Sv1Actions, Sv1ConnectionContext};
+use tower_stratum_sv1::{Sv1Action, Sv1Actions, Sv1ConnectionContext};
 use tracing::{debug, info, warn};
 
 /// Local extranonce bytes per miner in aggregated mode: 2 bytes, 65 536 miners per channel.

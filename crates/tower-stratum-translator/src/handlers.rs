@@ -20,10 +20,10 @@ use tower_stratum_core::{
     Action, Actions, CloseReason, ConnectionContext, ExtensionSet, SiblingMessage, Subprotocol,
     Sv2Message,
 };
-use tower_stratum_sv1::{Authorize, Configure, Id, Submit, Subscribe, Target};
-use tower_stratum_sv1_service::{
+use tower_stratum_service::sv1::{
     Sv1Actions, Sv1CloseReason, Sv1ConnectionContext, Sv1ServerHandler,
 };
+use tower_stratum_sv1::{Authorize, Configure, Id, Submit, Subscribe, Target};
 use tracing::debug;
 
 /// The periodic tick the application sends the Sv1 side (as

@@ -1,6 +1,6 @@
 //! The Sv1 -> Sv2 translator as tower-stratum services.
 //!
-//! An [`Sv1ServerService`](tower_stratum_sv1_service::Sv1ServerService) whose handler
+//! An [`Sv1ServerService`](tower_stratum_service::sv1::Sv1ServerService) whose handler
 //! ([`TranslatorSv1Handler`]) owns the translation state ([`TranslatorCore`], sans-IO), linked
 //! by sibling IO to an [`Sv2ClientService`](tower_stratum_service::Sv2ClientService) whose
 //! Mining handler ([`TranslatorSv2Handler`]) relays the upstream's messages. [`spawn`] wires

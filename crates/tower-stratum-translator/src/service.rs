@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tower_stratum_core::{SiblingMessage, Subprotocol};
+use tower_stratum_service::sv1::{Sv1Request, Sv1ServerConfig, Sv1ServerHandle, Sv1ServerService};
 use tower_stratum_service::{
     Backoff, ClientConfig, ClientTransport, Endpoint, Listener, SiblingIo, Sv2ClientService,
 };
-use tower_stratum_sv1_service::{Sv1Request, Sv1ServerConfig, Sv1ServerHandle, Sv1ServerService};
 use tracing::{info, warn, Instrument};
 
 /// Everything a running translator needs.

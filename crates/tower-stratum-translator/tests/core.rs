@@ -17,7 +17,7 @@ use tower_stratum_sv1::work::{difficulty_to_target, evaluate_share};
 use tower_stratum_sv1::{
     Authorize, ErrorCode, Id, Notify, ServerMessage, Submit, Subscribe, SubscribeResult,
 };
-use tower_stratum_sv1_service::{Sv1Action, Sv1Actions, Sv1ConnectionContext};
+use tower_stratum_sv1::{Sv1Action, Sv1Actions, Sv1ConnectionContext};
 use tower_stratum_translator::{
     map_upstream_error, ChannelMode, TranslatorConfig, TranslatorCore, UpstreamEvent,
 };

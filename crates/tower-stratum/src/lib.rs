@@ -70,10 +70,11 @@ pub mod sv1 {
     pub use tower_stratum_sv1::*;
 }
 
-/// Sv1 services: `Sv1ServerService`, `Sv1ClientService`, handler traits
-/// (`tower-stratum-sv1-service`).
+/// Sv1 services on the one connection runtime: `Sv1ServerService`, `Sv1ClientService`, the
+/// handler trait and session (`tower_stratum_service::sv1`, with `tower_stratum_sv1`'s
+/// sans-IO server side).
 pub mod sv1_service {
-    pub use tower_stratum_sv1_service::*;
+    pub use tower_stratum_service::sv1::*;
 }
 
 /// The Sv1 -> Sv2 translator service (`tower-stratum-translator`).

@@ -138,7 +138,7 @@ impl Config {
     /// The TLS server configuration, if both PEM files are set.
     pub(crate) fn tls(
         &self,
-    ) -> Result<Option<std::sync::Arc<tower_stratum_sv1_service::tls::rustls::ServerConfig>>, String>
+    ) -> Result<Option<std::sync::Arc<tower_stratum::sv1_service::tls::rustls::ServerConfig>>, String>
     {
         match (
             self.tls_certificate.is_empty(),
@@ -150,7 +150,7 @@ impl Config {
                     .map_err(|e| format!("tls_certificate {}: {e}", self.tls_certificate))?;
                 let key = std::fs::read(&self.tls_private_key)
                     .map_err(|e| format!("tls_private_key {}: {e}", self.tls_private_key))?;
-                tower_stratum_sv1_service::tls::server_config(&cert, &key)
+                tower_stratum::sv1_service::tls::server_config(&cert, &key)
                     .map(Some)
                     .map_err(|e| format!("TLS: {e}"))
             }

@@ -169,7 +169,7 @@ fn apply_upstream_flags(
 async fn run(
     cfg: Config,
     service_cfg: tower_stratum_translator::TranslatorServiceConfig,
-    tls: Option<std::sync::Arc<tower_stratum_sv1_service::tls::rustls::ServerConfig>>,
+    tls: Option<std::sync::Arc<tower_stratum::sv1_service::tls::rustls::ServerConfig>>,
 ) -> Result<(), String> {
     if cfg
         .upstreams
@@ -185,7 +185,7 @@ async fn run(
     let translator = match tls.clone() {
         Some(tls) => tower_stratum_translator::spawn(
             service_cfg,
-            tower_stratum_sv1_service::tls::TlsListener::new(listener, tls),
+            tower_stratum::sv1_service::tls::TlsListener::new(listener, tls),
         ),
         None => tower_stratum_translator::spawn(service_cfg, listener),
     }

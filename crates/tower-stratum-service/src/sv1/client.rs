@@ -2,7 +2,7 @@
 //! `tower::Service<ClientMessage>` whose calls resolve to the server's response, plus a
 //! bounded stream of the server's notifications.
 
-use crate::config::Sv1ClientConfig;
+use super::config::Sv1ClientConfig;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,11 +3,12 @@
 //! - Server: wrap any [`Listener`] in a [`TlsListener`]. The TLS handshake runs lazily in the
 //!   connection's own task on its first read or write (never in the accept loop), so a peer
 //!   that connects and stays silent delays nobody, and the session's setup deadline bounds it.
-//! - Client: [`Sv1ClientService::connect_tls`](crate::Sv1ClientService::connect_tls).
+//! - Client: [`Sv1ClientService::connect_tls`](crate::sv1::Sv1ClientService::connect_tls).
 //!
 //! Certificates and keys come as rustls types ([`rustls::pki_types`]);
 //! [`server_config`] builds a server configuration from PEM text.
 
+use crate::Listener;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::{server::TlsStream, Accept, TlsAcceptor};
-use tower_stratum_service::Listener;
 
 /// The rustls crate in use, to build configurations.
 pub use tokio_rustls::rustls;

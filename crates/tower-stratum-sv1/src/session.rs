@@ -3,10 +3,8 @@
 //! reads a clock, sleeps or does IO.
 
 use crate::handler::{Sv1CloseReason, Sv1Timer};
+use crate::{ClientMessage, ErrorCode, Id, Response, ServerMessage, Sv1Error, Sv1ParseError};
 use std::time::{Duration, Instant};
-use tower_stratum_sv1::{
-    ClientMessage, ErrorCode, Id, Response, ServerMessage, Sv1Error, Sv1ParseError,
-};
 
 /// Deadlines and bounds of an Sv1 server session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +232,7 @@ impl Sv1ServerSession {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use tower_stratum_sv1::SubscribeResult;
+    use crate::SubscribeResult;
 
     fn line(s: &str) -> Result<ClientMessage, Sv1ParseError> {
         ClientMessage::parse_line(s.as_bytes())

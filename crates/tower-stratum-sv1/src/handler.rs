@@ -2,14 +2,14 @@
 //! ([`Sv1ConnectionContext`], [`Sv1CloseReason`]). No IO and no tokio type here: a handler
 //! returns what to send or do; the service writes it.
 
+use crate::{
+    Authorize, ClientMessage, Configure, ConfigureResult, ErrorCode, Id, Request, Response,
+    ServerMessage, Submit, Subscribe, Sv1Error, Target,
+};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use tower_stratum_core::{ConnectionId, SiblingMessage};
-use tower_stratum_sv1::{
-    Authorize, ClientMessage, Configure, ConfigureResult, ErrorCode, Id, Request, Response,
-    ServerMessage, Submit, Subscribe, Sv1Error, Target,
-};
 
 /// What a handler knows about the Sv1 connection a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,7 @@ pub trait Sv1ServerHandler: Send + 'static {
     }
 
     /// `mining.subscribe`: answer with a
-    /// [`SubscribeResult`](tower_stratum_sv1::SubscribeResult) (`Response::ok(id,
+    /// [`SubscribeResult`](crate::SubscribeResult) (`Response::ok(id,
     /// result.to_value())`). Default: error 20.
     fn handle_subscribe(
         &mut self,
@@ -335,7 +335,7 @@ pub trait Sv1ServerHandler: Send + 'static {
     }
 
     /// A message from the sibling service (or the application's
-    /// [`Sv1Request::ToHandlers`](crate::Sv1Request::ToHandlers)). Default: ignore.
+    /// `Sv1Request::ToHandlers` of `tower_stratum_service::sv1`). Default: ignore.
     fn handle_sibling_message(
         &mut self,
         msg: SiblingMessage,
@@ -348,11 +348,27 @@ pub trait Sv1ServerHandler: Send + 'static {
     fn handle_sibling_closed(&mut self) -> impl Future<Output = Sv1Actions> + Send {
         async { Sv1Actions::none() }
     }
+
+    /// When this handler next wants [`on_timer`](Self::on_timer) called, in monotonic time,
+    /// or `None` for never. The runtime asks after every call into the handler and keeps one
+    /// sleep for it, so periodic work (vardiff, verdict timeouts, stats) needs no ticker task.
+    /// A deadline in the past fires at once: `on_timer` must move it on. Default: `None`.
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) is due; `now` is the runtime's
+    /// clock (tokio's, so tests with paused time see virtual time). Actions are carried out as
+    /// for a sibling message (no origin connection). Default: nothing.
+    fn on_timer(&mut self, now: std::time::Instant) -> impl Future<Output = Sv1Actions> + Send {
+        let _ = now;
+        async { Sv1Actions::none() }
+    }
 }
 
 /// The `mining.configure` answer refusing every extension `msg` requests.
 pub fn configure_refused(id: Id, msg: &Configure) -> Sv1Actions {
-    use tower_stratum_sv1::ExtensionResult::Rejected;
+    use crate::ExtensionResult::Rejected;
     let r = ConfigureResult {
         version_rolling: msg.version_rolling.map(|_| Rejected),
         minimum_difficulty: msg.minimum_difficulty.map(|_| Rejected),
