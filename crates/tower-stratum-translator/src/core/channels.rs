@@ -413,7 +413,7 @@ impl TranslatorCore {
         let prefix_len = m.extranonce_prefix.as_bytes().len();
         let size = usize::from(m.extranonce_size);
         let local = self.local_bytes();
-        let extranonce2_size = self.cfg.extranonce2_size.min(size.saturating_sub(local));
+        let extranonce2_size = self.config.extranonce2_size.min(size.saturating_sub(local));
         let close = |reason: &str| {
             str0255(reason).map(|reason_code| {
                 to_upstream(MiningOwned::CloseChannel(CloseChannelOwned {
@@ -458,7 +458,7 @@ impl TranslatorCore {
         let opened = channel_request(
             &up.user_identity,
             0.0,
-            (self.cfg.extranonce2_size + local) as u16,
+            (self.config.extranonce2_size + local) as u16,
         )
         .ok_or(Ignored::Malformed("user_identity"))
         .and_then(|request| {
@@ -564,7 +564,7 @@ impl TranslatorCore {
                 .map(|x| {
                     (
                         x.ctx.id,
-                        super::difficulty::hashrate_to_difficulty(&self.cfg, x.hashrate),
+                        super::difficulty::hashrate_to_difficulty(&self.config, x.hashrate),
                     )
                 })
                 .collect();

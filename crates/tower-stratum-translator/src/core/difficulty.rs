@@ -63,36 +63,36 @@ pub(super) fn floor_difficulty(target: &Target) -> f64 {
 /// Clamps a wanted difficulty to the configured bounds, the miner's minimum and the channel's
 /// `floor`; rounds down to a power of two if configured (up, if that falls below the floor).
 pub(super) fn clamp_difficulty(
-    cfg: &TranslatorConfig,
+    config: &TranslatorConfig,
     wanted: f64,
     miner_min: Option<f64>,
     floor: f64,
 ) -> f64 {
-    let mut d = wanted.clamp(cfg.min_difficulty, cfg.max_difficulty);
-    if let Some(m) = miner_min {
-        d = d.max(m);
+    let mut difficulty = wanted.clamp(config.min_difficulty, config.max_difficulty);
+    if let Some(min) = miner_min {
+        difficulty = difficulty.max(min);
     }
-    if cfg.power_of_two_difficulty {
-        d = floor_power_of_two(d);
+    if config.power_of_two_difficulty {
+        difficulty = floor_power_of_two(difficulty);
     }
-    if d < floor {
-        d = floor;
-        if cfg.power_of_two_difficulty && d >= 1.0 {
-            let p = floor_power_of_two(d);
-            d = if p < floor { p * 2.0 } else { p };
+    if difficulty < floor {
+        difficulty = floor;
+        if config.power_of_two_difficulty && difficulty >= 1.0 {
+            let p = floor_power_of_two(difficulty);
+            difficulty = if p < floor { p * 2.0 } else { p };
         }
     }
-    d
+    difficulty
 }
 
 /// The difficulty at which `hashrate` (H/s) finds `shares_per_minute`.
-pub(super) fn hashrate_to_difficulty(cfg: &TranslatorConfig, hashrate: f32) -> f64 {
-    f64::from(hashrate) * 60.0 / f64::from(cfg.shares_per_minute) / HASHES_PER_DIFFICULTY_1
+pub(super) fn hashrate_to_difficulty(config: &TranslatorConfig, hashrate: f32) -> f64 {
+    f64::from(hashrate) * 60.0 / f64::from(config.shares_per_minute) / HASHES_PER_DIFFICULTY_1
 }
 
 /// The hashrate (H/s) that finds `shares_per_minute` at `difficulty`.
-pub(super) fn difficulty_to_hashrate(cfg: &TranslatorConfig, difficulty: f64) -> f32 {
-    (difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(cfg.shares_per_minute) / 60.0) as f32
+pub(super) fn difficulty_to_hashrate(config: &TranslatorConfig, difficulty: f64) -> f32 {
+    (difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(config.shares_per_minute) / 60.0) as f32
 }
 
 /// Fast convergence: the hashrate (H/s) shown by `shares` shares at `difficulty` since
@@ -117,8 +117,8 @@ pub(super) fn fast_estimate(
     if !(far || clearly) {
         return None;
     }
-    let h = f64::from(shares) * difficulty * HASHES_PER_DIFFICULTY_1 / secs;
-    (h.is_finite() && h > 0.0).then_some(h as f32)
+    let hashrate = f64::from(shares) * difficulty * HASHES_PER_DIFFICULTY_1 / secs;
+    (hashrate.is_finite() && hashrate > 0.0).then_some(hashrate as f32)
 }
 
 /// The hashrate last reported upstream for a channel (`nominal_hash_rate` of the open, then
@@ -178,25 +178,25 @@ pub(super) enum Retarget {
 /// hashrate estimate and vardiff state; `lowest` is the hashrate of the configured minimum
 /// difficulty (the search never goes below it).
 pub(super) fn retarget(
-    cfg: &TranslatorConfig,
+    config: &TranslatorConfig,
     m: &mut Miner,
     lowest: f32,
     now: Instant,
 ) -> Retarget {
-    let shares_per_minute = cfg.shares_per_minute;
+    let shares_per_minute = config.shares_per_minute;
     // No share yet, long after the last change: much slower than assumed.
-    if let Some(every) = cfg.first_share_search {
+    if let Some(every) = config.first_share_search {
         if !m.shared
             && m.last_job_sent.is_some()
             && now.saturating_duration_since(m.fast_since) >= every
         {
-            let h = (m.hashrate / SEARCH_STEP).max(lowest);
-            debug!(connection = %m.ctx.id, hashrate = h, "no share yet: difficulty divided by 16");
-            m.hashrate = h;
+            let hashrate = (m.hashrate / SEARCH_STEP).max(lowest);
+            debug!(connection = %m.ctx.id, hashrate, "no share yet: difficulty divided by 16");
+            m.hashrate = hashrate;
             m.vardiff.reset(now);
             m.fast_since = now;
             return Retarget::To {
-                hashrate: h,
+                hashrate,
                 resend: true,
             };
         }
@@ -257,26 +257,26 @@ impl TranslatorCore {
             .and_then(|c| self.channels.get(&c))
             .map(|c| c.floor)
             .unwrap_or(0.0);
-        let d = clamp_difficulty(&self.cfg, wanted, m.min_difficulty, floor);
+        let difficulty = clamp_difficulty(&self.config, wanted, m.min_difficulty, floor);
         let next_job = self.next_job;
         let Some(m) = self.miners.get_mut(&conn) else {
             return Sv1Actions::none();
         };
-        if d == m.difficulty {
+        if difficulty == m.difficulty {
             return Sv1Actions::none();
         }
-        let Some(target) = difficulty_to_target(d) else {
+        let Some(target) = difficulty_to_target(difficulty) else {
             return Sv1Actions::none();
         };
         // Jobs sent before the change may still be mined at the old difficulty.
         m.prev_target = Some((m.target, next_job));
-        m.difficulty = d;
+        m.difficulty = difficulty;
         m.target = target;
         m.fast_shares = 0;
         m.fast_since = now;
-        debug!(connection = %conn, difficulty = d, "difficulty changed");
+        debug!(connection = %conn, difficulty, "difficulty changed");
         if m.ready() {
-            Sv1Actions::from(send(conn, ServerMessage::SetDifficulty(d)))
+            Sv1Actions::from(send(conn, ServerMessage::SetDifficulty(difficulty)))
         } else {
             Sv1Actions::none()
         }
@@ -285,19 +285,19 @@ impl TranslatorCore {
     /// Vardiff for every ready miner (see [`retarget`]).
     pub(super) fn vardiff_tick(&mut self, now: Instant) -> Sv1Actions {
         let mut out = Sv1Actions::none();
-        let lowest = difficulty_to_hashrate(&self.cfg, self.cfg.min_difficulty);
+        let lowest = difficulty_to_hashrate(&self.config, self.config.min_difficulty);
         let mut changes = Vec::new();
         for m in self.miners.values_mut() {
             if !m.ready() {
                 continue;
             }
-            if let Retarget::To { hashrate, resend } = retarget(&self.cfg, m, lowest, now) {
+            if let Retarget::To { hashrate, resend } = retarget(&self.config, m, lowest, now) {
                 changes.push((m.ctx.id, hashrate, resend));
             }
         }
         for (conn, hashrate, resend) in changes {
-            let d = hashrate_to_difficulty(&self.cfg, hashrate);
-            let set = self.set_miner_difficulty(conn, d, now);
+            let difficulty = hashrate_to_difficulty(&self.config, hashrate);
+            let set = self.set_miner_difficulty(conn, difficulty, now);
             let lowered = !set.0.is_empty();
             out.extend(set);
             if resend && lowered {
@@ -318,7 +318,7 @@ impl TranslatorCore {
     /// aggregated channel) moved enough, at most once per `update_channel_interval`.
     pub(super) fn update_channels(&mut self, now: Instant) -> Sv1Actions {
         let mut out = Sv1Actions::none();
-        let interval = self.cfg.update_channel_interval;
+        let interval = self.config.update_channel_interval;
         let ids: Vec<u32> = self.channels.keys().copied().collect();
         for id in ids {
             let hashrate = match self.channels.get(&id).and_then(|c| c.owner) {
@@ -348,7 +348,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    fn cfg() -> TranslatorConfig {
+    fn config() -> TranslatorConfig {
         TranslatorConfig {
             min_difficulty: 0.001,
             max_difficulty: 1e12,
@@ -377,14 +377,14 @@ mod tests {
 
     #[test]
     fn clamping_honours_bounds_miner_minimum_and_floor_in_that_order() {
-        let c = cfg();
+        let c = config();
         assert_eq!(clamp_difficulty(&c, 1e-9, None, 0.0), 0.001);
         assert_eq!(clamp_difficulty(&c, 1e15, None, 0.0), 1e12);
         assert_eq!(clamp_difficulty(&c, 10.0, Some(50.0), 0.0), 50.0);
         assert_eq!(clamp_difficulty(&c, 10.0, Some(50.0), 200.0), 200.0);
         let p2 = TranslatorConfig {
             power_of_two_difficulty: true,
-            ..cfg()
+            ..config()
         };
         assert_eq!(clamp_difficulty(&p2, 100.0, None, 0.0), 64.0);
         // Rounded down below the floor: the next power of two at or above it.
@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn hashrate_and_difficulty_convert_through_shares_per_minute() {
-        let c = cfg();
+        let c = config();
         // 6 shares a minute at difficulty 1: 2^32 hashes every 10 s.
         let h = difficulty_to_hashrate(&c, 1.0);
         let want = HASHES_PER_DIFFICULTY_1 / 10.0;

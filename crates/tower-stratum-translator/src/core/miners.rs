@@ -344,7 +344,7 @@ impl TranslatorCore {
         };
         // Local bytes: aggregated mode numbers miners; per-miner mode owns the channel.
         let mut resumed = None;
-        if self.cfg.mode == ChannelMode::Aggregated && m.slot.is_none() {
+        if self.config.mode == ChannelMode::Aggregated && m.slot.is_none() {
             let session_id = m.session_id.clone();
             resumed = self.resume_slot(session_id, now);
             let slot = match resumed.as_ref().map(|r| r.kept) {
@@ -382,8 +382,12 @@ impl TranslatorCore {
             info!(connection = %conn, "session resumed");
         }
         // The difficulty must respect the channel floor.
-        let difficulty =
-            super::difficulty::clamp_difficulty(&self.cfg, m.difficulty, m.min_difficulty, floor);
+        let difficulty = super::difficulty::clamp_difficulty(
+            &self.config,
+            m.difficulty,
+            m.min_difficulty,
+            floor,
+        );
         if difficulty != m.difficulty {
             m.fast_shares = 0;
             m.fast_since = now;
@@ -430,7 +434,7 @@ impl TranslatorCore {
                 }
             } else {
                 m.closing = true;
-                if self.cfg.extranonce_change == ExtranonceChange::Reconnect {
+                if self.config.extranonce_change == ExtranonceChange::Reconnect {
                     out.push(send(conn, ServerMessage::Reconnect(Reconnect::default())));
                 }
                 out.push(Sv1Action::Disconnect(

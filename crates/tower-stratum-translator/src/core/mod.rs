@@ -147,7 +147,7 @@ enum Opening {
 /// to the granted size); per-miner: zeros.
 #[derive(Debug)]
 pub struct TranslatorCore {
-    cfg: TranslatorConfig,
+    config: TranslatorConfig,
     upstream: Option<Upstream>,
     next_request_id: u32,
     opening: HashMap<u32, Opening>,
@@ -179,9 +179,9 @@ fn respond(conn: ConnectionId, r: Response) -> Option<Sv1Action> {
 
 impl TranslatorCore {
     /// A core with no miner and no upstream, started at `now`.
-    pub fn new(cfg: TranslatorConfig, now: Instant) -> Self {
+    pub fn new(config: TranslatorConfig, now: Instant) -> Self {
         Self {
-            cfg,
+            config,
             upstream: None,
             next_request_id: 1,
             opening: HashMap::new(),
@@ -201,7 +201,7 @@ impl TranslatorCore {
 
     /// The configuration.
     pub fn config(&self) -> &TranslatorConfig {
-        &self.cfg
+        &self.config
     }
 
     fn reject(&mut self, reason: &str) {
@@ -221,7 +221,7 @@ impl TranslatorCore {
     /// Local extranonce bytes per miner: [`AGGREGATED_LOCAL_BYTES`] aggregated, none
     /// per-miner (the miner owns the channel).
     fn local_bytes(&self) -> usize {
-        match self.cfg.mode {
+        match self.config.mode {
             ChannelMode::Aggregated => AGGREGATED_LOCAL_BYTES,
             ChannelMode::PerMiner => 0,
         }
@@ -242,7 +242,7 @@ impl TranslatorCore {
                 user_identity,
                 nominal_hash_rate: hashrate,
                 max_target: U256Owned::from([0xffu8; 32]),
-                min_extranonce_size: (self.cfg.extranonce2_size + local) as u16,
+                min_extranonce_size: (self.config.extranonce2_size + local) as u16,
             },
         )))
     }
@@ -251,15 +251,15 @@ impl TranslatorCore {
 
     /// A miner connected.
     pub fn connection_added(&mut self, ctx: Sv1ConnectionContext, now: Instant) -> Sv1Actions {
-        let (start, hashrate) = match self.cfg.start_difficulty {
-            Some(d) => (d, difficulty_to_hashrate(&self.cfg, d)),
+        let (start, hashrate) = match self.config.start_difficulty {
+            Some(d) => (d, difficulty_to_hashrate(&self.config, d)),
             None => (
-                hashrate_to_difficulty(&self.cfg, self.cfg.nominal_hashrate),
-                self.cfg.nominal_hashrate,
+                hashrate_to_difficulty(&self.config, self.config.nominal_hashrate),
+                self.config.nominal_hashrate,
             ),
         };
-        let difficulty = clamp_difficulty(&self.cfg, start, None, 0.0);
-        let miner = Miner::new(ctx, self.cfg.extranonce2_size, difficulty, hashrate, now);
+        let difficulty = clamp_difficulty(&self.config, start, None, 0.0);
+        let miner = Miner::new(ctx, self.config.extranonce2_size, difficulty, hashrate, now);
         self.miners.insert(ctx.id, miner);
         Sv1Actions::none()
     }
@@ -271,7 +271,7 @@ impl TranslatorCore {
         let Some(m) = self.miners.remove(&ctx.id) else {
             return out;
         };
-        let resumable = self.cfg.resume_grace > Duration::ZERO
+        let resumable = self.config.resume_grace > Duration::ZERO
             && m.subscribed
             && !m.closing
             && !m.session_key.is_empty();
@@ -279,7 +279,7 @@ impl TranslatorCore {
             kept,
             difficulty: m.difficulty,
             hashrate: m.hashrate,
-            expires: now + self.cfg.resume_grace,
+            expires: now + self.config.resume_grace,
         };
         if let Some(slot) = m.slot {
             if resumable {
@@ -290,7 +290,7 @@ impl TranslatorCore {
                 self.slots.release(slot);
             }
         }
-        if self.cfg.mode == ChannelMode::PerMiner {
+        if self.config.mode == ChannelMode::PerMiner {
             self.opening.retain(|_, o| *o != Opening::Miner(ctx.id));
             if let Some(ch) = m.channel {
                 // Nobody to answer any more: verdicts still in flight are dropped.
@@ -326,7 +326,8 @@ impl TranslatorCore {
     /// honoured; `info` is accepted.
     pub fn configure(&mut self, ctx: Sv1ConnectionContext, id: Id, msg: Configure) -> Sv1Actions {
         let allowed = self.version_rolling_permitted(ctx.id);
-        let (min_difficulty, max_difficulty) = (self.cfg.min_difficulty, self.cfg.max_difficulty);
+        let (min_difficulty, max_difficulty) =
+            (self.config.min_difficulty, self.config.max_difficulty);
         let Some(m) = self.miners.get_mut(&ctx.id) else {
             return Sv1Actions::none();
         };
@@ -363,12 +364,12 @@ impl TranslatorCore {
     }
 
     fn version_rolling_permitted(&self, conn: ConnectionId) -> bool {
-        if self.cfg.require_version_rolling {
+        if self.config.require_version_rolling {
             // Setup requires it: the upstream either allows rolling on every job or refuses
             // the connection (and then nobody mines).
             return true;
         }
-        let ch = match self.cfg.mode {
+        let ch = match self.config.mode {
             ChannelMode::Aggregated => self.aggregated,
             ChannelMode::PerMiner => self.miners.get(&conn).and_then(|m| m.channel),
         };
@@ -401,24 +402,24 @@ impl TranslatorCore {
         m.subscribe_id = Some(id);
         m.session_id = msg.session_id;
         let mut out = Sv1Actions::none();
-        match self.cfg.mode {
+        match self.config.mode {
             ChannelMode::Aggregated => match self.aggregated {
                 Some(ch) => out.extend(self.assign_channel(ctx.id, ch, now)),
                 None => {
                     // No channel and none opening (e.g. the upstream refused one): ask again.
                     if !self.opening.values().any(|o| *o == Opening::Aggregated) {
-                        let h = self.total_hashrate();
-                        if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+                        let hashrate = self.total_hashrate();
+                        if let Some(a) = self.open_channel(Opening::Aggregated, hashrate) {
                             out.push(a);
                         }
                     }
                 }
             },
             ChannelMode::PerMiner => {
-                let h = m.hashrate;
+                let hashrate = m.hashrate;
                 if let Some(ch) = self.resume_channel(ctx.id, now) {
                     out.extend(self.assign_channel(ctx.id, ch, now));
-                } else if let Some(a) = self.open_channel(Opening::Miner(ctx.id), h) {
+                } else if let Some(a) = self.open_channel(Opening::Miner(ctx.id), hashrate) {
                     out.push(a);
                 }
             }
@@ -443,7 +444,7 @@ impl TranslatorCore {
         if let Some(a) = respond(ctx.id, Response::ok(id, true)) {
             out.push(a);
         }
-        if self.cfg.worker_hashrate_tracking {
+        if self.config.worker_hashrate_tracking {
             m.worker = Some(TlvFields::user_identity(worker_name(&msg.username)));
         }
         let first = !m.authorized;
@@ -466,11 +467,11 @@ impl TranslatorCore {
         let mut out: Sv1Actions = respond(ctx.id, Response::ok(id, true))
             .map(Sv1Actions::from)
             .unwrap_or_default();
-        let (min_d, max_d) = (self.cfg.min_difficulty, self.cfg.max_difficulty);
+        let (min_d, max_d) = (self.config.min_difficulty, self.config.max_difficulty);
         if let Some(m) = self.miners.get_mut(&ctx.id) {
             m.min_difficulty = Some(difficulty.clamp(min_d, max_d));
             m.hashrate =
-                (difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(self.cfg.shares_per_minute)
+                (difficulty * HASHES_PER_DIFFICULTY_1 * f64::from(self.config.shares_per_minute)
                     / 60.0) as f32;
             m.vardiff.reset(now);
         }
@@ -486,13 +487,13 @@ impl TranslatorCore {
         target: Target,
         now: Instant,
     ) -> Sv1Actions {
-        let d = target_to_difficulty(&target);
-        if !(d.is_finite() && d > 0.0) {
+        let difficulty = target_to_difficulty(&target);
+        if !(difficulty.is_finite() && difficulty > 0.0) {
             return respond(ctx.id, Response::error(id, ErrorCode::Other))
                 .map(Sv1Actions::from)
                 .unwrap_or_default();
         }
-        self.suggest_difficulty(ctx, id, d, now)
+        self.suggest_difficulty(ctx, id, difficulty, now)
     }
 
     /// `mining.submit`: the local checks, then `SubmitSharesExtended` upstream; the miner is
@@ -558,7 +559,7 @@ impl TranslatorCore {
             }
         }
         let key = {
-            let mut h = DefaultHasher::new();
+            let mut hasher = DefaultHasher::new();
             (
                 job.number,
                 &share.extranonce2,
@@ -566,8 +567,8 @@ impl TranslatorCore {
                 share.nonce,
                 share.version_bits,
             )
-                .hash(&mut h);
-            h.finish()
+                .hash(&mut hasher);
+            hasher.finish()
         };
         if m.is_duplicate(key) {
             return local_reject(self, "duplicate", ErrorCode::DuplicateShare.into());
@@ -603,7 +604,7 @@ impl TranslatorCore {
         };
         let version = rolled_version(job.notify.version, share.version_bits, mask);
         let upstream_job_id = job.upstream_job_id;
-        if self.pending.len() >= self.cfg.max_pending_shares {
+        if self.pending.len() >= self.config.max_pending_shares {
             return local_reject(self, "upstream-busy", Sv1Error::new(20, UPSTREAM_BUSY));
         }
         if let Some(m) = self.miners.get_mut(&conn) {
@@ -675,10 +676,10 @@ impl TranslatorCore {
         self.stats.upstream_connected = true;
         self.stats.upstream_index = Some(index);
         let mut out = Sv1Actions::none();
-        match self.cfg.mode {
+        match self.config.mode {
             ChannelMode::Aggregated => {
-                let h = self.total_hashrate();
-                if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+                let hashrate = self.total_hashrate();
+                if let Some(a) = self.open_channel(Opening::Aggregated, hashrate) {
                     out.push(a);
                 }
             }
@@ -689,8 +690,8 @@ impl TranslatorCore {
                     .filter(|m| (m.subscribed || m.subscribe_id.is_some()) && !m.closing)
                     .map(|m| (m.ctx.id, m.hashrate))
                     .collect();
-                for (conn, h) in want {
-                    if let Some(a) = self.open_channel(Opening::Miner(conn), h) {
+                for (conn, hashrate) in want {
+                    if let Some(a) = self.open_channel(Opening::Miner(conn), hashrate) {
                         out.push(a);
                     }
                 }
@@ -708,13 +709,13 @@ impl TranslatorCore {
     }
 
     fn total_hashrate(&self) -> f32 {
-        let s: f32 = self
+        let sum: f32 = self
             .miners
             .values()
             .filter(|m| m.subscribed)
             .map(|m| m.hashrate)
             .sum();
-        s.max(self.cfg.nominal_hashrate)
+        sum.max(self.config.nominal_hashrate)
     }
 
     /// The upstream connection is gone: channels and jobs are dropped; shares in flight are
@@ -828,14 +829,13 @@ impl TranslatorCore {
         }
         if self.aggregated == Some(channel_id) {
             self.aggregated = None;
-            let h = self.total_hashrate();
-            if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+            let hashrate = self.total_hashrate();
+            if let Some(a) = self.open_channel(Opening::Aggregated, hashrate) {
                 out.push(a);
             }
         } else if let Some(owner) = ch.owner {
-            let h = self.miners.get(&owner).map(|m| m.hashrate);
-            if let Some(h) = h {
-                if let Some(a) = self.open_channel(Opening::Miner(owner), h) {
+            if let Some(hashrate) = self.miners.get(&owner).map(|m| m.hashrate) {
+                if let Some(a) = self.open_channel(Opening::Miner(owner), hashrate) {
                     out.push(a);
                 }
             }
@@ -861,7 +861,7 @@ impl TranslatorCore {
         let mut out = self.verdict_timeouts(now);
         // Aggregated mode without a channel (refused or closed by the upstream) while miners
         // wait: ask again, at most every 10 s.
-        if self.cfg.mode == ChannelMode::Aggregated
+        if self.config.mode == ChannelMode::Aggregated
             && self.upstream.is_some()
             && self.aggregated.is_none()
             && self.opening.is_empty()
@@ -871,17 +871,17 @@ impl TranslatorCore {
                 .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
         {
             self.last_open_retry = Some(now);
-            let h = self.total_hashrate();
-            if let Some(a) = self.open_channel(Opening::Aggregated, h) {
+            let hashrate = self.total_hashrate();
+            if let Some(a) = self.open_channel(Opening::Aggregated, hashrate) {
                 out.push(a);
             }
         }
-        if self.cfg.vardiff {
+        if self.config.vardiff {
             out.extend(self.vardiff_tick(now));
         }
         out.extend(self.update_channels(now));
         // Keepalive: the current job again under a new id.
-        if let Some(interval) = self.cfg.keepalive_interval {
+        if let Some(interval) = self.config.keepalive_interval {
             out.extend(self.keepalive(interval, now));
         }
         // Resumable sessions.

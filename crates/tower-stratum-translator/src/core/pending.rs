@@ -178,7 +178,7 @@ impl TranslatorCore {
 
     /// Shares without a verdict within `submit_timeout`: answered `[20, NO_VERDICT]`.
     pub(super) fn verdict_timeouts(&mut self, now: Instant) -> Sv1Actions {
-        let expired = self.pending.expired(now, self.cfg.submit_timeout);
+        let expired = self.pending.expired(now, self.config.submit_timeout);
         self.answer_unavailable(expired, "no-verdict", NO_VERDICT)
     }
 }
