@@ -21,6 +21,11 @@
 //! - A standard-mode miner opens an extended channel instead when the upstream set
 //!   `REQUIRES_EXTENDED_CHANNELS` (5.3.1).
 //! - `CloseChannel` for our channel (or its group) forgets it and yields a new open request.
+//! - Every non-future job of the current tip stays known by `job_id` ([`MinerChannel::job`],
+//!   with the extranonce_prefix it came under) until the next `SetNewPrevHash`, so a share
+//!   found on an earlier job of the tip can still be checked.
+//! - A proxy that opens many channels on one connection numbers the open requests itself and
+//!   builds each channel from its open success ([`MinerChannel::extended_opened`]).
 //!
 //! At most [`MAX_JOBS`] jobs are kept (oldest dropped first), so a server flooding jobs cannot
 //! grow it.
@@ -156,6 +161,9 @@ struct Job {
     /// The target of a job received with `min_ntime` set (fixed, spec 5.3.21); `None` for a
     /// future job, which follows the channel's target.
     target: Option<[u8; 32]>,
+    /// The channel's extranonce_prefix when the job arrived (the end of an extended job's
+    /// coinbase `prefix`, spec 5.3.10).
+    extranonce_prefix: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +210,25 @@ impl MinerChannel {
         }
     }
 
+    /// An extended channel opened by the caller: `m` answers an `OpenExtendedMiningChannel`
+    /// the caller sent itself on a connection set up with `success_flags` (from
+    /// `SetupConnection.Success`). For a proxy that opens many channels on one connection and
+    /// numbers their requests itself; [`Self::connected`] would number them from 1 for each.
+    /// `request.mode` is ignored (the channel is extended). Errors with
+    /// [`Ignored::Malformed`] as [`Self::open_extended_success`].
+    pub fn extended_opened(
+        request: ChannelRequest,
+        success_flags: u32,
+        m: &OpenExtendedMiningChannelSuccessOwned,
+    ) -> Result<Self, Ignored> {
+        let mut ch = Self::new(request);
+        ch.fixed_version = success_flags & REQUIRES_FIXED_VERSION != 0;
+        ch.open_mode = ChannelMode::Extended;
+        ch.pending_request = Some(m.request_id);
+        ch.open_extended_success(m)?;
+        Ok(ch)
+    }
+
     /// The channel type asked for.
     pub fn mode(&self) -> ChannelMode {
         self.request.mode
@@ -215,6 +242,33 @@ impl MinerChannel {
     /// Our channel id, once open.
     pub fn channel_id(&self) -> Option<u32> {
         self.channel.as_ref().map(|c| c.id)
+    }
+
+    /// Whether a message naming `channel_id` is for this channel: it is our open channel's id
+    /// or the id of the group channel it belongs to (spec 5.3.22).
+    pub fn is_for_channel(&self, channel_id: u32) -> bool {
+        self.is_ours(channel_id)
+    }
+
+    /// The channel's maximum target (from the open success or the latest `SetTarget`),
+    /// little-endian as `U256` on the wire; `None` before the channel is open. Jobs received
+    /// with `min_ntime` set keep the target they came under ([`ChannelWork::target`]).
+    pub fn target(&self) -> Option<[u8; 32]> {
+        self.channel.as_ref().map(|c| c.target)
+    }
+
+    /// The channel's current extranonce_prefix (from the open success or the latest
+    /// `SetExtranoncePrefix`), the bytes as sent; `None` before the channel is open.
+    pub fn extranonce_prefix(&self) -> Option<&[u8]> {
+        self.channel
+            .as_ref()
+            .map(|c| c.extranonce_prefix.as_slice())
+    }
+
+    /// Extended channels: the miner-owned extranonce size granted (`extranonce_size` of the
+    /// open success), bytes; 0 for a standard channel, `None` before the channel is open.
+    pub fn extranonce_size(&self) -> Option<usize> {
+        self.channel.as_ref().map(|c| c.extranonce_size)
     }
 
     /// Whether the work changed since the last call (then read [`Self::work`] again).
@@ -406,6 +460,11 @@ impl MinerChannel {
             received: now,
             merkle: JobMerkle::Fixed(m.merkle_root.to_array()),
             target: self.job_target(min_ntime),
+            extranonce_prefix: self
+                .channel
+                .as_ref()
+                .map(|c| c.extranonce_prefix.clone())
+                .unwrap_or_default(),
         };
         self.store_job(job);
         Ok(())
@@ -441,6 +500,7 @@ impl MinerChannel {
             received: now,
             merkle,
             target: self.job_target(min_ntime),
+            extranonce_prefix: ch.extranonce_prefix.clone(),
         };
         self.store_job(job);
         Ok(())
@@ -533,9 +593,17 @@ impl MinerChannel {
 
     /// The work to mine now, if any: needs a channel, a chain tip and an active job.
     pub fn work(&self) -> Option<ChannelWork> {
+        self.job(self.active?)
+    }
+
+    /// Job `job_id` as work on the current chain tip, whether active or not: for checking a
+    /// share found on an earlier job of this tip. `None` for a future job (no
+    /// `SetNewPrevHash` activated it), before a chain tip, or for a job no longer kept (every
+    /// other job is dropped by `SetNewPrevHash`; at most [`MAX_JOBS`] are kept).
+    pub fn job(&self, job_id: u32) -> Option<ChannelWork> {
         let ch = self.channel.as_ref()?;
         let tip = self.tip.as_ref()?;
-        let job = self.jobs.iter().find(|j| Some(j.id) == self.active)?;
+        let job = self.jobs.iter().find(|j| j.id == job_id)?;
         let min_ntime = job.min_ntime?;
         Some(ChannelWork {
             tip_epoch: self.tip_epoch,
@@ -552,13 +620,26 @@ impl MinerChannel {
             merkle: job.merkle.clone(),
         })
     }
+
+    /// The extranonce_prefix job `job_id` was received under (spec 5.3.10: a
+    /// `SetExtranoncePrefix` applies to jobs received after it): the last bytes of an extended
+    /// job's [`JobMerkle::Coinbase`] `prefix`, after `coinbase_tx_prefix`. `None` if the job is
+    /// not kept.
+    pub fn job_extranonce_prefix(&self, job_id: u32) -> Option<&[u8]> {
+        self.jobs
+            .iter()
+            .find(|j| j.id == job_id)
+            .map(|j| j.extranonce_prefix.as_slice())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use tower_stratum_core::stratum_core::binary_sv2::{B032Owned, Sv2OptionOwned};
+    use tower_stratum_core::stratum_core::binary_sv2::{
+        B032Owned, Seq0255Owned, Seq064KOwned, Sv2OptionOwned,
+    };
 
     fn open(ch: &mut MinerChannel) {
         let Sv2Message::Mining(MiningOwned::OpenStandardMiningChannel(m)) = ch.connected(0) else {
@@ -618,5 +699,186 @@ mod tests {
             (9_999, 0x207f_ffff, 1_000)
         );
         assert_eq!(w.version_mask, BIP320_VERSION_MASK);
+    }
+
+    fn extended_request() -> ChannelRequest {
+        ChannelRequest {
+            mode: ChannelMode::Extended,
+            user_identity: tower_stratum_core::session::str0255("proxy").unwrap(),
+            nominal_hash_rate: 1e12,
+            min_extranonce_size: 8,
+        }
+    }
+
+    fn extended_success(
+        request_id: u32,
+        channel_id: u32,
+        group: u32,
+    ) -> OpenExtendedMiningChannelSuccessOwned {
+        OpenExtendedMiningChannelSuccessOwned {
+            request_id,
+            channel_id,
+            target: U256Owned::from([0x22; 32]),
+            extranonce_size: 8,
+            extranonce_prefix: B032Owned::try_from(vec![0xe1, 0xe2]).unwrap(),
+            group_channel_id: group,
+        }
+    }
+
+    fn extended_job(
+        channel_id: u32,
+        job_id: u32,
+        min_ntime: Option<u32>,
+        rolling: bool,
+    ) -> NewExtendedMiningJobOwned {
+        NewExtendedMiningJobOwned {
+            channel_id,
+            job_id,
+            min_ntime: Sv2OptionOwned::new(min_ntime),
+            version: 0x2000_0000,
+            version_rolling_allowed: rolling,
+            merkle_path: Seq0255Owned::new(vec![]).unwrap(),
+            coinbase_tx_prefix: vec![0xc0, 0xc1, 0xc2].try_into().unwrap(),
+            coinbase_tx_suffix: vec![0x5f].try_into().unwrap(),
+        }
+    }
+
+    fn prev_hash(channel_id: u32, job_id: u32) -> SetNewPrevHashOwned {
+        SetNewPrevHashOwned {
+            channel_id,
+            job_id,
+            prev_hash: U256Owned::from([3; 32]),
+            min_ntime: 500,
+            nbits: 0x1d00_ffff,
+        }
+    }
+
+    #[test]
+    fn a_channel_opened_by_the_caller_is_built_from_its_open_success() {
+        let ch = MinerChannel::extended_opened(extended_request(), 0, &extended_success(41, 9, 0))
+            .unwrap();
+        assert_eq!(ch.channel_id(), Some(9));
+        assert_eq!(ch.open_mode(), ChannelMode::Extended);
+        assert_eq!(ch.target(), Some([0x22; 32]));
+        assert_eq!(ch.extranonce_prefix(), Some(&[0xe1, 0xe2][..]));
+        assert_eq!(ch.extranonce_size(), Some(8));
+        let mut too_long = extended_success(1, 9, 0);
+        too_long.extranonce_prefix = B032Owned::try_from(vec![0; 25]).unwrap();
+        assert!(matches!(
+            MinerChannel::extended_opened(extended_request(), 0, &too_long),
+            Err(Ignored::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn group_channel_jobs_and_tips_reach_a_member_and_other_channels_do_not() {
+        let now = Instant::now();
+        let mut ch =
+            MinerChannel::extended_opened(extended_request(), 0, &extended_success(1, 9, 100))
+                .unwrap();
+        assert!(ch.is_for_channel(9) && ch.is_for_channel(100));
+        assert!(!ch.is_for_channel(101));
+        assert_eq!(
+            ch.new_extended_mining_job(&extended_job(101, 1, None, true), now),
+            Err(Ignored::OtherChannel(101))
+        );
+        ch.new_extended_mining_job(&extended_job(100, 2, None, true), now)
+            .unwrap();
+        assert_eq!(
+            ch.job(2),
+            None,
+            "a future job is not work before its SetNewPrevHash"
+        );
+        ch.set_new_prev_hash(&prev_hash(100, 2), now).unwrap();
+        let w = ch.work().unwrap();
+        assert_eq!((w.channel_id, w.job_id, w.min_ntime), (9, 2, 500));
+        // A later SetGroupChannel moves it to another group.
+        ch.set_group_channel(&SetGroupChannelOwned {
+            group_channel_id: 200,
+            channel_ids: Seq064KOwned::new(vec![9]).unwrap(),
+        })
+        .unwrap();
+        assert!(ch.is_for_channel(200) && !ch.is_for_channel(100));
+    }
+
+    #[test]
+    fn earlier_jobs_of_the_tip_stay_looked_up_until_the_next_set_new_prev_hash() {
+        let now = Instant::now();
+        let mut ch =
+            MinerChannel::extended_opened(extended_request(), 0, &extended_success(1, 9, 0))
+                .unwrap();
+        ch.new_extended_mining_job(&extended_job(9, 1, None, true), now)
+            .unwrap();
+        ch.set_new_prev_hash(&prev_hash(9, 1), now).unwrap();
+        ch.new_extended_mining_job(&extended_job(9, 2, Some(777), false), now)
+            .unwrap();
+        assert_eq!(
+            ch.active_job(),
+            Some(2),
+            "a non-future job is mined at once"
+        );
+        let old = ch.job(1).unwrap();
+        assert_eq!(
+            (old.min_ntime, old.version_mask),
+            (500, BIP320_VERSION_MASK)
+        );
+        let new = ch.job(2).unwrap();
+        assert_eq!((new.min_ntime, new.version_mask), (777, 0));
+        assert_eq!(new.prev_hash, [3; 32]);
+        ch.new_extended_mining_job(&extended_job(9, 3, None, true), now)
+            .unwrap();
+        ch.set_new_prev_hash(&prev_hash(9, 3), now).unwrap();
+        assert_eq!((ch.job(1), ch.job(2)), (None, None));
+        assert!(ch.job(3).is_some());
+    }
+
+    #[test]
+    fn a_job_keeps_the_extranonce_prefix_it_was_received_under() {
+        let now = Instant::now();
+        let mut ch =
+            MinerChannel::extended_opened(extended_request(), 0, &extended_success(1, 9, 0))
+                .unwrap();
+        ch.new_extended_mining_job(&extended_job(9, 1, None, true), now)
+            .unwrap();
+        ch.set_extranonce_prefix(&SetExtranoncePrefixOwned {
+            channel_id: 9,
+            extranonce_prefix: B032Owned::try_from(vec![0xf0, 0xf1, 0xf2]).unwrap(),
+        })
+        .unwrap();
+        ch.new_extended_mining_job(&extended_job(9, 2, None, true), now)
+            .unwrap();
+        assert_eq!(ch.extranonce_prefix(), Some(&[0xf0, 0xf1, 0xf2][..]));
+        assert_eq!(ch.job_extranonce_prefix(1), Some(&[0xe1, 0xe2][..]));
+        assert_eq!(ch.job_extranonce_prefix(2), Some(&[0xf0, 0xf1, 0xf2][..]));
+        ch.set_new_prev_hash(&prev_hash(9, 1), now).unwrap();
+        let JobMerkle::Coinbase {
+            prefix, rollable, ..
+        } = ch.work().unwrap().merkle
+        else {
+            panic!("an extended job");
+        };
+        assert_eq!(prefix, vec![0xc0, 0xc1, 0xc2, 0xe1, 0xe2]);
+        assert_eq!(rollable, 8);
+    }
+
+    #[test]
+    fn set_target_changes_the_channel_target_and_fixed_version_forbids_rolling() {
+        let now = Instant::now();
+        let mut ch = MinerChannel::extended_opened(
+            extended_request(),
+            REQUIRES_FIXED_VERSION,
+            &extended_success(1, 9, 0),
+        )
+        .unwrap();
+        ch.set_target(&SetTargetOwned {
+            channel_id: 9,
+            maximum_target: U256Owned::from([0x05; 32]),
+        })
+        .unwrap();
+        assert_eq!(ch.target(), Some([0x05; 32]));
+        ch.new_extended_mining_job(&extended_job(9, 1, None, true), now)
+            .unwrap();
+        ch.set_new_prev_hash(&prev_hash(9, 1), now).unwrap();
+        assert_eq!(ch.work().unwrap().version_mask, 0);
     }
 }
