@@ -576,3 +576,122 @@ async fn client_calls_notifications_and_timeouts() {
     assert!(matches!(r, Err(Sv1ClientError::Closed(_))), "{r:?}");
     let _ = handle.shutdown().await;
 }
+
+/// Holds the answer to every `mining.submit` until `n` of them are waiting: with fewer than
+/// `n` requests of one miner in flight at once, nothing is ever answered.
+#[derive(Clone)]
+struct HoldSubmits<S> {
+    inner: S,
+    barrier: std::sync::Arc<tokio::sync::Barrier>,
+}
+
+impl<S> Service<tower_stratum::sv1_service::Sv1InboundMessage> for HoldSubmits<S>
+where
+    S: Service<
+        tower_stratum::sv1_service::Sv1InboundMessage,
+        Response = Sv1Actions,
+        Error = tower::BoxError,
+    >,
+    S::Future: Send + 'static,
+{
+    type Response = Sv1Actions;
+    type Error = tower::BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Sv1Actions, tower::BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), tower::BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, m: tower_stratum::sv1_service::Sv1InboundMessage) -> Self::Future {
+        let hold = matches!(m.message, ClientMessage::Submit(..));
+        let answer = self.inner.call(m);
+        let barrier = self.barrier.clone();
+        Box::pin(async move {
+            let r = answer.await;
+            if hold {
+                barrier.wait().await;
+            }
+            r
+        })
+    }
+}
+
+#[tokio::test]
+async fn pipelined_submits_are_in_flight_together_and_answered_in_request_order() {
+    const BURST: usize = 8;
+    let (tx, _events) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(BURST));
+    let cfg = Sv1ServerConfig {
+        max_in_flight: BURST,
+        ..Sv1ServerConfig::default()
+    };
+    let (_service, handle) = Sv1ServerService::builder()
+        .config(cfg)
+        .handler(TestPool { events: tx })
+        .layer(tower::layer::layer_fn(move |inner| HoldSubmits {
+            inner,
+            barrier: barrier.clone(),
+        }))
+        .serve(listener);
+    let mut m = ready_miner(addr).await;
+    // One write with BURST submits (ids 100..), every other one for an unknown job (21).
+    let mut burst = Vec::new();
+    for i in 0..BURST {
+        let job = if i % 2 == 0 { "1" } else { "9" };
+        burst.extend_from_slice(
+            format!(
+                r#"{{"id":{},"method":"mining.submit","params":["w1","{job}","00000000","6000000a","0000abcd"]}}"#,
+                100 + i
+            )
+            .as_bytes(),
+        );
+        burst.push(b'\n');
+    }
+    m.send_raw(&burst).await;
+    for i in 0..BURST {
+        let l = m
+            .recv(10)
+            .await
+            .expect("an answer to each pipelined submit");
+        let v = json(&l);
+        assert_eq!(v["id"], 100 + i as u64, "answers in request order: {l}");
+        if i % 2 == 0 {
+            assert_eq!(v["result"], true, "{l}");
+        } else {
+            assert_eq!(error_code(&l), Some(21), "{l}");
+        }
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_answer_between_pipelined_requests_keeps_its_place() {
+    let s = start(Sv1ServerConfig::default()).await;
+    let mut m = ready_miner(s.addr).await;
+    // submit (handler) / malformed params (the session answers 20) / submit (handler), in
+    // one write: the session's answer must not overtake the first submit's.
+    let lines = [
+        SUBMIT.replace("\"id\":3", "\"id\":31"),
+        r#"{"id":32,"method":"mining.submit","params":["w1","1","zz",5,"x"]}"#.to_string(),
+        SUBMIT.replace("\"id\":3", "\"id\":33"),
+    ];
+    m.send_raw(format!("{}\n", lines.join("\n")).as_bytes())
+        .await;
+    let first = m.recv(5).await.unwrap();
+    let second = m.recv(5).await.unwrap();
+    let third = m.recv(5).await.unwrap();
+    assert_eq!(json(&first)["id"], 31, "{first}");
+    assert_eq!(json(&first)["result"], true, "{first}");
+    assert_eq!(json(&second)["id"], 32, "{second}");
+    assert_eq!(error_code(&second), Some(20), "{second}");
+    assert_eq!(json(&third)["id"], 33, "{third}");
+    assert_eq!(json(&third)["result"], true, "{third}");
+    s.handle.shutdown().await;
+}
