@@ -3,7 +3,7 @@
 
 use crate::core::{TranslatorCore, UpstreamEvent};
 use crate::stats::TranslatorStats;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tower_stratum_core::extensions::WORKER_HASHRATE_TRACKING;
 use tower_stratum_core::handler::Sv2MiningClientHandler;
@@ -26,19 +26,17 @@ use tower_stratum_service::sv1::{
 use tower_stratum_sv1::{Authorize, Configure, Id, Submit, Subscribe, Target};
 use tracing::debug;
 
-/// The periodic tick the application sends the Sv1 side (as
-/// `Sv1Request::ToHandlers(SiblingMessage::custom(TranslatorTick))`) about once a second:
-/// verdict timeouts, vardiff, `UpdateChannel`, keepalive jobs, stats.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TranslatorTick;
-
 /// The Sv1 server handler of the translator: owns the [`TranslatorCore`], feeds it the
-/// miners' requests, the upstream's messages (sibling messages from
-/// [`TranslatorSv2Handler`]) and ticks, and publishes [`TranslatorStats`] after each tick.
+/// miners' requests and the upstream's messages (sibling messages from
+/// [`TranslatorSv2Handler`]), runs its periodic work on the handler timer (every
+/// `tick_interval`: verdict timeouts, vardiff, `UpdateChannel`, keepalive jobs) and publishes
+/// [`TranslatorStats`] after each.
 #[derive(Debug)]
 pub struct TranslatorSv1Handler {
     core: TranslatorCore,
     stats: watch::Sender<TranslatorStats>,
+    tick_interval: Duration,
+    next_tick: Instant,
 }
 
 /// The monotonic clock (tokio's, so paused-time tests work).
@@ -47,9 +45,20 @@ fn now() -> Instant {
 }
 
 impl TranslatorSv1Handler {
-    /// A handler around `core`, publishing stats to `stats`.
-    pub fn new(core: TranslatorCore, stats: watch::Sender<TranslatorStats>) -> Self {
-        Self { core, stats }
+    /// A handler around `core`, publishing stats to `stats`, with its periodic work every
+    /// `tick_interval` (at least 10 ms) from now.
+    pub fn new(
+        core: TranslatorCore,
+        stats: watch::Sender<TranslatorStats>,
+        tick_interval: Duration,
+    ) -> Self {
+        let tick_interval = tick_interval.max(Duration::from_millis(10));
+        Self {
+            core,
+            stats,
+            tick_interval,
+            next_tick: now() + tick_interval,
+        }
     }
 }
 
@@ -145,15 +154,23 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
                         }
                         connected => self.core.upstream_connected(connected.clone(), t),
                     }
-                } else if custom.downcast_ref::<TranslatorTick>().is_some() {
-                    let out = self.core.tick(t);
-                    self.stats.send_replace(self.core.stats(t));
-                    out
                 } else {
                     Sv1Actions::none()
                 }
             }
         }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    async fn on_timer(&mut self, now: Instant) -> Sv1Actions {
+        // The next deadline from this one (not from `now`): a late wake-up does not drift.
+        self.next_tick = (self.next_tick + self.tick_interval).max(now);
+        let out = self.core.tick(now);
+        self.stats.send_replace(self.core.stats(now));
+        out
     }
 
     async fn handle_sibling_closed(&mut self) -> Sv1Actions {

@@ -4,7 +4,7 @@
 //! ([`TranslatorSv1Handler`]) owns the translation state ([`TranslatorCore`], sans-IO), linked
 //! by sibling IO to an [`Sv2ClientService`](tower_stratum_service::Sv2ClientService) whose
 //! Mining handler ([`TranslatorSv2Handler`]) relays the upstream's messages. [`spawn`] wires
-//! both, the upstream failover and the periodic tick.
+//! both and the upstream failover; the periodic work runs on the Sv1 handler's timer.
 //!
 //! - Modes ([`ChannelMode`]): aggregated (one upstream extended channel, each miner a
 //!   distinct extranonce1 = `extranonce_prefix || 2 local bytes || zeros`) and per-miner (one
@@ -64,6 +64,6 @@ pub use crate::core::{
     BAD_EXTRANONCE2, BAD_VERSION_BITS, NO_VERDICT, UPSTREAM_BUSY, UPSTREAM_UNAVAILABLE,
 };
 pub use config::{ChannelMode, ConfigError, ExtranonceChange, TranslatorConfig, UpstreamConfig};
-pub use handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};
+pub use handlers::{TranslatorSv1Handler, TranslatorSv2Handler};
 pub use service::{spawn, TranslatorHandle, TranslatorServiceConfig};
 pub use stats::TranslatorStats;

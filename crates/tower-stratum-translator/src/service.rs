@@ -3,15 +3,14 @@
 
 use crate::config::{ConfigError, TranslatorConfig, UpstreamConfig};
 use crate::core::{TranslatorCore, UpstreamEvent};
-use crate::handlers::{TranslatorSv1Handler, TranslatorSv2Handler, TranslatorTick};
+use crate::handlers::{TranslatorSv1Handler, TranslatorSv2Handler};
 use crate::stats::TranslatorStats;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
 use tower_stratum_core::{SiblingMessage, Subprotocol};
-use tower_stratum_service::sv1::{Sv1Request, Sv1ServerConfig, Sv1ServerHandle, Sv1ServerService};
+use tower_stratum_service::sv1::{Sv1ServerConfig, Sv1ServerHandle, Sv1ServerService};
 use tower_stratum_service::{
     Backoff, ClientConfig, ClientTransport, Endpoint, Listener, SiblingIo, Sv2ClientService,
 };
@@ -37,7 +36,8 @@ pub struct TranslatorServiceConfig {
     /// While on a backup upstream, check the primary this often (a TCP connect); when it
     /// answers, switch back. `None` disables fail-back. Default 60 s.
     pub failback_interval: Option<Duration>,
-    /// Interval of the translator tick (verdict timeouts, vardiff, stats). Default 1 s.
+    /// Period of the translator's handler timer (verdict timeouts, vardiff, stats), at least
+    /// 10 ms. Default 1 s.
     pub tick_interval: Duration,
 }
 
@@ -62,7 +62,6 @@ pub struct TranslatorHandle {
     service: Sv1ServerService<TranslatorSv1Handler>,
     sv1: Sv1ServerHandle,
     router: JoinHandle<()>,
-    tick: JoinHandle<()>,
     cancel: CancellationToken,
     stats: watch::Receiver<TranslatorStats>,
 }
@@ -87,7 +86,6 @@ impl TranslatorHandle {
     /// closes. Resolves when every task is done.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        let _ = self.tick.await;
         self.sv1.shutdown().await;
         let _ = self.router.await;
     }
@@ -118,6 +116,7 @@ pub fn spawn<L: Listener>(
     let handler = TranslatorSv1Handler::new(
         TranslatorCore::new(config.translator.clone(), now),
         stats_tx,
+        config.tick_interval,
     );
     let (sv1_end, upstream_end) = SiblingIo::pair(config.sv1.sibling_queue);
     let (service, sv1) = Sv1ServerService::builder()
@@ -130,39 +129,13 @@ pub fn spawn<L: Listener>(
         route(config.clone(), upstream_end, cancel.clone())
             .instrument(tracing::info_span!("upstream_router")),
     );
-    let tick = tokio::spawn(tick_task(
-        service.clone(),
-        config.tick_interval,
-        cancel.clone(),
-    ));
     Ok(TranslatorHandle {
         service,
         sv1,
         router,
-        tick,
         cancel,
         stats: stats_rx,
     })
-}
-
-async fn tick_task(
-    mut service: Sv1ServerService<TranslatorSv1Handler>,
-    every: Duration,
-    cancel: CancellationToken,
-) {
-    let mut interval = tokio::time::interval(every.max(Duration::from_millis(10)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let req = Sv1Request::ToHandlers(SiblingMessage::custom(TranslatorTick));
-        let r = async { service.ready().await?.call(req).await }.await;
-        if r.is_err() {
-            return;
-        }
-    }
 }
 
 enum Outcome {

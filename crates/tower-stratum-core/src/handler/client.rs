@@ -62,6 +62,21 @@ pub trait Sv2MiningClientHandler: Send + 'static {
 
     common_methods!();
 
+    /// Every Mining Protocol message from the server, before it is routed to the method named
+    /// after it. Default: [`dispatch_mining_client`] (that routing). Override it to take every
+    /// message as one [`MiningOwned`] value — a proxy's upstream side that hands each one to
+    /// its sibling, say — instead of one method per message.
+    fn handle_mining_message(
+        &mut self,
+        ctx: ConnectionContext,
+        msg: MiningOwned,
+    ) -> impl Future<Output = Actions> + Send
+    where
+        Self: Sized,
+    {
+        dispatch_mining_client(self, ctx, msg)
+    }
+
     ignore!(
         /// `OpenStandardMiningChannel.Success` (0x11).
         handle_open_standard_mining_channel_success,
@@ -253,6 +268,42 @@ null_client!(
     "Template Distribution"
 );
 
+/// Routes one Mining Protocol message from the server to the method of `m` named after it
+/// (messages a client never receives are ignored). The default of
+/// [`Sv2MiningClientHandler::handle_mining_message`].
+pub async fn dispatch_mining_client<M: Sv2MiningClientHandler>(
+    m: &mut M,
+    ctx: ConnectionContext,
+    msg: MiningOwned,
+) -> Actions {
+    match msg {
+        MiningOwned::OpenStandardMiningChannelSuccess(x) => {
+            m.handle_open_standard_mining_channel_success(ctx, x).await
+        }
+        MiningOwned::OpenExtendedMiningChannelSuccess(x) => {
+            m.handle_open_extended_mining_channel_success(ctx, x).await
+        }
+        MiningOwned::OpenMiningChannelError(x) => m.handle_open_mining_channel_error(ctx, x).await,
+        MiningOwned::UpdateChannelError(x) => m.handle_update_channel_error(ctx, x).await,
+        MiningOwned::CloseChannel(x) => m.handle_close_channel(ctx, x).await,
+        MiningOwned::SetExtranoncePrefix(x) => m.handle_set_extranonce_prefix(ctx, x).await,
+        MiningOwned::SubmitSharesSuccess(x) => m.handle_submit_shares_success(ctx, x).await,
+        MiningOwned::SubmitSharesError(x) => m.handle_submit_shares_error(ctx, x).await,
+        MiningOwned::NewMiningJob(x) => m.handle_new_mining_job(ctx, x).await,
+        MiningOwned::NewExtendedMiningJob(x) => m.handle_new_extended_mining_job(ctx, x).await,
+        MiningOwned::SetNewPrevHash(x) => m.handle_set_new_prev_hash(ctx, x).await,
+        MiningOwned::SetCustomMiningJobSuccess(x) => {
+            m.handle_set_custom_mining_job_success(ctx, x).await
+        }
+        MiningOwned::SetCustomMiningJobError(x) => {
+            m.handle_set_custom_mining_job_error(ctx, x).await
+        }
+        MiningOwned::SetTarget(x) => m.handle_set_target(ctx, x).await,
+        MiningOwned::SetGroupChannel(x) => m.handle_set_group_channel(ctx, x).await,
+        _ => Actions::none(),
+    }
+}
+
 /// Routes a message received from a server to the method named after it.
 pub async fn dispatch_client<M, J, T>(
     m: &mut M,
@@ -269,34 +320,7 @@ where
     let ctx = inbound.ctx;
     // No server-to-client message takes TLV fields yet: they are dropped.
     match inbound.message.without_tlvs() {
-        Sv2Message::Mining(msg) => match msg {
-            MiningOwned::OpenStandardMiningChannelSuccess(x) => {
-                m.handle_open_standard_mining_channel_success(ctx, x).await
-            }
-            MiningOwned::OpenExtendedMiningChannelSuccess(x) => {
-                m.handle_open_extended_mining_channel_success(ctx, x).await
-            }
-            MiningOwned::OpenMiningChannelError(x) => {
-                m.handle_open_mining_channel_error(ctx, x).await
-            }
-            MiningOwned::UpdateChannelError(x) => m.handle_update_channel_error(ctx, x).await,
-            MiningOwned::CloseChannel(x) => m.handle_close_channel(ctx, x).await,
-            MiningOwned::SetExtranoncePrefix(x) => m.handle_set_extranonce_prefix(ctx, x).await,
-            MiningOwned::SubmitSharesSuccess(x) => m.handle_submit_shares_success(ctx, x).await,
-            MiningOwned::SubmitSharesError(x) => m.handle_submit_shares_error(ctx, x).await,
-            MiningOwned::NewMiningJob(x) => m.handle_new_mining_job(ctx, x).await,
-            MiningOwned::NewExtendedMiningJob(x) => m.handle_new_extended_mining_job(ctx, x).await,
-            MiningOwned::SetNewPrevHash(x) => m.handle_set_new_prev_hash(ctx, x).await,
-            MiningOwned::SetCustomMiningJobSuccess(x) => {
-                m.handle_set_custom_mining_job_success(ctx, x).await
-            }
-            MiningOwned::SetCustomMiningJobError(x) => {
-                m.handle_set_custom_mining_job_error(ctx, x).await
-            }
-            MiningOwned::SetTarget(x) => m.handle_set_target(ctx, x).await,
-            MiningOwned::SetGroupChannel(x) => m.handle_set_group_channel(ctx, x).await,
-            _ => Actions::none(),
-        },
+        Sv2Message::Mining(msg) => m.handle_mining_message(ctx, msg).await,
         Sv2Message::JobDeclaration(msg) => match msg {
             JobDeclarationOwned::AllocateMiningJobTokenSuccess(x) => {
                 j.handle_allocate_mining_job_token_success(ctx, x).await
