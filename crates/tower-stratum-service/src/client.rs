@@ -33,7 +33,7 @@ use tower_stratum_core::{
 use tracing::{debug, error, info, warn, Instrument};
 
 /// A running Sv2 client's request interface: `tower::Service<`[`Request`]`>`. Use
-/// [`Request::Broadcast`]`(protocol, msg)` to send to the upstream of `protocol`.
+/// [`Request::SendUpstream`]`(protocol, msg)` to send to the upstream of `protocol`.
 ///
 /// Type parameters are the client handlers; a Null handler means that subprotocol is not used
 /// (no connection is opened for it).

@@ -283,7 +283,7 @@ mod sv2_impl {
                 Some(match a {
                     Action::Reply(m) => Route::Reply(m),
                     Action::SendTo(id, m) => Route::SendTo(id, m),
-                    Action::Broadcast(p, m) => Route::Broadcast(p, m),
+                    Action::Broadcast(p, m) | Action::SendUpstream(p, m) => Route::Broadcast(p, m),
                     Action::ToSibling(s) => Route::ToSibling(s),
                     Action::Close(r) => Route::Close(r),
                     Action::Disconnect(id, r) => Route::Disconnect(id, r),
@@ -382,7 +382,7 @@ mod sv2_impl {
                     routes: vec![Route::SendTo(id, m)],
                     require: Some(id),
                 },
-                Request::Broadcast(p, m) => Command::Routes {
+                Request::Broadcast(p, m) | Request::SendUpstream(p, m) => Command::Routes {
                     routes: vec![Route::Broadcast(p, m)],
                     require: None,
                 },

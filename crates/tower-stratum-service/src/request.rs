@@ -20,9 +20,12 @@ pub enum Request {
     /// Queue a message to one connection. Errors with [`ServiceError::UnknownConnection`] if it
     /// is not (or no longer) established.
     SendTo(ConnectionId, Sv2Message),
-    /// Queue a message to every established connection of a subprotocol (server: all clients
-    /// of it; client: the upstream connection of it).
+    /// Queue a message to every established connection of a subprotocol (a server's clients
+    /// of it). On a client it is [`Request::SendUpstream`].
     Broadcast(Subprotocol, Sv2Message),
+    /// Client services: queue a message to the upstream connection of a subprotocol (dropped
+    /// while it is down). On a server it is a [`Request::Broadcast`].
+    SendUpstream(Subprotocol, Sv2Message),
     /// Close one connection (after its queued messages are written).
     Disconnect(ConnectionId),
     /// List established connections.

@@ -270,9 +270,9 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
             SiblingMessage::Sv2(m @ Sv2Message::WithTlvs(_))
                 if !self.negotiated.contains(WORKER_HASHRATE_TRACKING) =>
             {
-                Action::Broadcast(Subprotocol::Mining, m.without_tlvs()).into()
+                Action::SendUpstream(Subprotocol::Mining, m.without_tlvs()).into()
             }
-            SiblingMessage::Sv2(m) => Action::Broadcast(Subprotocol::Mining, m).into(),
+            SiblingMessage::Sv2(m) => Action::SendUpstream(Subprotocol::Mining, m).into(),
             SiblingMessage::Custom(_) => Actions::none(),
         }
     }

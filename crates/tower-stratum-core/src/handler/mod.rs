@@ -181,6 +181,10 @@ pub enum Action {
     /// Send to every established connection of a subprotocol (e.g. a new job to every mining
     /// connection). Encoded once, shared by all queues.
     Broadcast(Subprotocol, Sv2Message),
+    /// Client services: send to the upstream connection of the subprotocol (dropped while it
+    /// is down). On a server it is a [`Broadcast`](Action::Broadcast) to that subprotocol's
+    /// connections.
+    SendUpstream(Subprotocol, Sv2Message),
     /// Hand a message to the sibling service, if one is linked.
     ToSibling(SiblingMessage),
     /// Close the connection the event came from, after what was queued before it is flushed.
