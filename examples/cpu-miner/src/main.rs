@@ -20,7 +20,7 @@ use cpu_miner::miner::{self, BATCH};
 use cpu_miner::sha256d::{Engine, Midstate};
 use cpu_miner::state::ChannelMode;
 use cpu_miner::stats::{human_rate, Snapshot, Stats};
-use cpu_miner::sv1::{Backoff, RunningSv1Miner, Sv1MinerOptions};
+use cpu_miner::sv1::{Backoff, RunningSv1Miner, Sv1MinerOptions, DEFAULT_RECONNECT};
 use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
 use cpu_miner::{MinerOptions, RunningMiner};
 use std::process::ExitCode;
@@ -362,7 +362,8 @@ async fn run_sv1(
         max_shares: cli.max_shares,
         reconnect: Backoff {
             initial,
-            max: Backoff::default().max.max(initial),
+            max: DEFAULT_RECONNECT.max.max(initial),
+            ..DEFAULT_RECONNECT
         },
         suggest_difficulty,
     };
