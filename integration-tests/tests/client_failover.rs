@@ -153,7 +153,7 @@ async fn fails_over_to_the_backup_after_n_failed_attempts_on_the_primary() {
     assert!(matches!(backup_events.recv().await, Some(Event::Added(_))));
     assert_eq!(
         logs::count(&format!(
-            "switching upstream: the previous one failed index=1 of=2 address={backup} reason=fail-over failover_attempts=4"
+            "switching upstream: the previous one failed index=1 of=2 address={backup} reason=fail-over from=0 failover_attempts=4 last_failure=io error: "
         )),
         1,
         "the switch is logged at INFO"
@@ -225,7 +225,7 @@ async fn fails_back_to_the_primary_when_it_comes_back_closing_the_backup_connect
     .await;
     assert_eq!(
         logs::count(&format!(
-            "switching upstream: the primary answers again index=0 of=2 address={primary} reason=fail-back"
+            "switching upstream: the primary answers again index=0 of=2 address={primary} reason=fail-back from=1"
         )),
         1
     );

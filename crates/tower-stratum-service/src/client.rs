@@ -472,6 +472,8 @@ impl<S: InboundStack> Supervisor<S> {
         let mut why = SwitchReason::Start;
         let mut address = self.endpoints[0].address.clone();
         let mut log = FailureLog::default();
+        // Why the latest attempt failed (for the fail-over line).
+        let mut last_failure = None;
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -514,6 +516,7 @@ impl<S: InboundStack> Supervisor<S> {
                         policy.ended()
                     } else {
                         self.report_failure(&mut log, &address, &reason);
+                        last_failure = Some(reason.clone());
                         policy.failed(connection::now())
                     };
                     match next {
@@ -540,7 +543,13 @@ impl<S: InboundStack> Supervisor<S> {
                 why = switch;
                 address = self.endpoints[policy.current()].address.clone();
                 log = FailureLog::default();
-                self.log_switch(policy.current(), &address, why);
+                self.log_switch(
+                    index,
+                    policy.current(),
+                    &address,
+                    why,
+                    last_failure.as_ref(),
+                );
             }
             if delay.is_zero() {
                 continue;
@@ -557,14 +566,22 @@ impl<S: InboundStack> Supervisor<S> {
                     why = SwitchReason::FailBack;
                     address = self.endpoints[0].address.clone();
                     log = FailureLog::default();
-                    self.log_switch(0, &address, why);
+                    self.log_switch(index, 0, &address, why, None);
                 }
             }
         }
     }
 
-    /// Logs a switch at INFO (the start on the primary is no switch: not logged).
-    fn log_switch(&self, index: usize, address: &str, reason: SwitchReason) {
+    /// Logs a switch from upstream `from` to `index` at INFO (the start on the primary is no
+    /// switch: not logged); `failure`: why the last attempt on `from` failed.
+    fn log_switch(
+        &self,
+        from: usize,
+        index: usize,
+        address: &str,
+        reason: SwitchReason,
+        failure: Option<&CloseReason>,
+    ) {
         let of = self.endpoints.len();
         match reason {
             SwitchReason::Start => {}
@@ -573,7 +590,9 @@ impl<S: InboundStack> Supervisor<S> {
                 of,
                 %address,
                 %reason,
+                from,
                 failover_attempts = self.cfg.failover_attempts.max(1),
+                last_failure = %failure.map(ToString::to_string).unwrap_or_default(),
                 "switching upstream: the previous one failed"
             ),
             SwitchReason::FailBack => info!(
@@ -581,6 +600,7 @@ impl<S: InboundStack> Supervisor<S> {
                 of,
                 %address,
                 %reason,
+                from,
                 "switching upstream: the primary answers again"
             ),
         }
