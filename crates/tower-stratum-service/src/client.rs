@@ -153,6 +153,51 @@ impl<M, J, T, L> ClientBuilder<M, J, T, L> {
     /// [`Self::start`] so that a handler can hold it: in `on_connection_added` it tells which
     /// upstream (index in [`ClientConfig::endpoints`]) the new connection is on, e.g. to open
     /// channels with that upstream's own `user_identity` (see [`ActiveUpstream`]).
+    ///
+    /// ```
+    /// use tokio::sync::watch;
+    /// use tower_stratum_core::handler::Sv2MiningClientHandler;
+    /// use tower_stratum_core::{Actions, ConnectionContext, Subprotocol};
+    /// use tower_stratum_service::{ActiveUpstream, ClientConfig, Endpoint, Sv2ClientService};
+    ///
+    /// /// A miner with one pool account per upstream.
+    /// struct Miner {
+    ///     upstream: watch::Receiver<Option<ActiveUpstream>>,
+    ///     user_identities: Vec<String>,
+    ///     user_identity: Option<String>,
+    /// }
+    ///
+    /// impl Sv2MiningClientHandler for Miner {
+    ///     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+    ///         let upstream = self.upstream.borrow().clone();
+    ///         // Published before the attempt started: the same connection id means this
+    ///         // connection is on `index`; another id means it has already ended.
+    ///         self.user_identity = upstream
+    ///             .filter(|u| u.connection == ctx.id)
+    ///             .and_then(|u| self.user_identities.get(u.index).cloned());
+    ///         Actions::none() // ...or open the channel as `self.user_identity`
+    ///     }
+    /// }
+    ///
+    /// # #[allow(dead_code)]
+    /// fn start() -> tower_stratum_service::ClientHandle {
+    ///     let config = ClientConfig::default().upstreams(
+    ///         Subprotocol::Mining,
+    ///         vec![
+    ///             Endpoint::plaintext("pool-a.example:34254"),
+    ///             Endpoint::plaintext("pool-b.example:34254"),
+    ///         ],
+    ///     );
+    ///     let builder = Sv2ClientService::builder().config(config);
+    ///     let miner = Miner {
+    ///         upstream: builder.watch_upstream(Subprotocol::Mining),
+    ///         user_identities: vec!["account-a.worker".into(), "account-b.worker".into()],
+    ///         user_identity: None,
+    ///     };
+    ///     let (_service, handle) = builder.mining(miner).start();
+    ///     handle
+    /// }
+    /// ```
     pub fn watch_upstream(&self, protocol: Subprotocol) -> watch::Receiver<Option<ActiveUpstream>> {
         self.upstream.0[protocol].subscribe()
     }

@@ -322,6 +322,26 @@ impl ClientConfig {
 
     /// Sets the upstreams of `protocol`, in order of preference (the first is the primary;
     /// see [`Self::endpoints`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stratum_core::Subprotocol;
+    /// use tower_stratum_service::{ClientConfig, Endpoint};
+    ///
+    /// let cfg = ClientConfig {
+    ///     failover_attempts: 2,
+    ///     failback_interval: Some(Duration::from_secs(30)),
+    ///     ..ClientConfig::default()
+    /// }
+    /// .upstreams(
+    ///     Subprotocol::Mining,
+    ///     vec![
+    ///         Endpoint::plaintext("pool-a.example:34254"),
+    ///         Endpoint::plaintext("pool-b.example:34254"),
+    ///     ],
+    /// );
+    /// assert_eq!(cfg.endpoints.mining.len(), 2);
+    /// ```
     pub fn upstreams(mut self, protocol: Subprotocol, upstreams: Vec<Endpoint>) -> Self {
         self.endpoints[protocol] = upstreams;
         self
