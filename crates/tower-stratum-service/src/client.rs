@@ -1,13 +1,16 @@
 //! [`Sv2ClientService`]: one upstream connection per subprotocol it uses, with handshake,
-//! SetupConnection, dispatch to the client handlers, and reconnection with backoff.
+//! SetupConnection, dispatch to the client handlers, reconnection with backoff, fail-over along
+//! the ordered list of upstreams and fail-back to the primary (the policy, sans-IO, is
+//! `upstreams.rs`; the supervisor here drives it).
 
-use crate::config::{Backoff, ClientConfig, ClientTransport, Endpoint};
+use crate::config::{ClientConfig, ClientTransport, Endpoint};
 use crate::connection::{self, ConnParams, Transport};
 use crate::hub::{ClientHandlers, Hub, HubInput, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::protocol::Sv2;
 use crate::request::{Request, RequestSender, Response};
 use crate::server::SiblingIo;
+use crate::upstreams::{ActiveUpstream, Next, SwitchReason, Upstreams};
 use crate::{HandlerTypes, ServiceError};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +69,7 @@ impl Sv2ClientService {
             t: NullSv2TemplateDistributionClientHandler,
             layer: Identity::new(),
             sibling: None,
+            upstream: UpstreamWatch::new(),
         }
     }
 }
@@ -123,6 +127,20 @@ pub struct ClientBuilder<
     t: T,
     layer: L,
     sibling: Option<SiblingEnd>,
+    upstream: UpstreamWatch,
+}
+
+/// The publishers of [`ClientHandle::watch_upstream`], one per subprotocol, created with the
+/// builder so that handlers can be given receivers before the client starts.
+#[derive(Debug)]
+struct UpstreamWatch(PerSubprotocol<Arc<watch::Sender<Option<ActiveUpstream>>>>);
+
+impl UpstreamWatch {
+    fn new() -> Self {
+        Self(PerSubprotocol::from_fn(|_| {
+            Arc::new(watch::channel(None).0)
+        }))
+    }
 }
 
 impl<M, J, T, L> ClientBuilder<M, J, T, L> {
@@ -132,7 +150,60 @@ impl<M, J, T, L> ClientBuilder<M, J, T, L> {
         self
     }
 
-    handler_setters!(ClientBuilder);
+    /// The upstream `protocol` is on, as [`ClientHandle::watch_upstream`], available before
+    /// [`Self::start`] so that a handler can hold it: in `on_connection_added` it tells which
+    /// upstream (index in [`ClientConfig::endpoints`]) the new connection is on, e.g. to open
+    /// channels with that upstream's own `user_identity` (see [`ActiveUpstream`]).
+    ///
+    /// ```
+    /// use tokio::sync::watch;
+    /// use tower_stratum_core::handler::Sv2MiningClientHandler;
+    /// use tower_stratum_core::{Actions, ConnectionContext, Subprotocol};
+    /// use tower_stratum_service::{ActiveUpstream, ClientConfig, Endpoint, Sv2ClientService};
+    ///
+    /// /// A miner with one pool account per upstream.
+    /// struct Miner {
+    ///     upstream: watch::Receiver<Option<ActiveUpstream>>,
+    ///     user_identities: Vec<String>,
+    ///     user_identity: Option<String>,
+    /// }
+    ///
+    /// impl Sv2MiningClientHandler for Miner {
+    ///     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
+    ///         let upstream = self.upstream.borrow().clone();
+    ///         // Published before the attempt started: the same connection id means this
+    ///         // connection is on `index`; another id means it has already ended.
+    ///         self.user_identity = upstream
+    ///             .filter(|u| u.connection == ctx.id)
+    ///             .and_then(|u| self.user_identities.get(u.index).cloned());
+    ///         Actions::none() // ...or open the channel as `self.user_identity`
+    ///     }
+    /// }
+    ///
+    /// # #[allow(dead_code)]
+    /// fn start() -> tower_stratum_service::ClientHandle {
+    ///     let config = ClientConfig::default().upstreams(
+    ///         Subprotocol::Mining,
+    ///         vec![
+    ///             Endpoint::plaintext("pool-a.example:34254"),
+    ///             Endpoint::plaintext("pool-b.example:34254"),
+    ///         ],
+    ///     );
+    ///     let builder = Sv2ClientService::builder().config(config);
+    ///     let miner = Miner {
+    ///         upstream: builder.watch_upstream(Subprotocol::Mining),
+    ///         user_identities: vec!["account-a.worker".into(), "account-b.worker".into()],
+    ///         user_identity: None,
+    ///     };
+    ///     let (_service, handle) = builder.mining(miner).start();
+    ///     handle
+    /// }
+    /// ```
+    pub fn watch_upstream(&self, protocol: Subprotocol) -> watch::Receiver<Option<ActiveUpstream>> {
+        self.upstream.0[protocol].subscribe()
+    }
+
+    handler_setters!(ClientBuilder, upstream);
 
     /// Links this client to the server that produced `io`.
     pub fn sibling_io(mut self, io: SiblingIo) -> Self {
@@ -150,7 +221,7 @@ where
     L::Service: InboundStack,
 {
     /// Starts the client on the current tokio runtime: one supervisor task per used
-    /// subprotocol with a configured endpoint.
+    /// subprotocol with at least one configured upstream.
     pub fn start(self) -> (Sv2ClientService<M, J, T>, ClientHandle) {
         let cfg = self.config;
         let flags = PerSubprotocol::new(
@@ -187,15 +258,20 @@ where
         );
         let (failures_tx, failures) = watch::channel(None);
         let failures_tx = Arc::new(failures_tx);
+        let upstream = self.upstream.0;
         for p in Subprotocol::ALL {
-            let (Some(flags), Some(endpoint)) = (flags[p], cfg.endpoints[p].clone()) else {
+            let Some(flags) = flags[p] else {
                 continue;
             };
+            if cfg.endpoints[p].is_empty() {
+                continue;
+            }
             let sup = Supervisor {
                 protocol: p,
                 flags,
                 extensions: extensions[p],
-                endpoint,
+                endpoints: cfg.endpoints[p].clone(),
+                active: upstream[p].clone(),
                 cfg: cfg.clone(),
                 stack: stack.clone(),
                 hub: hub_tx.clone(),
@@ -226,6 +302,7 @@ where
                 cancel,
                 task,
                 failures,
+                upstream: PerSubprotocol::from_fn(|p| upstream[p].subscribe()),
             },
         )
     }
@@ -238,6 +315,7 @@ pub struct ClientHandle {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     failures: watch::Receiver<Option<CloseReason>>,
+    upstream: PerSubprotocol<watch::Receiver<Option<ActiveUpstream>>>,
 }
 
 impl ClientHandle {
@@ -276,6 +354,16 @@ impl ClientHandle {
     /// [`Self::FAILURE_LOG_INTERVAL`]).
     pub fn watch_failures(&self) -> watch::Receiver<Option<CloseReason>> {
         self.failures.clone()
+    }
+
+    /// The upstream `protocol` is on (see [`ActiveUpstream`]): `None` before the first attempt
+    /// and for a subprotocol the client does not connect; then the upstream of the latest
+    /// attempt, published before it starts. `index` changes at every switch: fail-over after
+    /// [`ClientConfig::failover_attempts`] failures, fail-back to the primary
+    /// ([`ClientConfig::failback_interval`]); each switch is also logged at INFO (`index`,
+    /// `address`, `reason`). The last value stays after the client stops.
+    pub fn watch_upstream(&self, protocol: Subprotocol) -> watch::Receiver<Option<ActiveUpstream>> {
+        self.upstream[protocol].clone()
     }
 }
 
@@ -353,7 +441,9 @@ struct Supervisor<S> {
     protocol: Subprotocol,
     flags: u32,
     extensions: ExtensionSet,
-    endpoint: Endpoint,
+    /// At least one.
+    endpoints: Vec<Endpoint>,
+    active: Arc<watch::Sender<Option<ActiveUpstream>>>,
     cfg: ClientConfig,
     stack: S,
     hub: mpsc::Sender<HubInput<Sv2>>,
@@ -369,6 +459,31 @@ fn jitter(d: Duration) -> Duration {
     h.write_u128(connection::now().elapsed().as_nanos());
     let r = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
     d.mul_f64(r)
+}
+
+/// Resolves when a probe of the primary (`primary`, a TCP connect bounded by `timeout`) has
+/// connected and the policy switched to it; until then runs the probes the policy schedules
+/// (never, while on the primary or with fail-back disabled). Dropping it mid-probe leaves the
+/// probe due, so the next call probes at once.
+async fn fail_back(policy: &mut Upstreams, primary: &str, timeout: Duration) {
+    loop {
+        let Some(at) = policy.probe_at() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        let ok = probe(primary, timeout).await;
+        debug!(address = %primary, ok, "probed the primary upstream");
+        if policy.probe_done(ok, connection::now()) {
+            return;
+        }
+    }
+}
+
+/// Whether a TCP connection to `address` opens within `timeout` (it is closed at once).
+async fn probe(address: &str, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 fn split_host_port(addr: &str) -> (String, u16) {
@@ -399,16 +514,32 @@ impl<S: InboundStack> Supervisor<S> {
     }
 
     async fn run(mut self) {
-        let mut address = self.endpoint.address.clone();
-        let mut failures: u32 = 0;
+        let mut policy = Upstreams::new(self.endpoints.len(), &self.cfg);
+        let mut why = SwitchReason::Start;
+        let mut address = self.endpoints[0].address.clone();
         let mut log = FailureLog::default();
+        // Why the latest attempt failed (for the fail-over line).
+        let mut last_failure = None;
         loop {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let outcome = self.connect_once(&address).await;
-            match outcome {
+            let index = policy.current();
+            let id = ConnectionId(self.ids.fetch_add(1, Ordering::Relaxed));
+            self.active.send_replace(Some(ActiveUpstream {
+                protocol: self.protocol,
+                index,
+                address: address.clone(),
+                connection: id,
+                reason: why,
+            }));
+            let outcome = self.attempt(index, &address, id, &mut policy).await;
+            let next = match outcome {
                 Outcome::Shutdown => return,
+                Outcome::FailBack => Next::Retry {
+                    delay: Duration::ZERO,
+                    switched: Some(SwitchReason::FailBack),
+                },
                 Outcome::Reconnect { host, port } => {
                     // Spec 3.6.5: same authority key, new (or same) host/port, at once.
                     let (old_host, old_port) = split_host_port(&address);
@@ -416,38 +547,140 @@ impl<S: InboundStack> Supervisor<S> {
                     let port = if port == 0 { old_port } else { port };
                     address = format!("{host}:{port}");
                     info!(%address, "server asked us to reconnect");
-                    failures = 0;
+                    policy.redirected();
                     continue;
                 }
                 Outcome::Closed {
                     established,
                     reason,
                 } => {
-                    if established {
-                        failures = 0;
+                    let next = if established {
                         if let Some(n) = log.established() {
                             debug!(%address, failed_attempts = n, "the connection had recovered");
                         }
+                        policy.established();
+                        policy.ended()
                     } else {
-                        failures += 1;
                         self.report_failure(&mut log, &address, &reason);
-                    }
-                    let Some(backoff) = self.cfg.reconnect else {
-                        info!(%reason, "upstream closed; reconnection disabled");
-                        return;
+                        last_failure = Some(reason.clone());
+                        policy.failed(connection::now())
                     };
-                    if backoff.max_attempts.is_some_and(|m| failures >= m) {
-                        warn!(%reason, failures, "upstream unreachable; giving up");
-                        return;
+                    match next {
+                        Next::GiveUp { failures: 0 } => {
+                            info!(%reason, "upstream closed; reconnection disabled");
+                        }
+                        Next::GiveUp { failures } if self.cfg.reconnect.is_none() => {
+                            warn!(%reason, failures, "upstream unreachable; reconnection disabled");
+                        }
+                        Next::GiveUp { failures } => {
+                            warn!(%reason, failures, "upstream unreachable; giving up");
+                        }
+                        Next::Retry { delay, .. } => {
+                            debug!(%reason, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
+                        }
                     }
-                    let delay = jitter(Backoff::delay(&backoff, failures.saturating_sub(1)));
-                    debug!(%reason, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    next
+                }
+            };
+            let Next::Retry { delay, switched } = next else {
+                return;
+            };
+            if let Some(switch) = switched {
+                why = switch;
+                address = self.endpoints[policy.current()].address.clone();
+                log = FailureLog::default();
+                self.log_switch(
+                    index,
+                    policy.current(),
+                    &address,
+                    why,
+                    last_failure.as_ref(),
+                );
+            }
+            if delay.is_zero() {
+                continue;
+            }
+            let fail_back = fail_back(
+                &mut policy,
+                &self.endpoints[0].address,
+                self.cfg.connect_timeout,
+            );
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(jitter(delay)) => {}
+                () = fail_back => {
+                    why = SwitchReason::FailBack;
+                    address = self.endpoints[0].address.clone();
+                    log = FailureLog::default();
+                    self.log_switch(index, 0, &address, why, None);
                 }
             }
+        }
+    }
+
+    /// Logs a switch from upstream `from` to `index` at INFO (the start on the primary is no
+    /// switch: not logged); `failure`: why the last attempt on `from` failed.
+    fn log_switch(
+        &self,
+        from: usize,
+        index: usize,
+        address: &str,
+        reason: SwitchReason,
+        failure: Option<&CloseReason>,
+    ) {
+        let of = self.endpoints.len();
+        match reason {
+            SwitchReason::Start => {}
+            SwitchReason::FailOver => info!(
+                index,
+                of,
+                %address,
+                %reason,
+                from,
+                failover_attempts = self.cfg.failover_attempts.max(1),
+                last_failure = %failure.map(ToString::to_string).unwrap_or_default(),
+                "switching upstream: the previous one failed"
+            ),
+            SwitchReason::FailBack => info!(
+                index,
+                of,
+                %address,
+                %reason,
+                from,
+                "switching upstream: the primary answers again"
+            ),
+        }
+    }
+
+    /// One connection attempt on upstream `index` at `address`, while probing the primary if
+    /// the policy says so. A probe that connects closes this connection (as at shutdown) and
+    /// yields [`Outcome::FailBack`].
+    async fn attempt(
+        &mut self,
+        index: usize,
+        address: &str,
+        id: ConnectionId,
+        policy: &mut Upstreams,
+    ) -> Outcome {
+        let stop = self.cancel.child_token();
+        let cancel = self.cancel.clone();
+        let primary = self.endpoints[0].address.clone();
+        let timeout = self.cfg.connect_timeout;
+        // `&mut self`, not `&self`, across the awaits: the stack need not be `Sync`.
+        let conn = self.connect_once(index, address, id, stop.clone());
+        tokio::pin!(conn);
+        let fail_back = fail_back(policy, &primary, timeout);
+        tokio::select! {
+            outcome = &mut conn => return outcome,
+            () = fail_back => {}
+        }
+        debug!(%address, "closing the backup connection to fail back");
+        stop.cancel();
+        let _ = conn.await;
+        if cancel.is_cancelled() {
+            Outcome::Shutdown
+        } else {
+            Outcome::FailBack
         }
     }
 
@@ -474,13 +707,19 @@ impl<S: InboundStack> Supervisor<S> {
         }
     }
 
-    async fn connect_once(&mut self, address: &str) -> Outcome {
+    async fn connect_once(
+        &mut self,
+        index: usize,
+        address: &str,
+        id: ConnectionId,
+        stop: CancellationToken,
+    ) -> Outcome {
         let connect = tokio::time::timeout(
             self.cfg.connect_timeout,
             tokio::net::TcpStream::connect(address),
         );
         let stream = tokio::select! {
-            _ = self.cancel.cancelled() => return Outcome::Shutdown,
+            _ = stop.cancelled() => return Outcome::Shutdown,
             r = connect => match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Outcome::Closed { established: false, reason: CloseReason::Io(e.to_string()) },
@@ -493,7 +732,10 @@ impl<S: InboundStack> Supervisor<S> {
         let Some(setup) = self.setup_message(&host, port) else {
             return Outcome::Shutdown;
         };
-        let transport = match &self.endpoint.transport {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return Outcome::Shutdown;
+        };
+        let transport = match &endpoint.transport {
             ClientTransport::Plaintext => Transport::Plain,
             ClientTransport::Noise { authority } => Transport::NoiseInitiator {
                 authority: *authority,
@@ -503,7 +745,6 @@ impl<S: InboundStack> Supervisor<S> {
             Transport::Plain => TransportHandshake::None,
             _ => TransportHandshake::Noise,
         };
-        let id = ConnectionId(self.ids.fetch_add(1, Ordering::Relaxed));
         let params = ConnParams {
             id,
             peer,
@@ -518,7 +759,7 @@ impl<S: InboundStack> Supervisor<S> {
             .with_extension_request(self.extensions, self.cfg.extensions_timeout),
             stack: self.stack.clone(),
             hub: self.hub.clone(),
-            cancel: self.cancel.child_token(),
+            cancel: stop,
             max_payload: self.cfg.max_payload,
             budget: self.budget.clone(),
             outbound_queue: self.cfg.outbound_queue,
@@ -540,6 +781,8 @@ impl<S: InboundStack> Supervisor<S> {
 
 enum Outcome {
     Shutdown,
+    /// A probe of the primary connected; the backup connection was closed.
+    FailBack,
     Reconnect {
         host: String,
         port: u16,

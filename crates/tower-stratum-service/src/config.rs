@@ -13,6 +13,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// connections.
 pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 64 << 20;
 
+/// Default of [`ClientConfig::failover_attempts`]: 3 consecutive failed attempts.
+pub const DEFAULT_FAILOVER_ATTEMPTS: u32 = 3;
+
+/// Default of [`ClientConfig::failback_interval`]: 60 s.
+pub const DEFAULT_FAILBACK_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How a server secures its connections.
 #[derive(Debug, Clone)]
 pub enum ServerTransport {
@@ -133,7 +139,7 @@ impl ServerConfig {
     }
 }
 
-/// Where a client connects for one subprotocol.
+/// Where a client connects for one subprotocol: one upstream of [`ClientConfig::endpoints`].
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `host:port` to connect to (resolved at each connection attempt).
@@ -163,6 +169,10 @@ impl Endpoint {
 }
 
 /// Reconnection policy: exponential backoff with full jitter.
+///
+/// The delay before an attempt is a uniformly random duration in
+/// `[0, delay(n - 1)]` ([`Backoff::delay`]), `n` the consecutive failed attempts so far on any
+/// upstream of the list (0 after an established connection ended: `delay(0)`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// First delay. Default 250 ms.
@@ -171,7 +181,13 @@ pub struct Backoff {
     pub max: Duration,
     /// Growth factor per failed attempt. Default 2.0.
     pub multiplier: f64,
-    /// Give up after this many consecutive failures; `None` = never. Default `None`.
+    /// Give up after this many consecutive failed attempts (TCP connect, Noise handshake,
+    /// SetupConnection; an established connection resets the count); `None` = never. Default
+    /// `None`. With a list of upstreams ([`ClientConfig::endpoints`]) it counts full rounds of
+    /// the list: the client gives up after `max_attempts` rounds of
+    /// [`ClientConfig::failover_attempts`] failed attempts on each upstream, that is
+    /// `max_attempts * failover_attempts * len` consecutive failed attempts (with one upstream,
+    /// a round is one attempt).
     pub max_attempts: Option<u32>,
 }
 
@@ -198,16 +214,37 @@ impl Backoff {
 /// Client configuration.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Endpoint per subprotocol. A subprotocol whose handler is a Null handler is never
-    /// connected, endpoint or not.
-    pub endpoints: PerSubprotocol<Option<Endpoint>>,
+    /// The upstreams per subprotocol, in order of preference: the first is the primary, the
+    /// others its backups. The client is on one of them at a time: it fails over to the next
+    /// (after the last: the first again) after [`Self::failover_attempts`] consecutive failed
+    /// attempts, and while on a backup it probes the primary every
+    /// [`Self::failback_interval`] and fails back when it answers. An empty list, or a
+    /// subprotocol whose handler is a Null handler, is never connected.
+    /// [`crate::ClientHandle::watch_upstream`] tells which upstream is in use. Default: empty.
+    pub endpoints: PerSubprotocol<Vec<Endpoint>>,
+    /// With several upstreams: move to the next one after this many consecutive failed
+    /// attempts (TCP connect, Noise handshake, SetupConnection) on one upstream; an
+    /// established connection resets the count. 0 is taken as 1. A single upstream is retried
+    /// as [`Self::reconnect`] says (forever by default). Default
+    /// [`DEFAULT_FAILOVER_ATTEMPTS`] (3).
+    pub failover_attempts: u32,
+    /// While on a backup upstream, probe the primary (a TCP connect, bounded by
+    /// [`Self::connect_timeout`]) this often, in seconds; when a probe connects, close the
+    /// backup connection (the handlers see `on_connection_removed`, reason
+    /// [`CloseReason::Shutdown`](tower_stratum_core::CloseReason::Shutdown)) and connect to
+    /// the primary at once. The first probe is one interval after leaving the primary. `None`:
+    /// never fail back (stay on a backup until it fails). Default
+    /// [`DEFAULT_FAILBACK_INTERVAL`] (60 s).
+    pub failback_interval: Option<Duration>,
     /// Handshake/setup deadlines and the version range sent in SetupConnection.
     pub session: SessionConfig,
     /// Consider the server dead after this long without a frame from it. Default 600 s for
     /// every subprotocol; `None` disables.
     pub inactivity_timeout: PerSubprotocol<Option<Duration>>,
-    /// Reconnect with this backoff after a disconnect; `None` = do not reconnect.
-    /// Default: `Some(Backoff::default())`.
+    /// Reconnect with this backoff after a disconnect or a failed attempt; `None` = do not
+    /// reconnect: the client stops when its first attempt fails or its first connection ends
+    /// (no fail-over either). A `Reconnect` from the server (spec 3.6.5) is followed in both
+    /// cases. Default: `Some(Backoff::default())`.
     pub reconnect: Option<Backoff>,
     /// TCP connect timeout. Default 10 s.
     pub connect_timeout: Duration,
@@ -255,6 +292,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             endpoints: PerSubprotocol::default(),
+            failover_attempts: DEFAULT_FAILOVER_ATTEMPTS,
+            failback_interval: Some(DEFAULT_FAILBACK_INTERVAL),
             session: SessionConfig::default(),
             inactivity_timeout: PerSubprotocol::splat(Some(Duration::from_secs(600))),
             reconnect: Some(Backoff::default()),
@@ -275,9 +314,36 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Sets the endpoint for `protocol`.
+    /// Sets the only upstream of `protocol` (a list of one: retried per [`Self::reconnect`]).
     pub fn endpoint(mut self, protocol: Subprotocol, endpoint: Endpoint) -> Self {
-        self.endpoints[protocol] = Some(endpoint);
+        self.endpoints[protocol] = vec![endpoint];
+        self
+    }
+
+    /// Sets the upstreams of `protocol`, in order of preference (the first is the primary;
+    /// see [`Self::endpoints`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stratum_core::Subprotocol;
+    /// use tower_stratum_service::{ClientConfig, Endpoint};
+    ///
+    /// let cfg = ClientConfig {
+    ///     failover_attempts: 2,
+    ///     failback_interval: Some(Duration::from_secs(30)),
+    ///     ..ClientConfig::default()
+    /// }
+    /// .upstreams(
+    ///     Subprotocol::Mining,
+    ///     vec![
+    ///         Endpoint::plaintext("pool-a.example:34254"),
+    ///         Endpoint::plaintext("pool-b.example:34254"),
+    ///     ],
+    /// );
+    /// assert_eq!(cfg.endpoints.mining.len(), 2);
+    /// ```
+    pub fn upstreams(mut self, protocol: Subprotocol, upstreams: Vec<Endpoint>) -> Self {
+        self.endpoints[protocol] = upstreams;
         self
     }
 }

@@ -6,9 +6,9 @@
 //! queue. See `docs/ARCHITECTURE.md` for the life of a connection.
 
 /// The handler and layer setters shared by `ServerBuilder` and `ClientBuilder` (each changes
-/// the builder's type).
+/// the builder's type); the builder's fields beyond the shared ones are listed after its name.
 macro_rules! handler_setters {
-    ($builder:ident) => {
+    ($builder:ident $(, $extra:ident)*) => {
         /// Sets the Mining Protocol handler.
         pub fn mining<M2>(self, m: M2) -> $builder<M2, J, T, L> {
             $builder {
@@ -18,6 +18,7 @@ macro_rules! handler_setters {
                 t: self.t,
                 layer: self.layer,
                 sibling: self.sibling,
+                $($extra: self.$extra,)*
             }
         }
 
@@ -30,6 +31,7 @@ macro_rules! handler_setters {
                 t: self.t,
                 layer: self.layer,
                 sibling: self.sibling,
+                $($extra: self.$extra,)*
             }
         }
 
@@ -42,6 +44,7 @@ macro_rules! handler_setters {
                 t,
                 layer: self.layer,
                 sibling: self.sibling,
+                $($extra: self.$extra,)*
             }
         }
 
@@ -56,6 +59,7 @@ macro_rules! handler_setters {
                 t: self.t,
                 layer: Stack::new(layer, self.layer),
                 sibling: self.sibling,
+                $($extra: self.$extra,)*
             }
         }
     };
@@ -75,11 +79,13 @@ mod request;
 mod server;
 pub mod shutdown;
 pub mod sv1;
+mod upstreams;
 
 pub use client::{ClientBuilder, ClientHandle, Sv2ClientService};
 pub use config::{
     Backoff, ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_FAILBACK_INTERVAL, DEFAULT_FAILOVER_ATTEMPTS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 pub use error::ServiceError;
 pub use inbound::{HandlerFuture, HandlerService, InboundStack, ProtocolStack};
@@ -87,6 +93,7 @@ pub use listener::{Listener, StreamListener};
 pub use protocol::{Protocol, Sv2};
 pub use request::{Request, RequestSender, Response, ResponseFuture};
 pub use server::{ServerBuilder, ServerHandle, SiblingIo, Sv2ServerService};
+pub use upstreams::{ActiveUpstream, SwitchReason};
 
 /// Marks which handler types a service handle serves, without owning them.
 type HandlerTypes<M, J, T> = std::marker::PhantomData<fn() -> (M, J, T)>;

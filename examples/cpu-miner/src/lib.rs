@@ -2,7 +2,10 @@
 //!
 //! A Stratum V2 CPU miner built on tower-stratum's `Sv2ClientService`: it opens a standard or
 //! an extended channel (spec 5.2) on the upstream's Mining Protocol endpoint, mines the jobs it
-//! receives on OS threads and submits the shares it finds ([`start`]). It also speaks Stratum
+//! receives on OS threads and submits the shares it finds ([`start`]). Given several upstreams
+//! it is on one at a time: the library's client fails over to the next after failed attempts
+//! and back to the first when it answers again, and the miner opens its channel on each new
+//! connection ([`MinerOptions::upstreams`]). It also speaks Stratum
 //! V1 ([`sv1::start`], selected by a `stratum+tcp://` URL on the command line) on
 //! tower-stratum's `Sv1ClientService`, with the same hashing threads. See `cpu-miner --help`
 //! for the command line and `docs/PERFORMANCE.md` ("CPU miner") for its hashrate.
@@ -49,16 +52,24 @@ use stats::Stats;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tower::util::option_layer;
-use tower_stratum::codec::AuthorityPublicKey;
 use tower_stratum::{ClientConfig, ClientHandle, Endpoint, Subprotocol, Sv2ClientService};
 
 /// What [`start`] needs: where to connect and how to mine.
 #[derive(Debug, Clone)]
 pub struct MinerOptions {
-    /// `host:port` of the Sv2 mining server.
-    pub address: String,
-    /// The server's authority public key (its Noise certificate must be signed by it).
-    pub authority: AuthorityPublicKey,
+    /// The Sv2 mining servers in order of preference (at least one): the first is the
+    /// primary, the others backups ([`ClientConfig::endpoints`]). Usually
+    /// [`Endpoint::noise`]`(host:port, authority key)`: its Noise certificate must be signed by
+    /// that key.
+    pub upstreams: Vec<Endpoint>,
+    /// Move to the next upstream after this many consecutive failed attempts
+    /// ([`ClientConfig::failover_attempts`]; default
+    /// [`tower_stratum::DEFAULT_FAILOVER_ATTEMPTS`]).
+    pub failover_attempts: u32,
+    /// While on a backup, probe the first upstream this often and go back to it when it
+    /// answers; `None`: never ([`ClientConfig::failback_interval`]; default
+    /// [`tower_stratum::DEFAULT_FAILBACK_INTERVAL`], 60 s).
+    pub failback_interval: Option<std::time::Duration>,
     /// Standard or extended channel.
     pub mode: ChannelMode,
     /// `user_identity` of the channel (at most 255 bytes).
@@ -87,9 +98,12 @@ pub struct RunningMiner {
 }
 
 /// Connects, opens the channel and starts the hashing threads and the share submitter on the
-/// current tokio runtime. Errors if `user_identity` is not a valid STR0_255 or the threads
-/// cannot start.
+/// current tokio runtime. Errors if `upstreams` is empty, `user_identity` is not a valid
+/// STR0_255 or the threads cannot start.
 pub fn start(opts: MinerOptions) -> Result<RunningMiner, String> {
+    if opts.upstreams.is_empty() {
+        return Err("no upstream".into());
+    }
     let user_identity = tower_stratum::session::str0255(&opts.user_identity)
         .ok_or("user identity: not a valid STR0_255")?;
     let dump = opts.handler.dump_protocol;
@@ -106,12 +120,11 @@ pub fn start(opts: MinerOptions) -> Result<RunningMiner, String> {
     let handler = MinerHandler::new(state, opts.handler, work_tx, stats.clone(), stop_tx);
     let config = ClientConfig {
         vendor: "tower-stratum cpu-miner".into(),
+        failover_attempts: opts.failover_attempts,
+        failback_interval: opts.failback_interval,
         ..ClientConfig::default()
     }
-    .endpoint(
-        Subprotocol::Mining,
-        Endpoint::noise(opts.address, opts.authority),
-    );
+    .upstreams(Subprotocol::Mining, opts.upstreams);
     let (service, handle) = Sv2ClientService::builder()
         .config(config)
         .layer(option_layer(dump.then_some(dump::DumpLayer)))

@@ -20,7 +20,7 @@ use cpu_miner::miner::{self, BATCH};
 use cpu_miner::sha256d::{Engine, Midstate};
 use cpu_miner::state::ChannelMode;
 use cpu_miner::stats::{human_rate, Snapshot, Stats};
-use cpu_miner::sv1::{Backoff, RunningSv1Miner, Sv1MinerOptions};
+use cpu_miner::sv1::{Backoff, RunningSv1Miner, Sv1MinerOptions, DEFAULT_RECONNECT};
 use cpu_miner::work::{MerkleSource, ShareKind, Work, BIP320_VERSION_MASK};
 use cpu_miner::{MinerOptions, RunningMiner};
 use std::process::ExitCode;
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tower_stratum::codec::{AuthorityPublicKey, SRI_TEST_AUTHORITY_PUBLIC_KEY};
 use tower_stratum::shutdown::Shutdown;
+use tower_stratum::Endpoint;
 use tracing::{error, info};
 
 /// Seconds between two hashrate lines.
@@ -54,27 +55,40 @@ enum EngineArg {
 /// A Stratum V2 CPU miner with a Stratum V1 mode (tower-stratum example).
 ///
 /// Sv2 (default): `cpu-miner` or `cpu-miner stratum2+tcp://host:port[/authority_key]` opens a
-/// standard or extended channel over Noise. Sv1: `cpu-miner stratum+tcp://host:port
+/// standard or extended channel over Noise; more URLs (`cpu-miner URL1 URL2`, or `--url` given
+/// again) are backups: after --failover-attempts failed attempts the miner moves to the next
+/// one, and while on a backup it checks the first every --failback-interval-secs and goes back
+/// to it when it answers. Sv1: `cpu-miner stratum+tcp://host:port
 /// --user <worker> --password <password>` (plain TCP JSON-RPC: mining.configure with version
 /// rolling, mining.subscribe, mining.extranonce.subscribe, mining.authorize, mining.notify
 /// jobs, mining.submit); Sv2-only options are ignored there.
 #[derive(Debug, Parser)]
 #[command(name = "cpu-miner", version, about, long_about)]
 struct Cli {
-    /// The upstream, as for --url (give one or the other): `stratum+tcp://host:port` selects
+    /// The upstreams, as for --url (give these or --url): `stratum+tcp://host:port` selects
     /// Sv1 mode.
     #[arg(value_name = "URL", conflicts_with = "url")]
-    upstream: Option<String>,
-    /// Upstream endpoint. Sv2 Mining Protocol over Noise: `stratum2+tcp://host:port[/authority_key]`
-    /// or `host:port` (an authority key in the URL is used unless --authority-key is given).
-    /// Sv1: `stratum+tcp://host:port`.
+    upstream: Vec<String>,
+    /// Upstream endpoint; Sv2: repeat for backups, in order of preference (the first is the
+    /// primary). Sv2 Mining Protocol over Noise: `stratum2+tcp://host:port[/authority_key]` or
+    /// `host:port` (an authority key in the URL is used unless --authority-key is given).
+    /// Sv1 (a single URL): `stratum+tcp://host:port`.
     #[arg(long, default_value = "stratum2+tcp://127.0.0.1:34254")]
-    url: String,
-    /// Sv2: the upstream's authority public key (base58check); its Noise certificate must be
-    /// signed by it. Default: SRI's public test key (also the default of our solo-mining
-    /// server).
+    url: Vec<String>,
+    /// Sv2: the upstreams' authority public key (base58check), for every URL; their Noise
+    /// certificates must be signed by it. Default: the key in each URL, else SRI's public test
+    /// key (also the default of our solo-mining server).
     #[arg(long)]
     authority_key: Option<String>,
+    /// Sv2 with several URLs: move to the next upstream after this many consecutive failed
+    /// connection attempts (at least 1). A single URL is retried forever.
+    #[arg(long, default_value_t = tower_stratum::DEFAULT_FAILOVER_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    failover_attempts: u32,
+    /// Sv2 with several URLs: while on a backup, check the first upstream this often, seconds,
+    /// and go back to it when it answers (its backup connection is closed). 0: never.
+    #[arg(long, default_value_t = tower_stratum::DEFAULT_FAILBACK_INTERVAL.as_secs())]
+    failback_interval_secs: u64,
     /// Sv2: channel type to open.
     #[arg(long, value_enum, default_value_t = ChannelArg::Standard)]
     channel: ChannelArg,
@@ -140,7 +154,34 @@ struct Cli {
     verbose: bool,
 }
 
-/// Where to mine, from the URL.
+/// Where to mine, from the URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Sv2, one or more upstreams in order of preference: address and the key in the URL.
+    Sv2(Vec<(String, Option<String>)>),
+    /// Sv1, one upstream.
+    Sv1 { address: String },
+}
+
+/// Reads the URLs: one or more Sv2 URLs, or exactly one Sv1 URL.
+fn parse_urls(urls: &[String]) -> Result<Mode, String> {
+    let mut sv2 = Vec::new();
+    let mut sv1 = None;
+    for url in urls {
+        match parse_url(url)? {
+            Upstream::Sv2 { address, key } => sv2.push((address, key)),
+            Upstream::Sv1 { address } => sv1 = Some(address),
+        }
+    }
+    match (sv1, sv2.is_empty(), urls.len()) {
+        (_, _, 0) => Err("no URL".into()),
+        (Some(address), true, 1) => Ok(Mode::Sv1 { address }),
+        (Some(_), _, _) => Err("Sv1 mode (stratum+tcp://) takes exactly one URL".into()),
+        (None, _, _) => Ok(Mode::Sv2(sv2)),
+    }
+}
+
+/// Where to mine, from one URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Upstream {
     /// `stratum2+tcp://host:port[/key]` or `host:port`: the address and the key in the URL.
@@ -242,10 +283,14 @@ async fn run(cli: Cli) -> ExitCode {
         .await;
     }
 
-    let url = cli.upstream.clone().unwrap_or_else(|| cli.url.clone());
-    let (address, url_key) = match parse_url(&url) {
-        Ok(Upstream::Sv2 { address, key }) => (address, key),
-        Ok(Upstream::Sv1 { address }) => {
+    let urls = if cli.upstream.is_empty() {
+        &cli.url
+    } else {
+        &cli.upstream
+    };
+    let sv2 = match parse_urls(urls) {
+        Ok(Mode::Sv2(upstreams)) => upstreams,
+        Ok(Mode::Sv1 { address }) => {
             return run_sv1(&cli, address, engine, threads, &mut stop).await
         }
         Err(e) => {
@@ -253,18 +298,27 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let key_text = cli
-        .authority_key
-        .clone()
-        .or(url_key)
-        .unwrap_or_else(|| SRI_TEST_AUTHORITY_PUBLIC_KEY.to_string());
-    let authority: AuthorityPublicKey = match key_text.parse() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("authority key {key_text:?}: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let mut upstreams = Vec::with_capacity(sv2.len());
+    for (address, url_key) in sv2 {
+        let key_text = cli
+            .authority_key
+            .clone()
+            .or(url_key)
+            .unwrap_or_else(|| SRI_TEST_AUTHORITY_PUBLIC_KEY.to_string());
+        let authority: AuthorityPublicKey = match key_text.parse() {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("authority key {key_text:?}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        upstreams.push(Endpoint::noise(address, authority));
+    }
+    let address = upstreams
+        .iter()
+        .map(|u| u.address.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let nominal_hash_rate = match cli.nominal_hashrate {
         Some(h) => h,
@@ -283,8 +337,10 @@ async fn run(cli: Cli) -> ExitCode {
     };
 
     let opts = MinerOptions {
-        address: address.clone(),
-        authority,
+        upstreams,
+        failover_attempts: cli.failover_attempts,
+        failback_interval: (cli.failback_interval_secs > 0)
+            .then(|| Duration::from_secs(cli.failback_interval_secs)),
         mode: match cli.channel {
             ChannelArg::Standard => ChannelMode::Standard,
             ChannelArg::Extended => ChannelMode::Extended,
@@ -362,7 +418,8 @@ async fn run_sv1(
         max_shares: cli.max_shares,
         reconnect: Backoff {
             initial,
-            max: Backoff::default().max.max(initial),
+            max: DEFAULT_RECONNECT.max.max(initial),
+            ..DEFAULT_RECONNECT
         },
         suggest_difficulty,
     };
@@ -568,14 +625,43 @@ mod tests {
     }
 
     #[test]
+    fn several_sv2_urls_or_one_sv1_url() {
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_urls(&urls(&["a:1", "stratum2+tcp://b:2/key"])).unwrap(),
+            Mode::Sv2(vec![
+                ("a:1".into(), None),
+                ("b:2".into(), Some("key".into()))
+            ])
+        );
+        assert_eq!(
+            parse_urls(&urls(&["stratum+tcp://a:1"])).unwrap(),
+            Mode::Sv1 {
+                address: "a:1".into()
+            }
+        );
+        assert!(parse_urls(&urls(&["stratum+tcp://a:1", "stratum+tcp://b:2"])).is_err());
+        assert!(parse_urls(&urls(&["a:1", "stratum+tcp://b:2"])).is_err());
+        assert!(parse_urls(&urls(&["a:1", "nohost"])).is_err());
+        assert!(parse_urls(&[]).is_err());
+    }
+
+    #[test]
     fn the_url_is_positional_or_an_option() {
         let cli = Cli::try_parse_from(["cpu-miner", "stratum+tcp://127.0.0.1:34255"]).unwrap();
-        assert_eq!(
-            cli.upstream.as_deref(),
-            Some("stratum+tcp://127.0.0.1:34255")
-        );
+        assert_eq!(cli.upstream, ["stratum+tcp://127.0.0.1:34255"]);
         let cli = Cli::try_parse_from(["cpu-miner", "--url", "127.0.0.1:1"]).unwrap();
-        assert_eq!((cli.upstream, cli.url.as_str()), (None, "127.0.0.1:1"));
+        assert!(cli.upstream.is_empty());
+        assert_eq!(cli.url, ["127.0.0.1:1"]);
+        // Several: repeated --url, or several positional URLs, in order.
+        let cli = Cli::try_parse_from(["cpu-miner", "--url", "a:1", "--url", "b:2"]).unwrap();
+        assert_eq!(cli.url, ["a:1", "b:2"]);
+        let cli = Cli::try_parse_from(["cpu-miner", "a:1", "b:2"]).unwrap();
+        assert_eq!(cli.upstream, ["a:1", "b:2"]);
+        let cli = Cli::try_parse_from(["cpu-miner"]).unwrap();
+        assert_eq!(cli.url, ["stratum2+tcp://127.0.0.1:34254"]);
+        assert_eq!((cli.failover_attempts, cli.failback_interval_secs), (3, 60));
+        assert!(Cli::try_parse_from(["cpu-miner", "--failover-attempts", "0"]).is_err());
         let cli = Cli::try_parse_from(["cpu-miner", "--user", "acct.w1"]).unwrap();
         assert_eq!(cli.user_identity, "acct.w1");
         assert!(Cli::try_parse_from(["cpu-miner", "a:1", "--url", "b:2"]).is_err());

@@ -499,3 +499,53 @@ async fn benchmark_mode_prints_hashrate_and_summary() {
     assert!(hs > 0.0, "{line}");
     miner.wait_for("summary: ", 30).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_url_down_it_fails_over_and_mines_on_the_second() {
+    // The first upstream refuses (a port-0 listener's address, dropped).
+    let down = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (addr, mut events, handle) = serve(false).await;
+    let first = format!("stratum2+tcp://{down}/{SRI_TEST_AUTHORITY_PUBLIC_KEY}");
+    let second = format!("stratum2+tcp://{addr}/{SRI_TEST_AUTHORITY_PUBLIC_KEY}");
+    let mut miner = PeerProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_cpu-miner")),
+        &[
+            "--url",
+            &first,
+            "--url",
+            &second,
+            "--failover-attempts",
+            "2",
+            "--threads",
+            "1",
+            "--nominal-hashrate",
+            "1000",
+            "--accept-group-jobs",
+            "--exit-after-secs",
+            "120",
+        ],
+    );
+    let line = miner.wait_for("switching upstream", 60).await;
+    assert!(
+        line.contains(&format!("index=1 of=2 address={addr}"))
+            && line.contains("failover_attempts=2"),
+        "{line}"
+    );
+    within(100, "a valid share on the second upstream", async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Accepted { .. } => return,
+                Event::Stale { .. } => {}
+                Event::Invalid(why) => panic!("invalid share: {why}"),
+            }
+        }
+    })
+    .await;
+    miner.wait_for("share accepted", 30).await;
+    drop(miner);
+    handle.shutdown().await;
+}

@@ -725,3 +725,41 @@ async fn mines_without_version_rolling_when_refused_and_counts_the_answers() {
         .all(|v| v["params"].as_array().unwrap().len() == 5));
     handle.shutdown().await;
 }
+
+/// `Sv1MinerOptions::reconnect.max_attempts` (tower-stratum's `Backoff`): after that many
+/// failed connections in a row the session ends and the miner's stop channel closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_when_reconnect_max_attempts_is_set() {
+    use cpu_miner::sv1::{Backoff, Sv1MinerOptions, DEFAULT_RECONNECT};
+    use std::time::Duration;
+    // Refuses connections: a port-0 listener's address, dropped.
+    let down = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut running = cpu_miner::sv1::start(Sv1MinerOptions {
+        address: down.to_string(),
+        username: "w".into(),
+        password: "x".into(),
+        threads: 1,
+        engine: cpu_miner::sha256d::Engine::Portable,
+        dump_protocol: false,
+        max_shares: None,
+        reconnect: Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(20),
+            max_attempts: Some(3),
+            ..DEFAULT_RECONNECT
+        },
+        suggest_difficulty: None,
+    })
+    .unwrap();
+    let stop = within(20, "the session to give up", running.stop_rx.recv()).await;
+    assert!(
+        stop.is_none(),
+        "no Stop reason, the channel closed: {stop:?}"
+    );
+    assert_eq!(running.stats.snapshot().accepted, 0);
+    running.handle.shutdown().await;
+}

@@ -25,8 +25,12 @@ pub(crate) fn spawn(
             stats: _,
             mut stop_rx,
         } = cpu_miner::start(MinerOptions {
-            address: server.to_string(),
-            authority,
+            upstreams: vec![tower_stratum::Endpoint::noise(
+                server.to_string(),
+                authority,
+            )],
+            failover_attempts: tower_stratum::DEFAULT_FAILOVER_ATTEMPTS,
+            failback_interval: Some(tower_stratum::DEFAULT_FAILBACK_INTERVAL),
             mode: ChannelMode::Extended,
             user_identity: "demo".into(),
             nominal_hash_rate: NOMINAL_PER_THREAD,

@@ -16,9 +16,9 @@
 //! `mining.authorize`; then `mining.notify` jobs are hashed and shares submitted with
 //! `mining.submit` (with the version bits as 6th param when rolling). Accepted and rejected
 //! shares are counted from the server's answers. When the connection drops, the miner stops
-//! hashing, logs why, and reconnects with exponential backoff ([`Backoff`]);
-//! `client.reconnect` is followed (host/port/wait; the wait at least [`Backoff::initial`] and at
-//! most 10 minutes).
+//! hashing, logs why, and reconnects with exponential backoff ([`Sv1MinerOptions::reconnect`],
+//! tower-stratum's [`Backoff`]); `client.reconnect` is followed (host/port/wait; the wait at
+//! least [`Backoff::initial`] and at most 10 minutes).
 //!
 //! - [`state`]: the sans-IO protocol state (jobs, extranonce, difficulty, version mask).
 //! - [`session`]: the task.
@@ -37,26 +37,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+pub use tower_stratum::Backoff;
 
-/// Reconnection delays after a lost connection: `initial`, doubled after each failed attempt
-/// up to `max`; back to `initial` once a connection got authorized (or after
-/// `client.reconnect`). No jitter: one miner per process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay. Default 1 s.
-    pub initial: Duration,
-    /// Largest delay. Default 60 s.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
+/// The default of [`Sv1MinerOptions::reconnect`]: 1 s, doubled per attempt up to 60 s, never
+/// giving up.
+pub const DEFAULT_RECONNECT: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    multiplier: 2.0,
+    max_attempts: None,
+};
 
 /// What [`start`] needs: where to connect, who to be and how to mine.
 #[derive(Debug, Clone)]
@@ -76,7 +66,13 @@ pub struct Sv1MinerOptions {
     pub dump_protocol: bool,
     /// Send [`Stop::MaxShares`] once this many shares were accepted.
     pub max_shares: Option<u64>,
-    /// Reconnection delays.
+    /// Reconnection delays after a lost connection, in seconds: the `n`-th wait in a row is
+    /// [`Backoff::delay`]`(n)` (0-based: `initial`, then times `multiplier`, at most `max`),
+    /// back to `initial` once a connection got authorized (or after `client.reconnect`). No
+    /// jitter (one miner per process). With `max_attempts`, the session ends after that many
+    /// consecutive connections that failed before being authorized (the miner then stops:
+    /// [`RunningSv1Miner::stop_rx`] closes). The CLI uses [`DEFAULT_RECONNECT`] with
+    /// `--reconnect-delay` as `initial`.
     pub reconnect: Backoff,
     /// Sent as `mining.suggest_difficulty` before `mining.authorize` on every connection (a
     /// share difficulty: 1 = 2^32 hashes per share), so a server (e.g. translator-proxy,
@@ -123,7 +119,7 @@ impl Sv1MinerHandle {
 }
 
 /// Starts the Sv1 session task and the hashing threads on the current tokio runtime. It
-/// connects in the background (and keeps reconnecting: see [`Backoff`]).
+/// connects in the background (and keeps reconnecting: see [`Sv1MinerOptions::reconnect`]).
 ///
 /// # Errors
 /// When the hashing threads cannot start.
@@ -160,4 +156,18 @@ pub fn start(opts: Sv1MinerOptions) -> Result<RunningSv1Miner, String> {
         stats,
         stop_rx,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_reconnection_delays_double_from_1_s_up_to_60_s() {
+        let s: Vec<u64> = (0..8)
+            .map(|n| DEFAULT_RECONNECT.delay(n).as_secs())
+            .collect();
+        assert_eq!(s, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(DEFAULT_RECONNECT.max_attempts, None, "retries forever");
+    }
 }

@@ -6,7 +6,7 @@
 
 use super::dump::Tap;
 use super::state::{Sv1State, Unsubmittable, MIN_BIT_COUNT, REQUESTED_VERSION_MASK};
-use super::{Backoff, Sv1MinerOptions};
+use super::Sv1MinerOptions;
 use crate::handler::{hex, Stop};
 use crate::miner::FoundShare;
 use crate::stats::Stats;
@@ -97,17 +97,16 @@ fn lost(reason: impl Into<String>, authorized: bool) -> Ended {
     }
 }
 
-impl Backoff {
-    fn next(&self, current: Duration) -> Duration {
-        current.saturating_mul(2).min(self.max).max(self.initial)
-    }
-}
-
 impl Session {
     /// Runs until `shutdown` fires (or its sender is dropped) or the miner stops by itself.
     pub(super) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
         let mut address = self.opts.address.clone();
-        let mut delay = self.opts.reconnect.initial;
+        let backoff = self.opts.reconnect;
+        // Waits in a row since the last authorized connection (or `client.reconnect`): the
+        // next wait is `backoff.delay(waits)`.
+        let mut waits: u32 = 0;
+        // Connections in a row that failed before being authorized (for `max_attempts`).
+        let mut failed: u32 = 0;
         loop {
             let ended = self.connection(&address, &mut shutdown).await;
             // Nothing to mine until the next connection's first job.
@@ -117,10 +116,19 @@ impl Session {
                 Ended::Shutdown | Ended::Stopped => return,
                 Ended::Lost { reason, authorized } => {
                     if authorized {
-                        delay = self.opts.reconnect.initial;
+                        waits = 0;
+                        failed = 0;
+                    } else {
+                        failed = failed.saturating_add(1);
+                        if backoff.max_attempts.is_some_and(|m| failed >= m) {
+                            println!(
+                                "connection to {address} failed: {reason}; giving up after {failed} attempts"
+                            );
+                            return;
+                        }
                     }
-                    let wait = delay;
-                    delay = self.opts.reconnect.next(delay);
+                    let wait = backoff.delay(waits);
+                    waits = waits.saturating_add(1);
                     println!(
                         "connection to {address} {}: {reason}; reconnecting in {:.1} s",
                         if authorized { "lost" } else { "failed" },
@@ -130,13 +138,14 @@ impl Session {
                 }
                 Ended::Redirect { address: to, wait } => {
                     // Never a tight loop, whatever the server asks.
-                    let wait = wait.max(self.opts.reconnect.initial);
+                    let wait = wait.max(backoff.initial);
                     println!(
                         "client.reconnect: reconnecting to {to} in {:.1} s",
                         wait.as_secs_f64()
                     );
                     address = to;
-                    delay = self.opts.reconnect.initial;
+                    waits = 0;
+                    failed = 0;
                     wait
                 }
             };
@@ -525,25 +534,4 @@ async fn call(
 {
     let ready = client.ready().await?;
     Ok(ready.call(msg))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_maximum() {
-        let b = Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        };
-        let mut d = b.initial;
-        let mut seen = vec![d];
-        for _ in 0..4 {
-            d = b.next(d);
-            seen.push(d);
-        }
-        let ms: Vec<u128> = seen.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [200, 400, 800, 1000, 1000]);
-    }
 }
