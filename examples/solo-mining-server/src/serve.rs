@@ -641,4 +641,50 @@ mod tests {
         assert_eq!(c.blocks_dir, "./blocks/");
         assert_eq!(c.no_template_error_secs, 30);
     }
+
+    fn stats(workers: usize, shares_accepted: u64) -> MiningEvent {
+        MiningEvent::Stats(MiningStats {
+            workers,
+            shares_accepted,
+            templates_received: 1,
+            ..MiningStats::default()
+        })
+    }
+
+    fn worker(name: &str, shares_accepted: u64) -> WorkerStats {
+        WorkerStats {
+            user_identity: name.into(),
+            shares_accepted,
+            hashrate_estimate_hs: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_status_line_is_due_every_nth_complete_timer_report() {
+        let mut st = StatusLine::new(2, 0);
+        // No worker: Stats alone is a whole report.
+        st.on_event(stats(0, 0));
+        assert_eq!((st.reports, st.due), (1, false));
+        // With a worker the report waits for its Workers event, then the line is due with
+        // this timer's figures.
+        st.on_event(stats(1, 5));
+        assert_eq!((st.reports, st.due), (1, false));
+        st.on_event(MiningEvent::Workers(vec![worker("alice", 5)]));
+        assert!(st.due);
+        assert_eq!(st.last.shares_accepted, 5);
+        assert_eq!(st.workers, [worker("alice", 5)]);
+        st.print_if_due();
+        assert!(!st.due);
+        // A Workers event lost to a full channel: the next Stats still completes that report.
+        st.on_event(stats(1, 6));
+        st.on_event(stats(0, 7));
+        assert!(st.due, "two reports");
+        assert!(st.workers.is_empty());
+        // Never due with status_interval_secs = 0.
+        let mut never = StatusLine::new(0, 0);
+        for _ in 0..5 {
+            never.on_event(stats(0, 0));
+        }
+        assert!(!never.due);
+    }
 }
