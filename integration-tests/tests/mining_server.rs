@@ -4,7 +4,7 @@
 //! mined in the test against very easy targets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tower_stratum::handler::{
@@ -29,7 +29,7 @@ use tower_stratum::{
 };
 use tower_stratum_mining::share_math::{hash_meets_target, nbits_to_target};
 use tower_stratum_mining::test_util::{self, HARD_NBITS, REGTEST_NBITS, TIP_TIME};
-use tower_stratum_mining::{MiningEvent, MiningServer, MiningServerConfig, Tick};
+use tower_stratum_mining::{MiningEvent, MiningServer, MiningServerConfig};
 use tower_stratum_test_kit::msg;
 use tower_stratum_test_kit::peer::RawPeer;
 use tower_stratum_test_kit::within;
@@ -496,38 +496,49 @@ async fn block_solution_goes_to_the_template_source() {
     h.handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticks_through_the_sibling_link_drive_vardiff_and_stats() {
+/// The server's own handler timer, on paused tokio time, with no ticker task and nothing sent
+/// to it: a Stats event every virtual second, and vardiff easing a silent channel's target
+/// one vardiff period (60 s) after its first run.
+#[tokio::test(start_paused = true)]
+async fn the_handler_timer_drives_stats_and_vardiff_on_paused_time_with_no_ticker() {
     let mut h = start();
-    let t0 = Instant::now();
-    h.template_tx
-        .send(SiblingMessage::custom(Tick { now: t0 }))
-        .await
-        .unwrap();
+    // The first timer is due at once: it is what gives the server (and vardiff) its time.
+    match within(5, "first Stats event", h.events.recv()).await {
+        Some(MiningEvent::Stats(s)) => assert_eq!((s.connections, s.channels), (0, 0)),
+        other => panic!("expected Stats, got {other:?}"),
+    }
+    let t0 = tokio::time::Instant::now();
     let mut p = h.connect(0).await;
     let ch = open_standard_channel_at(&mut p, 1, 1.0e12).await;
-    // A silent channel for a whole vardiff period: its target is eased (hashrate / 3).
-    h.template_tx
-        .send(SiblingMessage::custom(Tick {
-            now: t0 + Duration::from_secs(61),
-        }))
-        .await
-        .unwrap();
-    match next(&mut p, "SetTarget").await {
-        MiningOwned::SetTarget(t) => {
+    // A silent channel for a whole vardiff period: its target is eased (hashrate / 3). The
+    // virtual clock moves on by itself from timer to timer while the test waits.
+    match within(300, "vardiff's SetTarget", p.recv()).await {
+        Some(Sv2Message::Mining(MiningOwned::SetTarget(t))) => {
             assert_eq!(t.channel_id, ch.id);
             assert!(Target::from_le_bytes(t.maximum_target.to_array()) > ch.target);
         }
         other => panic!("expected SetTarget, got {other:?}"),
     }
-    let stats = loop {
-        match within(5, "Stats event", h.events.recv()).await {
-            Some(MiningEvent::Stats(s)) if s.channels == 1 => break s,
-            Some(_) => continue,
-            None => panic!("events closed"),
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(60),
+        "vardiff runs one vardiff_period after its first run"
+    );
+    // Meanwhile one Stats event per timer_period (1 s): 60 in those 60 s.
+    let mut stats = Vec::new();
+    while let Ok(e) = h.events.try_recv() {
+        if let MiningEvent::Stats(s) = e {
+            assert_eq!((s.connections, s.channels, s.shares_accepted), (1, 1, 0));
+            stats.push(s);
         }
-    };
-    assert_eq!(stats.connections, 1);
-    assert_eq!(stats.shares_accepted, 0);
+    }
+    assert_eq!(stats.len(), 60, "one Stats per virtual second");
+    // The next one exactly at its deadline, not before.
+    let before = h.events.len();
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(h.events.len(), before, "no timer before the next deadline");
+    let next = within(5, "next Stats event", h.events.recv()).await;
+    assert!(matches!(next, Some(MiningEvent::Stats(_))), "{next:?}");
+    assert_eq!(t0.elapsed(), Duration::from_secs(61));
     h.handle.shutdown().await;
 }

@@ -32,7 +32,8 @@ use tower_stratum::stratum_core::template_distribution_sv2::{
 };
 use tower_stratum::{
     Action, Actions, ClientConfig, ClientHandle, Endpoint, Request, ServerConfig, ServerHandle,
-    ServerTransport, SiblingMessage, Subprotocol, Sv2ClientService, Sv2Message, Sv2ServerService,
+    ServerTransport, SiblingMessage, StreamListener, Subprotocol, Sv2ClientService, Sv2Message,
+    Sv2ServerService,
 };
 use tower_stratum_template::check::validate_block;
 use tower_stratum_template::regtest::{genesis_prev_hash_bytes, op_true_script, REGTEST_NBITS};
@@ -292,28 +293,95 @@ async fn embedded_source_simulates_other_miners_on_its_interval() {
     within(10, "source task to end", source).await.unwrap();
 }
 
+/// The TD server's simulated blocks come from its handler timer: served on paused time, with
+/// no ticker task, the templates of a simulated block reach a client exactly one
+/// `tip_interval` after the source started, then again one interval later.
+#[tokio::test(start_paused = true)]
+async fn td_server_simulates_blocks_from_its_handler_timer_on_paused_time() {
+    let started = tokio::time::Instant::now();
+    let (ev_tx, mut events) = mpsc::channel(100);
+    let tp = TemplateDistributionServer::new(TemplateServerConfig {
+        source: SourceConfig::with_tip_interval(Duration::from_secs(600)),
+        ..TemplateServerConfig::default()
+    })
+    .unwrap()
+    .with_events(ev_tx);
+    let (streams, listener) = StreamListener::new(1);
+    let (_svc, handle) = tp.serve(
+        ServerConfig::with_transport(ServerTransport::Plaintext),
+        listener,
+    );
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    streams.send(server).await.unwrap();
+    let mut p = RawPeer::plaintext(client);
+    p.send(msg::setup_connection(
+        Subprotocol::TemplateDistribution,
+        2,
+        2,
+        0,
+    ))
+    .await;
+    match within(5, "SetupConnection.Success", p.recv()).await {
+        Some(Sv2Message::Common(CommonMessagesOwned::SetupConnectionSuccess(_))) => {}
+        other => panic!("expected SetupConnection.Success, got {other:?}"),
+    }
+    let mut tip = genesis_prev_hash_bytes();
+    for (height, at) in [(1u32, 600u64), (2, 1200)] {
+        // The current template: on connect, then the one sent with the last simulated block.
+        let (t, snph) = td_pair(&mut p, 5).await;
+        assert_eq!(snph.prev_hash.as_bytes(), &tip);
+        assert_eq!(snph.template_id, t.template_id);
+        // The wait's own deadline (3600 s) is later, or the paused clock would jump to it.
+        let b = next_block_within(&mut events, 3600, "simulated block").await;
+        assert_eq!(b.origin, BlockOrigin::Simulated);
+        assert_eq!(b.height, height);
+        assert_eq!(started.elapsed(), Duration::from_secs(at));
+        validate_block(&b.block_bytes(), height).unwrap();
+        tip = b.hash.to_byte_array();
+    }
+    let (_, snph) = td_pair(&mut p, 5).await;
+    assert_eq!(
+        snph.prev_hash.as_bytes(),
+        &tip,
+        "templates on the second block"
+    );
+    handle.shutdown().await;
+}
+
+/// The next `NewTemplate` + `SetNewPrevHash` on a raw TD connection, within `secs`.
+async fn td_pair<S>(p: &mut RawPeer<S>, secs: u64) -> (NewTemplateOwned, SetNewPrevHashOwned)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let t = match within(secs, "NewTemplate", p.recv()).await {
+        Some(Sv2Message::TemplateDistribution(TemplateDistributionOwned::NewTemplate(t))) => t,
+        other => panic!("expected NewTemplate, got {other:?}"),
+    };
+    match within(5, "SetNewPrevHash", p.recv()).await {
+        Some(Sv2Message::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(s))) => {
+            (t, s)
+        }
+        other => panic!("expected SetNewPrevHash, got {other:?}"),
+    }
+}
+
 // ------------------------------------------------------------------ over loopback Noise
 
 async fn serve_tp(
     config: TemplateServerConfig,
     keys: AuthorityKeypair,
-) -> (
-    ServerHandle,
-    SocketAddr,
-    mpsc::Receiver<SourceEvent>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (ServerHandle, SocketAddr, mpsc::Receiver<SourceEvent>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (ev_tx, events) = mpsc::channel(1000);
     let tp = TemplateDistributionServer::new(config)
         .unwrap()
         .with_events(ev_tx);
-    let (_svc, handle, ticker) = tp.serve(
+    let (_svc, handle) = tp.serve(
         ServerConfig::with_transport(ServerTransport::noise(keys)),
         l,
     );
-    (handle, addr, events, ticker)
+    (handle, addr, events)
 }
 
 /// Our TD client linked to a sibling stub, connected to `endpoint`.
@@ -340,7 +408,7 @@ fn td_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn td_server_feeds_our_td_client_over_noise_and_takes_its_solutions() {
     let keys = AuthorityKeypair::generate();
-    let (tp_handle, tp_addr, mut events, ticker) =
+    let (tp_handle, tp_addr, mut events) =
         serve_tp(TemplateServerConfig::default(), keys.clone()).await;
 
     // A mining-server stand-in that mines 2 blocks, linked to our TD client.
@@ -394,7 +462,6 @@ async fn td_server_feeds_our_td_client_over_noise_and_takes_its_solutions() {
     client_handle.shutdown().await;
     stub_handle.shutdown().await;
     tp_handle.shutdown().await;
-    within(10, "ticker to end", ticker).await.unwrap();
 }
 
 async fn raw_td_peer(addr: SocketAddr, keys: &AuthorityKeypair) -> RawPeer<TcpStream> {
@@ -435,7 +502,7 @@ async fn td_server_protocol_details() {
     let keys = AuthorityKeypair::generate();
 
     // Default: templates right after SetupConnection, not repeated for the constraints.
-    let (h, addr, _ev, _t) = serve_tp(TemplateServerConfig::default(), keys.clone()).await;
+    let (h, addr, _ev) = serve_tp(TemplateServerConfig::default(), keys.clone()).await;
     let mut p = raw_td_peer(addr, &keys).await;
     let TemplateDistributionOwned::NewTemplate(t) = recv_td(&mut p, "NewTemplate").await else {
         panic!("expected NewTemplate first")
@@ -487,7 +554,7 @@ async fn td_server_protocol_details() {
         send_on_connect: false,
         ..TemplateServerConfig::default()
     };
-    let (h, addr, _ev, _t) = serve_tp(strict, keys.clone()).await;
+    let (h, addr, _ev) = serve_tp(strict, keys.clone()).await;
     let mut p = raw_td_peer(addr, &keys).await;
     // The first message after SetupConnection answers this request: no template came first.
     p.send(td(TemplateDistributionOwned::RequestTransactionData(
@@ -598,7 +665,7 @@ async fn sri_pool_runs_on_our_template_provider_and_its_blocks_are_valid() {
         source: SourceConfig::with_tip_interval(Duration::from_secs(10)),
         ..TemplateServerConfig::default()
     };
-    let (tp_handle, tp_addr, mut events, _ticker) = serve_tp(config, sri_keys()).await;
+    let (tp_handle, tp_addr, mut events) = serve_tp(config, sri_keys()).await;
     let (mut pool, pool_addr) = sri_pool(tp_addr).await;
 
     // SRI's CPU miner on the pool: on regtest every share is a block, which the pool sends

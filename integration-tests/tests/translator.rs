@@ -1127,7 +1127,8 @@ struct SoloServer {
     addr: SocketAddr,
     key: AuthorityKeypair,
     handle: ServerHandle,
-    template_tx: mpsc::Sender<SiblingMessage>,
+    /// Kept: the sibling link stays open (the test is the template source).
+    _template_tx: mpsc::Sender<SiblingMessage>,
     _template_rx: mpsc::Receiver<SiblingMessage>,
     events: mpsc::Receiver<tower_stratum_mining::MiningEvent>,
 }
@@ -1174,12 +1175,12 @@ async fn start_solo_server(worker_hashrate_tracking: bool) -> SoloServer {
         addr,
         key,
         handle,
-        template_tx,
+        _template_tx: template_tx,
         _template_rx: template_rx,
         events,
     };
-    // The first tick gives the hashrate estimates their time base.
-    solo.tick().await;
+    // The server's first timer (due at once) gives the hashrate estimates their time base.
+    solo.report_with(0).await;
     solo
 }
 
@@ -1192,27 +1193,30 @@ impl SoloServer {
         }
     }
 
-    /// Ticks the server; returns its per-worker stats (empty when none is tracked). The
-    /// server reports `Stats` then, when `Stats::workers > 0`, `Workers`.
-    async fn tick(&mut self) -> Vec<tower_stratum_mining::WorkerStats> {
-        use tower_stratum_mining::{MiningEvent, Tick};
-        self.template_tx
-            .send(SiblingMessage::custom(Tick::now()))
-            .await
-            .unwrap();
-        let workers = loop {
-            match within(10, "the tick's stats", self.events.recv()).await {
-                Some(MiningEvent::Stats(s)) => break s.workers,
-                Some(_) => {}
-                None => panic!("mining server stopped"),
+    /// Waits for the first report of the server's timer (every second) that counts at least
+    /// `shares` accepted shares; returns its per-worker stats (empty when none is tracked).
+    /// On each timer the server reports `Stats` then, when `Stats::workers > 0`, `Workers`.
+    async fn report_with(&mut self, shares: u64) -> Vec<tower_stratum_mining::WorkerStats> {
+        use tower_stratum_mining::MiningEvent;
+        loop {
+            let stats = loop {
+                match within(10, "the timer's stats", self.events.recv()).await {
+                    Some(MiningEvent::Stats(s)) => break s,
+                    Some(_) => {}
+                    None => panic!("mining server stopped"),
+                }
+            };
+            let workers = if stats.workers == 0 {
+                Vec::new()
+            } else {
+                match within(10, "the timer's worker stats", self.events.recv()).await {
+                    Some(MiningEvent::Workers(w)) => w,
+                    other => panic!("expected the worker stats, got {other:?}"),
+                }
+            };
+            if stats.shares_accepted >= shares {
+                return workers;
             }
-        };
-        if workers == 0 {
-            return Vec::new();
-        }
-        match within(10, "the tick's worker stats", self.events.recv()).await {
-            Some(MiningEvent::Workers(w)) => w,
-            other => panic!("expected the worker stats, got {other:?}"),
         }
     }
 }
@@ -1250,7 +1254,7 @@ async fn worker_names_reach_the_mining_server(mode: ChannelMode) {
     let r = bob.submit_valid(0).await;
     assert_eq!(r["result"], true, "{r}");
     // Every `true` follows the server's SubmitShares.Success, so all three are counted.
-    let workers = solo.tick().await;
+    let workers = solo.report_with(3).await;
     assert_eq!(
         worker_counts(&workers),
         [
@@ -1294,7 +1298,7 @@ async fn without_the_extension_upstream_shares_carry_no_worker_name() {
     assert_eq!(alice.submit_valid(0).await["result"], true);
     assert_eq!(bob.submit_valid(0).await["result"], true);
     assert_eq!(alice.submit_valid(1).await["result"], true);
-    let workers = solo.tick().await;
+    let workers = solo.report_with(3).await;
     assert_eq!(
         worker_counts(&workers),
         [("test-account".to_string(), 3)],

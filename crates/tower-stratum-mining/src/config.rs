@@ -84,13 +84,20 @@ pub struct MiningServerConfig {
     /// Whether vardiff runs (SRI's classic algorithm; see [`vardiff`](crate::vardiff)). Default:
     /// `true`.
     pub vardiff: bool,
-    /// How often vardiff re-evaluates every channel, measured on the `now` passed to
-    /// [`on_tick`](crate::MiningServer::on_tick). Default: 60 s (SRI's period).
+    /// Period of the server's timer (see [`MiningServer`](crate::MiningServer)'s "Time"): how
+    /// often the runtime calls its `on_timer`, which closes a hashrate interval, runs vardiff
+    /// when due, resubmits unconfirmed blocks and reports
+    /// [`MiningEvent::Stats`](crate::MiningEvent::Stats). The resolution of every other period
+    /// here. Must be > 0. Default: 1 s.
+    pub timer_period: Duration,
+    /// How often vardiff re-evaluates every channel, measured on the `now` passed to the
+    /// server's `on_timer` (so in steps of [`timer_period`](Self::timer_period)). Default:
+    /// 60 s (SRI's period).
     pub vardiff_period: Duration,
     /// Lowest hashrate (H/s) vardiff may assign a channel. Default: `1.0` (SRI's).
     pub vardiff_min_hashrate: f32,
     /// Window of the hashrate estimate in [`MiningStats`](crate::MiningStats), measured on the
-    /// ticks' `now`. Default: 600 s.
+    /// timers' `now`. Default: 600 s.
     pub hashrate_window: Duration,
     /// How many [`FoundBlock`](crate::FoundBlock)s
     /// [`found_blocks`](crate::MiningServer::found_blocks) keeps (oldest dropped first; the
@@ -118,7 +125,7 @@ pub struct MiningServerConfig {
     /// Wait before the first resubmission of a found block the template source has not
     /// confirmed (no `SetNewPrevHash` with the block as `prev_hash`); each later wait doubles,
     /// up to [`MAX_RESUBMIT_INTERVAL`](crate::keeper::MAX_RESUBMIT_INTERVAL). Measured on the
-    /// ticks' `now`. See [`keeper`](crate::keeper). Default: 10 s.
+    /// timers' `now`. See [`keeper`](crate::keeper). Default: 10 s.
     pub resubmit_interval: Duration,
     /// Most `SubmitSolution`s per found block (the first included) before it is reported
     /// [`Abandoned`](crate::BlockEvent::Abandoned) (`>= 1`). Default: `12` (about 35 minutes
@@ -145,6 +152,7 @@ impl Default for MiningServerConfig {
             min_share_difficulty: None,
             cap_target_at_network: true,
             vardiff: true,
+            timer_period: Duration::from_secs(1),
             vardiff_period: Duration::from_secs(60),
             vardiff_min_hashrate: 1.0,
             hashrate_window: Duration::from_secs(600),
@@ -187,7 +195,7 @@ pub enum ConfigError {
     /// `min_share_difficulty` is not finite and positive.
     #[error("min_share_difficulty must be finite and > 0, got {0}")]
     InvalidMinShareDifficulty(f64),
-    /// `vardiff_period`, `hashrate_window` or `resubmit_interval` is zero.
+    /// `timer_period`, `vardiff_period`, `hashrate_window` or `resubmit_interval` is zero.
     #[error("{0} must be > 0")]
     ZeroDuration(&'static str),
 }
@@ -208,6 +216,10 @@ impl MiningServerConfig {
             if !(d.is_finite() && d > 0.0) {
                 return Err(ConfigError::InvalidMinShareDifficulty(d));
             }
+        }
+        if self.timer_period.is_zero() {
+            // A zero period would call the timer again at once, forever.
+            return Err(ConfigError::ZeroDuration("timer_period"));
         }
         if self.vardiff_period.is_zero() {
             return Err(ConfigError::ZeroDuration("vardiff_period"));

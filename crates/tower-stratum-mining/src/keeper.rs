@@ -22,7 +22,7 @@
 //!   attempts without either (e.g. a template provider restarted since, which no longer knows
 //!   the template id): the block stays on disk for a hand submission.
 //!
-//! Until then it is resubmitted on ticks (first after
+//! Until then it is resubmitted on the server's timer (first after
 //! [`resubmit_interval`](crate::MiningServerConfig::resubmit_interval), doubling up to
 //! [`MAX_RESUBMIT_INTERVAL`]) and at once when the source announces a tip below the block's
 //! height that is not the block: that is what a template source that (re)connected or
@@ -45,7 +45,7 @@ pub const MAX_RESUBMIT_INTERVAL: Duration = Duration::from_secs(300);
 pub enum SubmitTrigger {
     /// The share that solved the block (attempt 1).
     Found,
-    /// A resubmission on a tick: no confirmation since the last attempt.
+    /// A resubmission on the server's timer: no confirmation since the last attempt.
     Retry,
     /// The template source announced a tip below the block's height that is not the block:
     /// it does not have it (it reconnected, restarted, or lost the first `SubmitSolution`).

@@ -7,7 +7,10 @@
 //! - [`MiningServer`] / [`MiningServerConfig`]: the handler and its configuration.
 //! - Templates come in, and solutions go out, through the service's sibling link (Template
 //!   Distribution messages); see [`MiningServer`]'s "Wiring".
-//! - [`Tick`]: time for vardiff and the hashrate estimate, sent by the application.
+//! - Time for vardiff, the hashrate estimate, resubmissions and stats: the server's own
+//!   handler timer (`poll_timeout` / `on_timer`, every
+//!   [`timer_period`](MiningServerConfig::timer_period), default 1 s), driven by the service;
+//!   see [`MiningServer`]'s "Time".
 //! - [`FoundBlock`], [`MiningStats`], [`WorkerStats`], [`MiningEvent`]: what the server
 //!   reports. Per-worker figures come from extension `0x0002` (Worker-Specific Hashrate
 //!   Tracking: the `user_identity` TLV of each share, negotiated by default) or else from the
@@ -25,10 +28,8 @@
 //! # Example
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use tower_stratum_core::stratum_core::bitcoin::ScriptBuf;
-//! use tower_stratum_core::SiblingMessage;
-//! use tower_stratum_mining::{MiningServer, MiningServerConfig, Tick};
+//! use tower_stratum_mining::{MiningEvent, MiningServer, MiningServerConfig};
 //!
 //! # fn payout() -> ScriptBuf { ScriptBuf::new() }
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,16 +38,16 @@
 //!     pool_signature: "my-pool".into(),
 //!     ..MiningServerConfig::default()
 //! };
-//! let server = MiningServer::new(config)?.with_event_sink(|event| println!("{event:?}"));
-//! // Serve it: `Sv2ServerService::new_with_sibling_io(cfg, listener, server, ..)`, give the
-//! // sibling channels (`SiblingIo::into_channels`) to a template source, and tick it from a
-//! // task holding a clone of the sibling sender `tx`, about once per second:
-//! //     loop {
-//! //         interval.tick().await;
-//! //         let _ = tx.send(SiblingMessage::custom(Tick::now())).await;
-//! //     }
-//! let _tick = SiblingMessage::custom(Tick::now());
-//! # let _ = (server, Duration::from_secs(1));
+//! let server = MiningServer::new(config)?.with_event_sink(|event| {
+//!     // Every `timer_period` (1 s): the stats, with no ticker task.
+//!     if let MiningEvent::Stats(s) = event {
+//!         println!("{} shares accepted", s.shares_accepted);
+//!     }
+//! });
+//! // Serve it: `Sv2ServerService::new_with_sibling_io(cfg, listener, server, ..)` and give the
+//! // sibling channels (`SiblingIo::into_channels`) to a template source. The service calls
+//! // the server's `on_timer` at the deadlines its `poll_timeout` asks for.
+//! # let _ = server;
 //! # Ok(()) }
 //! ```
 
@@ -68,7 +69,7 @@ pub use config::{ConfigError, MiningServerConfig};
 pub use keeper::{BlockEvent, BlockKeeper, SubmitTrigger};
 pub use miner_channel::{ChannelWork, MinerChannel};
 pub use server::{
-    MiningEvent, MiningServer, Tick, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
+    MiningEvent, MiningServer, ERROR_CODE_INTERNAL, ERROR_CODE_INVALID_USER_IDENTITY,
     MAX_BLOCKS_PER_PARENT,
 };
 pub use stats::{MiningStats, WorkerStats};

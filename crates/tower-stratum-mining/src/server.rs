@@ -73,24 +73,6 @@ pub const ERROR_CODE_INVALID_USER_IDENTITY: &str = "invalid-user-identity";
 /// `channels_sv2`'s per-channel future jobs).
 const MAX_PENDING_FUTURE_TEMPLATES: usize = 16;
 
-/// Drives vardiff and the hashrate estimate: send it to the server as a sibling message
-/// (`SiblingMessage::custom(Tick { now })`) about once per second, or call
-/// [`MiningServer::on_tick`] directly. `now` is monotonic time; the server never reads a clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tick {
-    /// The current time.
-    pub now: Instant,
-}
-
-impl Tick {
-    /// A tick at `Instant::now()`.
-    pub fn now() -> Self {
-        Self {
-            now: Instant::now(),
-        }
-    }
-}
-
 /// What the server reports to an [event sink](MiningServer::with_event_sink).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -101,10 +83,11 @@ pub enum MiningEvent {
     /// The transactions of a found block arrived (`RequestTransactionData.Success`) and
     /// matched: [`FoundBlock::block`] is now the whole block.
     BlockCompleted(FoundBlock),
-    /// Sent after every [tick](MiningServer::on_tick): the current [`MiningStats`].
+    /// Sent on every timer (see [`MiningServer`]'s "Time", every
+    /// [`timer_period`](MiningServerConfig::timer_period)): the current [`MiningStats`].
     Stats(MiningStats),
-    /// Sent after every [tick](MiningServer::on_tick) while any worker is tracked, after
-    /// [`Stats`](Self::Stats): [`MiningServer::worker_stats`].
+    /// Sent on every timer while any worker is tracked, right after [`Stats`](Self::Stats):
+    /// [`MiningServer::worker_stats`].
     Workers(Vec<WorkerStats>),
 }
 
@@ -139,12 +122,35 @@ struct ChainState {
 ///   `NewTemplate`, `SetNewPrevHash`, `RequestTransactionData.Success/Error`. A solved block
 ///   goes back as `SubmitSolution` (and `RequestTransactionData` when transactions are needed)
 ///   with [`Action::ToSibling`].
-/// - Time: vardiff and the hashrate estimate advance only on [`on_tick`](Self::on_tick),
-///   which the sibling message [`Tick`] also calls. Whoever holds the server's sibling sender
-///   (it is cloneable) should send one about every second.
+/// - Time: the server asks the runtime for a wake-up with
+///   [`poll_timeout`](Sv2MiningServerHandler::poll_timeout) every
+///   [`timer_period`](MiningServerConfig::timer_period) (default 1 s) and does its periodic
+///   work in [`on_timer`](Sv2MiningServerHandler::on_timer) (see "Time" below). A service
+///   (`Sv2ServerService`) drives it; no ticker task or message is needed.
 /// - Stats and found blocks: [`stats`](Self::stats) and [`found_blocks`](Self::found_blocks)
 ///   when you own the value, or an [event sink](Self::with_event_sink) once it is inside a
 ///   service.
+///
+/// # Time
+/// The server's time is the `now` of [`on_timer`](Sv2MiningServerHandler::on_timer)
+/// (monotonic; the runtime's clock, so tests with paused tokio time see virtual time); a
+/// channel opened or a block found between two timers is dated by the last one. On each call
+/// it
+/// - closes a hashrate-estimate interval (server-wide and per worker);
+/// - runs vardiff on every channel when
+///   [`vardiff_period`](MiningServerConfig::vardiff_period) has passed since the last run (the
+///   first call runs it), replying `SetTarget` (spec 5.3.21) to channels whose target changed;
+/// - resubmits found blocks the template source has not confirmed, or abandons them (see
+///   [`keeper`](crate::keeper));
+/// - reports [`MiningEvent::Stats`], then [`MiningEvent::Workers`] while any worker is tracked;
+/// - sets the next deadline to `now +`
+///   [`timer_period`](MiningServerConfig::timer_period).
+///
+/// The server never reads a clock except once in [`new`](Self::new): the creation instant
+/// (`std::time::Instant::now()`) is its first deadline, so a runtime calls `on_timer` as soon
+/// as it serves the server (under paused tokio time, as soon as the runtime is idle). A caller
+/// driving the handler by hand (sans IO) may call `on_timer` at any `now`; the work above is
+/// done on every call, due or not.
 ///
 /// # Channels and jobs (spec 5.2, as SRI's pool)
 /// - Each connection has one group channel (id 1); its channels are numbered from 2. Unless
@@ -233,6 +239,9 @@ pub struct MiningServer {
     workers: WorkerTable,
     last_tick: Option<Instant>,
     last_vardiff_run: Option<Instant>,
+    /// When [`Sv2MiningServerHandler::on_timer`] is next due (`None`: `timer_period` is too
+    /// long for an `Instant`, never).
+    next_timer: Option<Instant>,
     event_sink: Option<EventSink>,
     keeper: Option<Box<dyn BlockKeeper>>,
     unconfirmed: UnconfirmedBlocks,
@@ -283,6 +292,8 @@ impl MiningServer {
             shares_rejected: 0,
             last_tick: None,
             last_vardiff_run: None,
+            // The one clock read (see "Time"): due at once.
+            next_timer: Some(Instant::now()),
             event_sink: None,
             keeper: None,
             unconfirmed,
@@ -291,7 +302,7 @@ impl MiningServer {
         })
     }
 
-    /// Calls `sink` with every [`MiningEvent`] (found blocks, stats after each tick). The sink
+    /// Calls `sink` with every [`MiningEvent`] (found blocks, stats on each timer). The sink
     /// runs inside the handler, one event at a time: keep it short and non-blocking (e.g.
     /// `try_send` into a bounded channel).
     pub fn with_event_sink(mut self, sink: impl FnMut(MiningEvent) + Send + 'static) -> Self {
@@ -380,14 +391,11 @@ impl MiningServer {
         }
     }
 
-    /// Advances time to `now` (monotonic): closes a hashrate-estimate interval, runs vardiff on
-    /// every channel when [`vardiff_period`](MiningServerConfig::vardiff_period) has passed
-    /// since the last run (the first tick runs it), and reports [`MiningEvent::Stats`].
-    ///
-    /// Returns the `SetTarget` messages (spec 5.3.21) for channels whose target changed. The
-    /// handler cannot sleep, so the application calls this periodically (about once per
-    /// second), directly or through the sibling message [`Tick`].
-    pub fn on_tick(&mut self, now: Instant) -> Actions {
+    /// The periodic work of [`on_timer`](Sv2MiningServerHandler::on_timer) at `now`
+    /// (monotonic; see "Time" in [`MiningServer`]): hashrate intervals, vardiff when its period
+    /// has passed (the first call runs it), resubmissions, [`MiningEvent::Stats`] and
+    /// [`MiningEvent::Workers`]. Returns the `SetTarget`s (spec 5.3.21) and `SubmitSolution`s.
+    fn run_timer(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::none();
         self.last_tick = Some(now);
         self.hashrate.tick(now);
@@ -1861,9 +1869,6 @@ impl Sv2MiningServerHandler for MiningServer {
     }
 
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
-        if let Some(tick) = msg.downcast_ref::<Tick>() {
-            return self.on_tick(tick.now);
-        }
         match msg {
             SiblingMessage::Sv2(Sv2Message::TemplateDistribution(td)) => match td {
                 TemplateDistributionOwned::NewTemplate(t) => self.on_new_template(t),
@@ -1902,6 +1907,21 @@ impl Sv2MiningServerHandler for MiningServer {
     async fn handle_sibling_closed(&mut self) -> Actions {
         warn!("template source gone: channels keep their current jobs, no new templates");
         Actions::none()
+    }
+
+    /// The next timer (see [`MiningServer`]'s "Time"): the stats are reported every
+    /// [`timer_period`](MiningServerConfig::timer_period) even with no connection, so this is
+    /// `None` only for a period too long to add to an `Instant`.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer
+    }
+
+    /// The periodic work at `now` (see [`MiningServer`]'s "Time"); the next deadline becomes
+    /// `now + timer_period`. Returns the `SetTarget`s of vardiff and any resubmitted
+    /// `SubmitSolution` (to the sibling).
+    async fn on_timer(&mut self, now: Instant) -> Actions {
+        self.next_timer = now.checked_add(self.config.timer_period);
+        self.run_timer(now)
     }
 }
 

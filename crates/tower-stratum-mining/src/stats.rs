@@ -20,8 +20,8 @@ pub struct MiningStats {
     pub blocks_found: u64,
     /// Estimated hashrate of all channels, in hashes per second (H/s): the work proven by
     /// accepted shares (difficulty × 2^48/65535 hashes each) over the last
-    /// [`hashrate_window`](crate::MiningServerConfig::hashrate_window) of ticks, divided by the
-    /// time covered. `0.0` until two ticks have passed, and `0.0` while no channel is open
+    /// [`hashrate_window`](crate::MiningServerConfig::hashrate_window) of server timers, divided
+    /// by the time covered. `0.0` until two timers have passed, and `0.0` while no channel is open
     /// (a departed miner's work no longer counts).
     pub hashrate_estimate_hs: f64,
     /// Workers (user identities) with accepted shares in the last hashrate window; see
@@ -51,7 +51,7 @@ pub struct WorkerStats {
     pub shares_accepted: u64,
     /// Its estimated hashrate, hashes per second (H/s): the difficulty of its accepted shares
     /// (× 2^48/65535 hashes each) over the last hashrate window (ten buckets of a tenth of the
-    /// window each), divided by the time covered. `0.0` until a tick has passed.
+    /// window each), divided by the time covered. `0.0` until a server timer has passed.
     pub hashrate_estimate_hs: f64,
 }
 
@@ -77,7 +77,7 @@ impl WorkerEntry {
 }
 
 /// Accepted work per worker over a sliding window of [`WORKER_BUCKETS`] buckets, advanced by
-/// ticks (the server never reads a clock). Bounded: at most `max` workers; shares of further
+/// the server's timer (time passed in; the table reads no clock). Bounded: at most `max` workers; shares of further
 /// identities are counted in `untracked` only. Idle workers are dropped.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerTable {

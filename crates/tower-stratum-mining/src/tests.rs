@@ -4,7 +4,7 @@
 
 use crate::share_math::{self, hash_meets_target, nbits_to_target};
 use crate::test_util::{self, HARD_NBITS, REGTEST_NBITS, TIP_TIME};
-use crate::{ConfigError, MiningEvent, MiningServer, MiningServerConfig, Tick};
+use crate::{ConfigError, MiningEvent, MiningServer, MiningServerConfig};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower_stratum_core::handler::Sv2MiningServerHandler;
@@ -334,6 +334,82 @@ fn config_errors() {
         bad(|c| c.min_share_difficulty = Some(-1.0)),
         ConfigError::InvalidMinShareDifficulty(_)
     ));
+    assert_eq!(
+        bad(|c| c.timer_period = Duration::ZERO),
+        ConfigError::ZeroDuration("timer_period")
+    );
+}
+
+#[tokio::test]
+async fn the_timer_is_due_at_once_then_every_timer_period_after_the_last_call() {
+    let before = Instant::now();
+    let mut s = MiningServer::new(MiningServerConfig {
+        timer_period: Duration::from_millis(250),
+        ..config()
+    })
+    .unwrap();
+    // Due from creation on, so a runtime calls it as soon as it serves the server.
+    let first = s.poll_timeout().unwrap();
+    assert!(first >= before && first <= Instant::now(), "{first:?}");
+    let t0 = Instant::now() + Duration::from_secs(5);
+    s.on_timer(t0).await;
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(250)));
+    // Late (the runtime was busy): the next deadline counts from the call, not the old one.
+    let late = t0 + Duration::from_secs(3);
+    s.on_timer(late).await;
+    assert_eq!(s.poll_timeout(), Some(late + Duration::from_millis(250)));
+    // A period too long for an Instant: no more timers, rather than an overflow.
+    let mut never = MiningServer::new(MiningServerConfig {
+        timer_period: Duration::MAX,
+        ..config()
+    })
+    .unwrap();
+    never.on_timer(t0).await;
+    assert_eq!(never.poll_timeout(), None);
+}
+
+#[tokio::test]
+async fn every_timer_reports_stats_then_workers_and_ignores_custom_sibling_messages() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let mut s = server().with_event_sink(move |e| sink.lock().unwrap().push(e));
+    let c = ctx(1, 0);
+    let t0 = Instant::now();
+    s.on_timer(t0).await;
+    {
+        let ev = events.lock().unwrap();
+        // No worker yet: Stats only.
+        assert!(
+            matches!(ev.as_slice(), [MiningEvent::Stats(st)] if st.workers == 0),
+            "{ev:?}"
+        );
+    }
+    s.on_connection_added(c).await;
+    new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
+    let a = s
+        .handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+        .await;
+    let ch = ext_success(&a);
+    let job = extended_jobs(&a)[0].clone();
+    let share = extended_share(&ch, 1, &job, &[7; 16], TIP_A, HARD_NBITS, 0);
+    submit_success(&s.handle_submit_shares_extended(c, share).await);
+    // Anything custom on the sibling link is not a timer (there is no tick message).
+    assert!(s
+        .handle_sibling_message(SiblingMessage::custom(t0 + Duration::from_secs(61)))
+        .await
+        .is_empty());
+    assert_eq!(events.lock().unwrap().len(), 1, "no stats without a timer");
+    s.on_timer(t0 + Duration::from_secs(1)).await;
+    let ev = events.lock().unwrap();
+    match &ev[1..] {
+        [MiningEvent::Stats(st), MiningEvent::Workers(w)] => {
+            assert_eq!((st.connections, st.channels, st.shares_accepted), (1, 1, 1));
+            assert_eq!(st.workers, 1);
+            assert_eq!(w.len(), 1);
+            assert_eq!(w[0].shares_accepted, 1);
+        }
+        other => panic!("expected Stats then Workers, got {other:?}"),
+    }
 }
 
 #[test]
@@ -877,20 +953,16 @@ async fn vardiff_lowers_the_target_of_a_silent_channel() {
     let mut s = server();
     let c = ctx(1, 0);
     let t0 = Instant::now();
-    s.on_tick(t0);
+    s.on_timer(t0).await;
     s.on_connection_added(c).await;
     let a = s
         .handle_open_standard_mining_channel(c, open_standard_msg(1, 1.0e12))
         .await;
     let ch = std_success(&a);
     // Within the period: nothing.
-    assert!(s.on_tick(t0 + Duration::from_secs(30)).is_empty());
+    assert!(s.on_timer(t0 + Duration::from_secs(30)).await.is_empty());
     // One vardiff period later, no shares at all: hashrate / 3, so a 3x easier target.
-    let a = s
-        .handle_sibling_message(SiblingMessage::custom(Tick {
-            now: t0 + Duration::from_secs(61),
-        }))
-        .await;
+    let a = s.on_timer(t0 + Duration::from_secs(61)).await;
     match mining(&a).as_slice() {
         [(Some(id), MiningOwned::SetTarget(t))] => {
             assert_eq!(*id, c.id);
@@ -1033,7 +1105,7 @@ async fn hashrate_estimate_from_accepted_shares() {
     let mut s = server();
     let c = ctx(1, 0);
     let t0 = Instant::now();
-    s.on_tick(t0);
+    s.on_timer(t0).await;
     s.on_connection_added(c).await;
     new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
     let a = s
@@ -1053,7 +1125,7 @@ async fn hashrate_estimate_from_accepted_shares() {
         );
         submit_success(&s.handle_submit_shares_extended(c, share).await);
     }
-    s.on_tick(t0 + Duration::from_secs(10));
+    s.on_timer(t0 + Duration::from_secs(10)).await;
     let st = s.stats();
     let per_share =
         share_math::target_to_difficulty(&ch.target) * share_math::HASHES_PER_DIFFICULTY_1;
@@ -1084,7 +1156,7 @@ async fn worker_hashrate_tracking_by_user_identity_tlv() {
     let mut c = ctx(1, 0);
     c.info.extensions = ExtensionSet::from_ids(&[WORKER_HASHRATE_TRACKING]);
     let t0 = Instant::now();
-    s.on_tick(t0);
+    s.on_timer(t0).await;
     s.on_connection_added(c).await;
     new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
     let a = s
@@ -1120,7 +1192,7 @@ async fn worker_hashrate_tracking_by_user_identity_tlv() {
         .handle_submit_shares_extended_with_tlvs(c, share(6), long)
         .await;
     assert_eq!(submit_error_code(&a), "invalid-user-identity");
-    s.on_tick(t0 + Duration::from_secs(10));
+    s.on_timer(t0 + Duration::from_secs(10)).await;
     let w = s.worker_stats();
     let counts: Vec<(&str, u64)> = w
         .iter()
@@ -1353,7 +1425,7 @@ async fn block_server(
     NewMiningJobOwned,
 ) {
     let mut s = server().with_block_keeper(keeper);
-    s.on_tick(t0);
+    s.on_timer(t0).await;
     let c = ctx(1, REQUIRES_STANDARD_JOBS);
     s.on_connection_added(c).await;
     new_block(&mut s, 5, TIP_A, REGTEST_NBITS).await;
@@ -1445,21 +1517,21 @@ async fn found_block_is_on_disk_before_the_share_is_answered_and_confirmed_by_th
     assert_eq!(kept.record.status, crate::BlockStatus::Confirmed);
     assert_eq!(s.stats().unconfirmed_blocks, 0);
     // No resubmission after confirmation.
-    let a = s.on_tick(t0 + Duration::from_secs(3600));
+    let a = s.on_timer(t0 + Duration::from_secs(3600)).await;
     assert_eq!(solutions(&a), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
-async fn unconfirmed_block_is_resubmitted_on_ticks_and_when_the_source_comes_back() {
+async fn unconfirmed_block_is_resubmitted_on_timers_and_when_the_source_comes_back() {
     let (log, keeper) = recording_keeper();
     let t0 = Instant::now();
     let (mut s, c, ch, job) = block_server(keeper, t0).await;
     let (a, sol) = solve_block(&mut s, c, &ch, &job, 1, 0).await;
     assert_eq!(solutions(&a), 1);
     // Nothing before the resubmit interval (10 s), then a retry.
-    assert_eq!(solutions(&s.on_tick(t0 + Duration::from_secs(5))), 0);
-    let a = s.on_tick(t0 + Duration::from_secs(11));
+    assert_eq!(solutions(&s.on_timer(t0 + Duration::from_secs(5)).await), 0);
+    let a = s.on_timer(t0 + Duration::from_secs(11)).await;
     match to_sibling(&a).as_slice() {
         [TemplateDistributionOwned::SubmitSolution(r)] => {
             assert_eq!(r.template_id, 5);
@@ -1497,7 +1569,10 @@ async fn block_beaten_at_its_height_is_stale_and_a_restarted_source_gets_bounded
     let a = send_prev_hash(&mut s, test_util::prev_hash(6, TIP_B, REGTEST_NBITS)).await;
     assert_eq!(solutions(&a), 0);
     assert_eq!(log.lock().unwrap().last().unwrap(), "stale 200");
-    assert_eq!(solutions(&s.on_tick(t0 + Duration::from_secs(3600))), 0);
+    assert_eq!(
+        solutions(&s.on_timer(t0 + Duration::from_secs(3600)).await),
+        0
+    );
 
     // A restarted source on a fresh, lower chain never confirms nor stales it: bounded
     // attempts, then abandoned and never sent again.
@@ -1515,7 +1590,7 @@ async fn block_beaten_at_its_height_is_stale_and_a_restarted_source_gets_bounded
     let mut t = t0;
     for _ in 0..100 {
         t += Duration::from_secs(301);
-        sent += solutions(&s.on_tick(t));
+        sent += solutions(&s.on_timer(t).await);
     }
     let max = config().max_submit_attempts as usize;
     assert_eq!(sent, max);
@@ -1557,7 +1632,7 @@ async fn hashrate_estimate_drops_when_the_last_channel_goes() {
     let mut s = server();
     let c = ctx(1, 0);
     let t0 = Instant::now();
-    s.on_tick(t0);
+    s.on_timer(t0).await;
     s.on_connection_added(c).await;
     new_block(&mut s, 1, TIP_A, HARD_NBITS).await;
     let a = s
@@ -1577,10 +1652,10 @@ async fn hashrate_estimate_drops_when_the_last_channel_goes() {
         );
         submit_success(&s.handle_submit_shares_extended(c, share).await);
     }
-    s.on_tick(t0 + Duration::from_secs(5));
+    s.on_timer(t0 + Duration::from_secs(5)).await;
     assert!(s.stats().hashrate_estimate_hs > 0.0);
     s.on_connection_removed(c, CloseReason::Shutdown).await;
-    s.on_tick(t0 + Duration::from_secs(6));
+    s.on_timer(t0 + Duration::from_secs(6)).await;
     let st = s.stats();
     assert_eq!(st.connections, 0);
     assert_eq!(st.hashrate_estimate_hs, 0.0, "{st:?}");

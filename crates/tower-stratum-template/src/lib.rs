@@ -12,7 +12,8 @@
 //!   (`Sv2ServerService::new_with_sibling_io`), exchanging Template Distribution messages as
 //!   `SiblingMessage::Sv2(Sv2Message::TemplateDistribution(..))`.
 //! - [`TemplateDistributionServer`]: the source as a Template Provider over the wire
-//!   (`Sv2TemplateDistributionServerHandler`).
+//!   (`Sv2TemplateDistributionServerHandler`); its simulated blocks come from its handler
+//!   timer (`poll_timeout` / `on_timer`), driven by the service.
 //! - [`TemplateDistributionClient`]: a Template Distribution client handler that bridges any
 //!   Template Provider (Bitcoin Core's Sv2 TP, SRI's, ours) to a sibling mining server.
 //! - [`regtest`]: consensus constants and template building blocks; [`solver`]: a CPU solver
@@ -63,10 +64,7 @@ mod source;
 pub use client::TemplateDistributionClient;
 pub use driver::{spawn_embedded_source, spawn_embedded_source_with_events, SourceEvent};
 pub use regtest::ConstraintsError;
-pub use server::{
-    spawn_ticker, NextTick, TemplateDistributionServer, TemplateProviderService,
-    TemplateServerConfig, Tick,
-};
+pub use server::{TemplateDistributionServer, TemplateProviderService, TemplateServerConfig};
 pub use source::{
     BlockOrigin, ChainTip, EmbeddedRegtestSource, EncodeError, FoundBlock, Now, SolutionError,
     SourceConfig, TemplateUpdate, ERROR_STALE_TEMPLATE_ID, ERROR_TEMPLATE_ID_NOT_FOUND,

@@ -1,13 +1,14 @@
 //! [`TemplateDistributionServer`]: the embedded regtest source served over the wire as a
 //! Template Provider (spec 7, server side).
 
-use crate::driver::{emit, shell_now, sleep_until, SourceEvent};
+use crate::driver::{emit, shell_now, SourceEvent};
 use crate::regtest::check_constraints;
-use crate::source::{EmbeddedRegtestSource, EncodeError, FoundBlock, SourceConfig};
+use crate::source::{
+    unix_time_now, EmbeddedRegtestSource, EncodeError, FoundBlock, Now, SourceConfig,
+};
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tower_stratum_core::handler::{
     NullSv2JobDeclarationServerHandler, NullSv2MiningServerHandler,
     Sv2TemplateDistributionServerHandler,
@@ -17,9 +18,9 @@ use tower_stratum_core::stratum_core::template_distribution_sv2::{
     CoinbaseOutputConstraintsOwned, RequestTransactionDataOwned, SubmitSolutionOwned,
 };
 use tower_stratum_core::{
-    Action, Actions, CloseReason, ConnectionContext, ConnectionId, SiblingMessage, Sv2Message,
+    Action, Actions, CloseReason, ConnectionContext, ConnectionId, Sv2Message,
 };
-use tower_stratum_service::{Listener, ServerConfig, ServerHandle, SiblingIo, Sv2ServerService};
+use tower_stratum_service::{Listener, ServerConfig, ServerHandle, Sv2ServerService};
 use tracing::{debug, info, warn};
 
 /// Configuration of a [`TemplateDistributionServer`].
@@ -44,16 +45,6 @@ impl Default for TemplateServerConfig {
     }
 }
 
-/// Sibling message asking a [`TemplateDistributionServer`] to run its timers (send it with
-/// `SiblingMessage::custom(Tick)`); it answers with [`NextTick`]. [`spawn_ticker`] does this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tick;
-
-/// A [`TemplateDistributionServer`]'s answer to [`Tick`] (and after each new tip): when it
-/// next wants a [`Tick`] (`None`: no timer armed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextTick(pub Option<Instant>);
-
 #[derive(Debug, Default)]
 struct ConnState {
     /// The last template id sent on this connection.
@@ -72,10 +63,15 @@ struct ConnState {
 ///   Invalid solutions are logged (and reported as [`SourceEvent::SolutionRejected`]).
 /// - `RequestTransactionData`: `.Success` with no transactions for a template of the current
 ///   tip, `.Error` `stale-template-id` or `template-id-not-found` otherwise.
-/// - [`Tick`] from the sibling link: simulated blocks (the source's `tip_interval`).
+/// - Its handler timer: simulated blocks (the source's
+///   [`tip_interval`](SourceConfig::tip_interval)). `poll_timeout` is the source's
+///   [`poll_timeout`](EmbeddedRegtestSource::poll_timeout) and `on_timer(now)` runs the
+///   source's timers at `now` (monotonic, the service's clock; Unix time from the wall
+///   clock), sending the templates of a simulated block like those after a solution. The
+///   service drives it: no ticker task, no sibling link needed.
 ///
 /// The handler owns the source; the service calls it one message at a time, so there is no
-/// lock. [`TemplateDistributionServer::serve`] starts a server with the ticker linked.
+/// lock. [`TemplateDistributionServer::serve`] starts a server with it.
 #[derive(Debug)]
 pub struct TemplateDistributionServer {
     source: EmbeddedRegtestSource,
@@ -119,21 +115,17 @@ impl TemplateDistributionServer {
         &self.source
     }
 
-    /// Serves this handler on `listener` with `config` and links a ticker ([`spawn_ticker`])
-    /// for simulated blocks. Returns the service, its handle (shut it down to stop; the ticker
-    /// then ends by itself) and the ticker task.
+    /// Serves this handler on `listener` with `config` (simulated blocks come from its
+    /// handler timer). Returns the service and its handle: shut the handle down to stop.
     pub fn serve<L: Listener>(
         self,
         config: ServerConfig,
         listener: L,
-    ) -> (TemplateProviderService, ServerHandle, JoinHandle<()>) {
-        let (builder, io) = Sv2ServerService::builder()
+    ) -> (TemplateProviderService, ServerHandle) {
+        Sv2ServerService::builder()
             .config(config)
             .template_distribution(self)
-            .with_sibling_io();
-        let (service, handle) = builder.serve(listener);
-        let ticker = spawn_ticker(io);
-        (service, handle, ticker)
+            .serve(listener)
     }
 
     fn pair_for(&mut self, id: ConnectionId) -> Actions {
@@ -171,12 +163,8 @@ impl TemplateDistributionServer {
         let next = found.next.clone();
         emit(&self.events, SourceEvent::Block(Box::new(found)));
         emit(&self.events, SourceEvent::Templates(next));
-        actions.and(next_tick(&self.source))
+        actions
     }
-}
-
-fn next_tick(source: &EmbeddedRegtestSource) -> Action {
-    Action::ToSibling(SiblingMessage::custom(NextTick(source.poll_timeout())))
 }
 
 fn td(m: TemplateDistributionOwned) -> Sv2Message {
@@ -266,47 +254,20 @@ impl Sv2TemplateDistributionServerHandler for TemplateDistributionServer {
         }
     }
 
-    async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
-        if msg.downcast_ref::<Tick>().is_none() {
-            return Actions::none();
-        }
-        match self.source.on_tick(shell_now()) {
+    /// The source's simulated-block deadline (`None` with simulated blocks off).
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.source.poll_timeout()
+    }
+
+    /// Runs the source's timers at `now` (monotonic; Unix time from the wall clock): a due
+    /// simulated block becomes the tip and every connection that received templates gets the
+    /// next `NewTemplate` + `SetNewPrevHash`. Nothing when nothing is due.
+    async fn on_timer(&mut self, now: Instant) -> Actions {
+        match self.source.on_tick(Now::new(now, unix_time_now())) {
             Some(found) => self.on_new_tip(found),
-            None => next_tick(&self.source).into(),
+            None => Actions::none(),
         }
     }
-}
-
-/// Drives a [`TemplateDistributionServer`]'s timers through the server's sibling link: sends
-/// [`Tick`] at once, then whenever the deadline of the last [`NextTick`] passes. Ends when the
-/// server stops (its end of the link closes); never polls a closed link.
-pub fn spawn_ticker(sibling: SiblingIo) -> JoinHandle<()> {
-    let (tx, mut rx) = sibling.into_channels();
-    tokio::spawn(async move {
-        if tx.send(SiblingMessage::custom(Tick)).await.is_err() {
-            return;
-        }
-        // Unknown until the handler answers the first Tick.
-        let mut deadline: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    None => return,
-                    Some(m) => {
-                        if let Some(NextTick(d)) = m.downcast_ref::<NextTick>() {
-                            deadline = *d;
-                        }
-                    }
-                },
-                _ = sleep_until(deadline) => {
-                    deadline = None;
-                    if tx.send(SiblingMessage::custom(Tick)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -318,7 +279,7 @@ mod tests {
     use crate::source::ERROR_STALE_TEMPLATE_ID;
     use std::time::Duration;
     use tower_stratum_core::session::ConnectionInfo;
-    use tower_stratum_core::{Role, Subprotocol};
+    use tower_stratum_core::{Role, SiblingMessage, Subprotocol};
 
     fn ctx(id: u64) -> ConnectionContext {
         ConnectionContext {
@@ -340,7 +301,6 @@ mod tests {
             .map(|a| match a {
                 Action::SendTo(id, m) => format!("{id} {}", m.name()),
                 Action::Reply(m) => format!("reply {}", m.name()),
-                Action::ToSibling(m) if m.downcast_ref::<NextTick>().is_some() => "NextTick".into(),
                 Action::Close(_) => "close".into(),
                 other => format!("{other:?}"),
             })
@@ -393,8 +353,7 @@ mod tests {
                 "#1 NewTemplate",
                 "#1 SetNewPrevHashTemplateDistributionProtocol",
                 "#2 NewTemplate",
-                "#2 SetNewPrevHashTemplateDistributionProtocol",
-                "NextTick"
+                "#2 SetNewPrevHashTemplateDistributionProtocol"
             ]
         );
         assert_eq!(tp.source().tip().height, 1);
@@ -417,28 +376,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ticks_answer_with_the_next_deadline() {
+    async fn the_handler_timer_is_the_sources_simulated_block() {
         let config = TemplateServerConfig {
             source: SourceConfig::with_tip_interval(Duration::from_secs(600)),
             send_on_connect: false,
         };
         let mut tp = TemplateDistributionServer::new(config).unwrap();
         assert!(tp.on_connection_added(ctx(1)).await.is_empty());
-        let a = tp
-            .handle_sibling_message(SiblingMessage::custom(Tick))
+        tp.on_connection_added(ctx(2)).await;
+        // #2 has templates, #1 (waiting for its constraints) has none.
+        tp.handle_coinbase_output_constraints(ctx(2), constraints(43))
             .await;
-        match &a.0[..] {
-            [Action::ToSibling(m)] => {
-                let NextTick(d) = m.downcast_ref::<NextTick>().unwrap();
-                assert_eq!(*d, tp.source().poll_timeout());
-                assert!(d.is_some());
-            }
-            other => panic!("expected NextTick, got {other:?}"),
-        }
-        // Other sibling messages are ignored.
+        let due = tp.poll_timeout().unwrap();
+        assert_eq!(Some(due), tp.source().poll_timeout());
+        // Early: nothing, and the deadline stays.
+        assert!(tp.on_timer(due - Duration::from_secs(1)).await.is_empty());
+        assert_eq!(tp.poll_timeout(), Some(due));
+        assert_eq!(tp.source().tip().height, 0);
+        // Due: a simulated block, templates to the connection that has templates, the next
+        // deadline one tip_interval on.
+        let a = tp.on_timer(due).await;
+        assert_eq!(
+            names(&a),
+            [
+                "#2 NewTemplate",
+                "#2 SetNewPrevHashTemplateDistributionProtocol"
+            ]
+        );
+        assert_eq!(tp.source().tip().height, 1);
+        assert_eq!(tp.poll_timeout(), Some(due + Duration::from_secs(600)));
+        // Sibling messages are no timer (there is no tick message): ignored.
         assert!(tp
-            .handle_sibling_message(SiblingMessage::custom(7u32))
+            .handle_sibling_message(SiblingMessage::custom(due + Duration::from_secs(600)))
             .await
             .is_empty());
+        assert_eq!(tp.source().tip().height, 1);
     }
 }

@@ -1,13 +1,12 @@
 //! Wires the server: Noise listener + `MiningServer` handler, sibling-linked to the template
-//! source (embedded regtest or an Sv2 Template Provider), a 1 s tick for vardiff and stats,
-//! a status line, found blocks kept on disk before anything else (see `Keeper`), and Ctrl-C or
-//! SIGTERM for a graceful shutdown.
+//! source (embedded regtest or an Sv2 Template Provider), the handler's own 1 s timer for
+//! vardiff and stats, a status line from its stats events, found blocks kept on disk before
+//! anything else (see `Keeper`), and Ctrl-C or SIGTERM for a graceful shutdown.
 
 use crate::config::{Config, TemplateSource};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tower::{Service, ServiceExt};
 use tower_stratum::codec::{AuthorityKeypair, AuthorityPublicKey};
 use tower_stratum::handler::{
     NullSv2JobDeclarationClientHandler, NullSv2JobDeclarationServerHandler,
@@ -16,7 +15,7 @@ use tower_stratum::handler::{
 use tower_stratum::mining::share_math::Hashrate;
 use tower_stratum::mining::{
     BlockEvent, BlockKeeper, BlockStore, MiningEvent, MiningServer, MiningServerConfig,
-    MiningStats, Tick, WorkerStats,
+    MiningStats, WorkerStats,
 };
 use tower_stratum::stratum_core::bitcoin::address::NetworkUnchecked;
 use tower_stratum::stratum_core::bitcoin::bech32;
@@ -24,8 +23,8 @@ use tower_stratum::stratum_core::bitcoin::hex::DisplayHex;
 use tower_stratum::stratum_core::bitcoin::{Address, Network, ScriptBuf};
 use tower_stratum::template::{spawn_embedded_source, SourceConfig, TemplateDistributionClient};
 use tower_stratum::{
-    ClientConfig, ClientTransport, Endpoint, Request, ServerConfig, ServerTransport,
-    SiblingMessage, Subprotocol, Sv2ClientService, Sv2ServerService,
+    ClientConfig, ClientTransport, Endpoint, ServerConfig, ServerTransport, Subprotocol,
+    Sv2ClientService, Sv2ServerService,
 };
 use tracing::{error, info, warn};
 
@@ -180,6 +179,8 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         coinbase_output_script: payout,
         shares_per_minute: cfg.shares_per_minute,
         vardiff_period: Duration::from_secs(cfg.vardiff_period_secs.max(1)),
+        // Vardiff, resubmissions and the stats every second: the status line counts these.
+        timer_period: STATS_PERIOD,
         min_share_difficulty: cfg.min_share_difficulty,
         // The demo's CPU miner would otherwise submit about every other hash on regtest.
         cap_target_at_network: cfg.cap_share_target_at_network.unwrap_or(!demo),
@@ -212,7 +213,7 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         keypair: keys.clone(),
         cert_validity: Duration::from_secs(cfg.cert_validity_secs),
     });
-    let (mut service, handle, sibling) = Sv2ServerService::new_with_sibling_io(
+    let (_service, handle, sibling) = Sv2ServerService::new_with_sibling_io(
         server_cfg,
         listener,
         mining,
@@ -282,15 +283,9 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         None
     };
 
-    // 1 s ticks drive vardiff, resubmissions and the stats; a status line every
-    // `status_interval_secs`.
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let status_every = cfg.status_interval_secs;
-    let mut since_status = 0u64;
-    let mut last = MiningStats::default();
-    let mut workers: Vec<WorkerStats> = Vec::new();
-    let mut no_template = NoTemplateAlarm::new(cfg.no_template_error_secs);
+    // The server's own timer (every STATS_PERIOD) drives vardiff and resubmissions and
+    // reports its stats; a status line every `status_interval_secs` of those reports.
+    let mut status = StatusLine::new(cfg.status_interval_secs, cfg.no_template_error_secs);
     let mut demo_task = demo_task;
     loop {
         tokio::select! {
@@ -299,25 +294,21 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
                 if let Ok(Err(e)) = r { warn!("demo miner stopped: {e}"); }
                 demo_task = None;
             }
-            _ = tick.tick() => {
-                let req = Request::ToHandlers(SiblingMessage::custom(Tick::now()));
-                if let Err(e) = async { service.ready().await?.call(req).await }.await {
-                    warn!("tick: {e}");
+            e = events.recv() => match e {
+                Some(e) => {
+                    status.on_event(e);
+                    // What is queued behind it first (a block found since, the next report):
+                    // the line then counts it, as the BLOCK FOUND line printed before it.
+                    while let Ok(e) = events.try_recv() {
+                        status.on_event(e);
+                    }
+                    status.print_if_due();
+                }
+                None => {
+                    warn!("mining server stopped");
                     break;
                 }
-                // The handler emitted this tick's stats before the call returned: read them
-                // now, so the status line is this tick's, not the previous one's.
-                while let Ok(e) = events.try_recv() {
-                    on_event(e, &mut last, &mut workers);
-                }
-                no_template.check(last.templates_received);
-                since_status += 1;
-                if status_every > 0 && since_status >= status_every {
-                    since_status = 0;
-                    print_status(&last, &workers);
-                }
-            }
-            Some(e) = events.recv() => on_event(e, &mut last, &mut workers),
+            },
         }
     }
     if let Some(t) = demo_task {
@@ -331,24 +322,94 @@ pub(crate) async fn run(cfg: Config, demo: bool) -> Result<(), Failure> {
         let _ = t.await;
     }
     while let Ok(e) = events.try_recv() {
-        on_event(e, &mut last, &mut workers);
+        status.on_event(e);
     }
-    print_status(&last, &workers);
+    status.print();
     Ok(())
 }
 
-fn on_event(e: MiningEvent, last: &mut MiningStats, workers: &mut Vec<WorkerStats>) {
-    match e {
-        MiningEvent::Stats(s) => {
-            *last = s;
-            if s.workers == 0 {
-                workers.clear();
-            }
+/// Period of the mining server's timer: its stats (and the status line's count) come this
+/// often.
+const STATS_PERIOD: Duration = Duration::from_secs(1);
+
+/// The status line, from the mining server's events: each timer reports `Stats`, then
+/// `Workers` when any worker is tracked; a report is complete after both (or after `Stats`
+/// alone with no worker). Every `every`-th report makes the line due (`0`: never, only at
+/// exit).
+struct StatusLine {
+    every: u64,
+    reports: u64,
+    due: bool,
+    last: MiningStats,
+    workers: Vec<WorkerStats>,
+    /// The last `Stats` still waits for its `Workers`.
+    awaiting_workers: bool,
+    no_template: NoTemplateAlarm,
+}
+
+impl StatusLine {
+    fn new(every: u64, no_template_error_secs: u64) -> Self {
+        Self {
+            every,
+            reports: 0,
+            due: false,
+            last: MiningStats::default(),
+            workers: Vec::new(),
+            awaiting_workers: false,
+            no_template: NoTemplateAlarm::new(no_template_error_secs),
         }
-        MiningEvent::Workers(w) => *workers = w,
-        // Found blocks are printed by the keeper, synchronously; this copy only counts.
-        MiningEvent::BlockFound(_) => last.blocks_found = last.blocks_found.saturating_add(1),
-        _ => {}
+    }
+
+    fn on_event(&mut self, e: MiningEvent) {
+        match e {
+            MiningEvent::Stats(s) => {
+                if self.awaiting_workers {
+                    // Its Workers event was dropped (the channel was full): that report still
+                    // counts, with the previous worker list.
+                    self.report_done();
+                }
+                self.last = s;
+                if s.workers == 0 {
+                    self.workers.clear();
+                    self.report_done();
+                } else {
+                    self.awaiting_workers = true;
+                }
+            }
+            MiningEvent::Workers(w) => {
+                self.workers = w;
+                if self.awaiting_workers {
+                    self.report_done();
+                }
+            }
+            // Found blocks are printed by the keeper, synchronously; this copy only counts.
+            MiningEvent::BlockFound(_) => {
+                self.last.blocks_found = self.last.blocks_found.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+
+    /// One timer's report is complete: the line, when due, shows this timer's figures, not
+    /// the previous one's.
+    fn report_done(&mut self) {
+        self.awaiting_workers = false;
+        self.no_template.check(self.last.templates_received);
+        self.reports += 1;
+        if self.every > 0 && self.reports >= self.every {
+            self.reports = 0;
+            self.due = true;
+        }
+    }
+
+    fn print_if_due(&mut self) {
+        if std::mem::take(&mut self.due) {
+            self.print();
+        }
+    }
+
+    fn print(&self) {
+        print_status(&self.last, &self.workers);
     }
 }
 
@@ -579,5 +640,51 @@ mod tests {
         let c: Config = toml::from_str(&text).unwrap();
         assert_eq!(c.blocks_dir, "./blocks/");
         assert_eq!(c.no_template_error_secs, 30);
+    }
+
+    fn stats(workers: usize, shares_accepted: u64) -> MiningEvent {
+        MiningEvent::Stats(MiningStats {
+            workers,
+            shares_accepted,
+            templates_received: 1,
+            ..MiningStats::default()
+        })
+    }
+
+    fn worker(name: &str, shares_accepted: u64) -> WorkerStats {
+        WorkerStats {
+            user_identity: name.into(),
+            shares_accepted,
+            hashrate_estimate_hs: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_status_line_is_due_every_nth_complete_timer_report() {
+        let mut st = StatusLine::new(2, 0);
+        // No worker: Stats alone is a whole report.
+        st.on_event(stats(0, 0));
+        assert_eq!((st.reports, st.due), (1, false));
+        // With a worker the report waits for its Workers event, then the line is due with
+        // this timer's figures.
+        st.on_event(stats(1, 5));
+        assert_eq!((st.reports, st.due), (1, false));
+        st.on_event(MiningEvent::Workers(vec![worker("alice", 5)]));
+        assert!(st.due);
+        assert_eq!(st.last.shares_accepted, 5);
+        assert_eq!(st.workers, [worker("alice", 5)]);
+        st.print_if_due();
+        assert!(!st.due);
+        // A Workers event lost to a full channel: the next Stats still completes that report.
+        st.on_event(stats(1, 6));
+        st.on_event(stats(0, 7));
+        assert!(st.due, "two reports");
+        assert!(st.workers.is_empty());
+        // Never due with status_interval_secs = 0.
+        let mut never = StatusLine::new(0, 0);
+        for _ in 0..5 {
+            never.on_event(stats(0, 0));
+        }
+        assert!(!never.due);
     }
 }

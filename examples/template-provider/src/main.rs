@@ -158,7 +158,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         keypair,
         cert_validity: Duration::from_secs(cli.cert_validity_secs),
     });
-    let (_service, handle, ticker) = server.serve(config, listener);
+    let (_service, handle) = server.serve(config, listener);
     // Handlers installed before LISTENING: a SIGTERM right after it is a graceful stop.
     let mut stop = tower_stratum::shutdown::Shutdown::listen()
         .map_err(|e| runtime(format!("cannot watch for Ctrl-C/SIGTERM: {e}")))?;
@@ -191,6 +191,5 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     handle.shutdown().await;
-    let _ = ticker.await;
     Ok(())
 }
