@@ -26,7 +26,8 @@ pub mod session;
 pub mod share_math;
 
 pub use handler::{
-    Action, Actions, ConnectionContext, ConnectionId, InboundMessage, SetupSupport, SiblingMessage,
+    Action, Actions, ConnectionContext, ConnectionEvent, ConnectionId, InboundMessage,
+    SetupSupport, SiblingMessage,
 };
 pub use session::{
     CloseReason, ConnectionInfo, MaxPayload, Role, Session, SessionConfig, SessionOutput,

@@ -165,8 +165,8 @@ fn on_message(
             debug!(message = other.name(), "ignoring sibling message");
             return (None, None);
         }
-        SiblingMessage::Custom(_) => {
-            debug!("ignoring custom sibling message");
+        _ => {
+            debug!("ignoring non-Sv2 sibling message");
             return (None, None);
         }
     };

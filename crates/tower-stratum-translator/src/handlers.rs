@@ -8,21 +8,15 @@ use tokio::sync::watch;
 use tower_stratum_core::extensions::WORKER_HASHRATE_TRACKING;
 use tower_stratum_core::handler::Sv2MiningClientHandler;
 use tower_stratum_core::session::REQUIRES_VERSION_ROLLING;
-use tower_stratum_core::stratum_core::common_messages_sv2::ChannelEndpointChangedOwned;
-use tower_stratum_core::stratum_core::mining_sv2::{
-    CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelSuccessOwned,
-    OpenMiningChannelErrorOwned, SetExtranoncePrefixOwned, SetGroupChannelOwned,
-    SetNewPrevHashOwned, SetTargetOwned, SubmitSharesErrorOwned, SubmitSharesSuccessOwned,
-    UpdateChannelErrorOwned,
-};
 use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
 use tower_stratum_core::{
-    Action, Actions, CloseReason, ConnectionContext, ExtensionSet, SiblingMessage, Subprotocol,
-    Sv2Message,
+    Action, Actions, CloseReason, ConnectionContext, ConnectionEvent, ExtensionSet, SiblingMessage,
+    Subprotocol, Sv2Message,
 };
 use tower_stratum_service::sv1::{
     Sv1Actions, Sv1CloseReason, Sv1ConnectionContext, Sv1ServerHandler,
 };
+use tower_stratum_service::ActiveUpstream;
 use tower_stratum_sv1::{Authorize, Configure, Id, Submit, Subscribe, Target};
 use tracing::debug;
 
@@ -37,6 +31,10 @@ pub struct TranslatorSv1Handler {
     stats: watch::Sender<TranslatorStats>,
     tick_interval: Duration,
     next_tick: Instant,
+    /// `user_identity` per upstream of the client's list, in its order.
+    user_identities: Vec<String>,
+    /// The client's failed attempts (`ClientHandle::watch_failures`).
+    failures: Option<watch::Receiver<Option<CloseReason>>>,
 }
 
 /// The monotonic clock (tokio's, so paused-time tests work).
@@ -58,7 +56,23 @@ impl TranslatorSv1Handler {
             stats,
             tick_interval,
             next_tick: now() + tick_interval,
+            user_identities: Vec::new(),
+            failures: None,
         }
+    }
+
+    /// The `user_identity` of the channels opened on each upstream of the client's list, in
+    /// its order (an established connection's `upstream` index picks one).
+    pub fn with_user_identities(mut self, ids: Vec<String>) -> Self {
+        self.user_identities = ids;
+        self
+    }
+
+    /// Reads the client's failed attempts (`ClientHandle::watch_failures`) at each timer, for
+    /// [`TranslatorStats::upstream_error`].
+    pub fn watching_failures(mut self, rx: watch::Receiver<Option<CloseReason>>) -> Self {
+        self.failures = Some(rx);
+        self
     }
 }
 
@@ -142,22 +156,25 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
         let t = now();
         match msg {
             SiblingMessage::Sv2(Sv2Message::Mining(m)) => self.core.upstream_message(m, t),
-            SiblingMessage::Sv2(_) => Sv1Actions::none(),
-            custom => {
-                if let Some(ev) = custom.downcast_ref::<UpstreamEvent>() {
-                    match ev {
-                        UpstreamEvent::Disconnected { reason } => {
-                            self.core.upstream_disconnected(reason.clone(), t)
-                        }
-                        UpstreamEvent::Failed { reason } => {
-                            self.core.upstream_failed(reason.clone())
-                        }
-                        connected => self.core.upstream_connected(connected.clone(), t),
-                    }
-                } else {
-                    Sv1Actions::none()
-                }
+            SiblingMessage::Connection(ConnectionEvent::Established { ctx, upstream }) => {
+                let index = upstream.unwrap_or(0);
+                let user_identity = self.user_identities.get(index).cloned().unwrap_or_default();
+                let connected = UpstreamEvent::Connected {
+                    success_flags: ctx.info.success_flags,
+                    version_rolling_required: self.core.config().require_version_rolling,
+                    user_identity,
+                    index,
+                    worker_hashrate_tracking: ctx
+                        .info
+                        .extensions
+                        .contains(WORKER_HASHRATE_TRACKING),
+                };
+                self.core.upstream_connected(connected, t)
             }
+            SiblingMessage::Connection(ConnectionEvent::Closed { reason, .. }) => {
+                self.core.upstream_disconnected(reason.to_string(), t)
+            }
+            _ => Sv1Actions::none(),
         }
     }
 
@@ -168,6 +185,16 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
     async fn on_timer(&mut self, now: Instant) -> Sv1Actions {
         // The next deadline from this one (not from `now`): a late wake-up does not drift.
         self.next_tick = (self.next_tick + self.tick_interval).max(now);
+        // A failed attempt to reach an upstream (shown in the stats until one connects).
+        let failed = self.failures.as_mut().and_then(|rx| {
+            rx.has_changed()
+                .unwrap_or(false)
+                .then(|| rx.borrow_and_update().as_ref().map(ToString::to_string))
+                .flatten()
+        });
+        if let Some(reason) = failed {
+            self.core.upstream_failed(reason);
+        }
         let out = self.core.tick(now);
         self.stats.send_replace(self.core.stats(now));
         out
@@ -179,34 +206,35 @@ impl Sv1ServerHandler for TranslatorSv1Handler {
     }
 }
 
-/// The Sv2 Mining client handler of the translator: relays every Mining message it receives
-/// to the Sv1 side, reports the connection's setup and loss as [`UpstreamEvent`]s, and sends
-/// upstream whatever the Sv1 side hands it (`SiblingMessage::Sv2`).
+/// The Sv2 Mining client handler of the translator: hands every Mining message it receives
+/// to the Sv1 side as it is (one [`handle_mining_message`](Sv2MiningClientHandler::handle_mining_message),
+/// no method per message), tells it when a connection is established or closed
+/// ([`SiblingMessage::Connection`], with the index of the upstream reached), and sends upstream
+/// whatever the Sv1 side hands it (`SiblingMessage::Sv2`).
 ///
 /// With [`request_worker_hashrate_tracking`](Self::request_worker_hashrate_tracking) it
-/// requests extension `0x0002` after `SetupConnection` (extension `0x0001`) and reports the
-/// outcome in [`UpstreamEvent::Connected`]; TLV fields are stripped from what the Sv1 side
-/// hands it unless the current connection negotiated them (extension `0x0001` section 1.1).
+/// requests extension `0x0002` after `SetupConnection` (extension `0x0001`); the outcome is in
+/// the established connection's `ConnectionInfo::extensions`. TLV fields are stripped from
+/// what the Sv1 side hands it unless the current connection negotiated them (extension
+/// `0x0001` section 1.1).
 #[derive(Debug, Clone)]
 pub struct TranslatorSv2Handler {
     version_rolling: bool,
-    user_identity: String,
-    index: usize,
     request_extensions: ExtensionSet,
     /// The extensions the current connection negotiated.
     negotiated: ExtensionSet,
+    /// Which upstream of the client's list each attempt is for.
+    upstream: Option<watch::Receiver<Option<ActiveUpstream>>>,
 }
 
 impl TranslatorSv2Handler {
-    /// A relay for upstream number `index` whose channels use `user_identity`; with
-    /// `require_version_rolling`, `SetupConnection` carries `REQUIRES_VERSION_ROLLING`.
-    pub fn new(require_version_rolling: bool, user_identity: String, index: usize) -> Self {
+    /// With `require_version_rolling`, `SetupConnection` carries `REQUIRES_VERSION_ROLLING`.
+    pub fn new(require_version_rolling: bool) -> Self {
         Self {
             version_rolling: require_version_rolling,
-            user_identity,
-            index,
             request_extensions: ExtensionSet::EMPTY,
             negotiated: ExtensionSet::EMPTY,
+            upstream: None,
         }
     }
 
@@ -221,8 +249,12 @@ impl TranslatorSv2Handler {
         self
     }
 
-    fn relay(m: MiningOwned) -> Actions {
-        Action::ToSibling(SiblingMessage::Sv2(Sv2Message::Mining(m))).into()
+    /// Reads the client's current upstream (`ClientBuilder::watch_upstream`) to report which
+    /// one of the list each established connection reached. Without it the index is unknown
+    /// (taken as 0, the primary, by the Sv1 side).
+    pub fn watching_upstream(mut self, rx: watch::Receiver<Option<ActiveUpstream>>) -> Self {
+        self.upstream = Some(rx);
+        self
     }
 }
 
@@ -241,24 +273,29 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
 
     async fn on_connection_added(&mut self, ctx: ConnectionContext) -> Actions {
         self.negotiated = ctx.info.extensions;
-        Action::ToSibling(SiblingMessage::custom(UpstreamEvent::Connected {
-            success_flags: ctx.info.success_flags,
-            version_rolling_required: self.version_rolling,
-            user_identity: self.user_identity.clone(),
-            index: self.index,
-            worker_hashrate_tracking: ctx.info.extensions.contains(WORKER_HASHRATE_TRACKING),
+        // The attempt that made this connection published its upstream before connecting.
+        let upstream = self.upstream.as_ref().and_then(|rx| {
+            rx.borrow()
+                .as_ref()
+                .filter(|a| a.connection == ctx.id)
+                .map(|a| a.index)
+        });
+        Action::ToSibling(SiblingMessage::Connection(ConnectionEvent::Established {
+            ctx,
+            upstream,
         }))
         .into()
     }
 
     async fn on_connection_removed(
         &mut self,
-        _ctx: ConnectionContext,
+        ctx: ConnectionContext,
         reason: CloseReason,
     ) -> Actions {
         self.negotiated = ExtensionSet::EMPTY;
-        Action::ToSibling(SiblingMessage::custom(UpstreamEvent::Disconnected {
-            reason: reason.to_string(),
+        Action::ToSibling(SiblingMessage::Connection(ConnectionEvent::Closed {
+            ctx,
+            reason,
         }))
         .into()
     }
@@ -273,103 +310,11 @@ impl Sv2MiningClientHandler for TranslatorSv2Handler {
                 Action::SendUpstream(Subprotocol::Mining, m.without_tlvs()).into()
             }
             SiblingMessage::Sv2(m) => Action::SendUpstream(Subprotocol::Mining, m).into(),
-            SiblingMessage::Custom(_) => Actions::none(),
+            _ => Actions::none(),
         }
     }
 
-    async fn handle_open_extended_mining_channel_success(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: OpenExtendedMiningChannelSuccessOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::OpenExtendedMiningChannelSuccess(m))
-    }
-
-    async fn handle_open_mining_channel_error(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: OpenMiningChannelErrorOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::OpenMiningChannelError(m))
-    }
-
-    async fn handle_update_channel_error(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: UpdateChannelErrorOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::UpdateChannelError(m))
-    }
-
-    async fn handle_close_channel(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: CloseChannelOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::CloseChannel(m))
-    }
-
-    async fn handle_set_extranonce_prefix(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: SetExtranoncePrefixOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::SetExtranoncePrefix(m))
-    }
-
-    async fn handle_submit_shares_success(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: SubmitSharesSuccessOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::SubmitSharesSuccess(m))
-    }
-
-    async fn handle_submit_shares_error(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: SubmitSharesErrorOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::SubmitSharesError(m))
-    }
-
-    async fn handle_new_extended_mining_job(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: NewExtendedMiningJobOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::NewExtendedMiningJob(m))
-    }
-
-    async fn handle_set_new_prev_hash(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: SetNewPrevHashOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::SetNewPrevHash(m))
-    }
-
-    async fn handle_set_target(&mut self, _ctx: ConnectionContext, m: SetTargetOwned) -> Actions {
-        Self::relay(MiningOwned::SetTarget(m))
-    }
-
-    async fn handle_set_group_channel(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: SetGroupChannelOwned,
-    ) -> Actions {
-        Self::relay(MiningOwned::SetGroupChannel(m))
-    }
-
-    async fn handle_channel_endpoint_changed(
-        &mut self,
-        _ctx: ConnectionContext,
-        m: ChannelEndpointChangedOwned,
-    ) -> Actions {
-        debug!(
-            channel_id = m.channel_id,
-            "ChannelEndpointChanged (no extension state to reset)"
-        );
-        Actions::none()
+    async fn handle_mining_message(&mut self, _ctx: ConnectionContext, m: MiningOwned) -> Actions {
+        Action::ToSibling(SiblingMessage::Sv2(Sv2Message::Mining(m))).into()
     }
 }

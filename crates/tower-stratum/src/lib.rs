@@ -48,8 +48,8 @@
 
 pub use tower_stratum_core::{
     frame, handler, message, session, stratum_core, Action, Actions, CloseReason,
-    ConnectionContext, ConnectionId, ConnectionInfo, ExtensionMessage, Frame, InboundMessage,
-    PerSubprotocol, Role, SetupSupport, SiblingMessage, Subprotocol, Sv2Message,
+    ConnectionContext, ConnectionEvent, ConnectionId, ConnectionInfo, ExtensionMessage, Frame,
+    InboundMessage, PerSubprotocol, Role, SetupSupport, SiblingMessage, Subprotocol, Sv2Message,
 };
 pub use tower_stratum_service::*;
 

@@ -100,7 +100,7 @@ pub use server::{
 };
 
 use crate::message::{Subprotocol, Sv2Message};
-use crate::session::{ConnectionInfo, Role};
+use crate::session::{CloseReason, ConnectionInfo, Role};
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
@@ -138,11 +138,37 @@ impl ConnectionContext {
 
 /// An application value passed between sibling services (see the service crate's sibling IO).
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum SiblingMessage {
     /// An Sv2 message (e.g. a template a TD client forwards to the mining server).
     Sv2(Sv2Message),
+    /// A connection of the sending service came up or went down (e.g. a proxy's upstream side
+    /// telling its downstream side), in order with the messages around it.
+    Connection(ConnectionEvent),
     /// Anything else; downcast with [`SiblingMessage::downcast_ref`].
     Custom(Arc<dyn Any + Send + Sync>),
+}
+
+/// What a service tells its sibling about one of its connections (see
+/// [`SiblingMessage::Connection`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The connection is established (`on_connection_added`). `upstream`: for a client with
+    /// a list of upstreams, the index of the one this connection reached (0 = the primary).
+    Established {
+        /// The connection.
+        ctx: ConnectionContext,
+        /// Index in the client's upstream list, when the sender knows it.
+        upstream: Option<usize>,
+    },
+    /// The connection closed (`on_connection_removed`).
+    Closed {
+        /// The connection.
+        ctx: ConnectionContext,
+        /// Why.
+        reason: CloseReason,
+    },
 }
 
 impl SiblingMessage {
@@ -155,7 +181,7 @@ impl SiblingMessage {
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
         match self {
             SiblingMessage::Custom(v) => v.downcast_ref::<T>(),
-            SiblingMessage::Sv2(_) => None,
+            SiblingMessage::Sv2(_) | SiblingMessage::Connection(_) => None,
         }
     }
 }
@@ -164,6 +190,7 @@ impl fmt::Debug for SiblingMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SiblingMessage::Sv2(m) => f.debug_tuple("Sv2").field(&m.name()).finish(),
+            SiblingMessage::Connection(e) => f.debug_tuple("Connection").field(e).finish(),
             SiblingMessage::Custom(_) => f.write_str("Custom(..)"),
         }
     }
