@@ -93,8 +93,8 @@ impl Sv1ServerHandler for TestPool {
             return Sv1Actions::reply(Response::error(id, ErrorCode::UnauthorizedWorker));
         }
         Sv1Actions::reply(Response::ok(id, true))
-            .and(Sv1Action::Send(ServerMessage::SetDifficulty(1.0)))
-            .and(Sv1Action::Send(job("1").into()))
+            .and(Sv1Action::Reply(ServerMessage::SetDifficulty(1.0)))
+            .and(Sv1Action::Reply(job("1").into()))
     }
 
     async fn handle_submit(

@@ -40,7 +40,7 @@ impl Sv1ServerHandler for Pool {
         _: Authorize,
     ) -> Sv1Actions {
         Sv1Actions::reply(Response::ok(id, true))
-            .and(Sv1Action::Send(ServerMessage::SetDifficulty(2.0)))
+            .and(Sv1Action::Reply(ServerMessage::SetDifficulty(2.0)))
     }
 }
 

@@ -198,7 +198,7 @@ impl Sv2MiningServerHandler for FakePool {
                 self.job_id += 1;
                 self.prev = self.prev.wrapping_add(1);
                 let [job, snph] = self.job(GROUP);
-                Actions(vec![
+                Actions::from(vec![
                     Action::Broadcast(Subprotocol::Mining, job),
                     Action::Broadcast(Subprotocol::Mining, snph),
                 ])

@@ -297,7 +297,7 @@ fn probe() {
     share.channel_id = channel_id;
     let actions = ready(s.handle_submit_shares_extended(ctx, share));
     assert!(matches!(
-        actions.0.as_slice(),
+        actions.as_slice(),
         [Action::Reply(Sv2Message::Mining(
             MiningOwned::SubmitSharesSuccess(_)
         ))]

@@ -81,11 +81,7 @@ async fn send_prev_hash(s: &mut MiningServer, p: SetNewPrevHashOwned) -> Actions
 /// Template `id` (future) + its tip.
 async fn new_block(s: &mut MiningServer, id: u64, tip: [u8; 32], nbits: u32) -> Actions {
     let mut a = send_template(s, test_util::template(id, true, 200, VALUE, vec![])).await;
-    a.0.extend(
-        send_prev_hash(s, test_util::prev_hash(id, tip, nbits))
-            .await
-            .0,
-    );
+    a.extend(send_prev_hash(s, test_util::prev_hash(id, tip, nbits)).await);
     a
 }
 
@@ -111,7 +107,6 @@ fn open_extended_msg(request_id: u32, min_extranonce: u16) -> OpenExtendedMining
 /// The mining messages of `actions`, with `None` for replies and `Some(id)` for `SendTo`.
 fn mining(actions: &Actions) -> Vec<(Option<ConnectionId>, MiningOwned)> {
     actions
-        .0
         .iter()
         .filter_map(|a| match a {
             Action::Reply(Sv2Message::Mining(m)) => Some((None, m.clone())),
@@ -123,7 +118,6 @@ fn mining(actions: &Actions) -> Vec<(Option<ConnectionId>, MiningOwned)> {
 
 fn to_sibling(actions: &Actions) -> Vec<TemplateDistributionOwned> {
     actions
-        .0
         .iter()
         .filter_map(|a| match a {
             Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(m))) => {
@@ -135,7 +129,7 @@ fn to_sibling(actions: &Actions) -> Vec<TemplateDistributionOwned> {
 }
 
 fn names(actions: &Actions) -> Vec<&'static str> {
-    actions.0.iter().map(action_name).collect()
+    actions.iter().map(action_name).collect()
 }
 
 fn action_name(a: &Action) -> &'static str {

@@ -113,14 +113,14 @@ macro_rules! handler_set {
             }
             async fn sibling(&mut self, msg: SiblingMessage) -> Actions {
                 let mut a = self.m.handle_sibling_message(msg.clone()).await;
-                a.0.extend(self.j.handle_sibling_message(msg.clone()).await);
-                a.0.extend(self.t.handle_sibling_message(msg).await);
+                a.extend(self.j.handle_sibling_message(msg.clone()).await);
+                a.extend(self.t.handle_sibling_message(msg).await);
                 a
             }
             async fn sibling_closed(&mut self) -> Actions {
                 let mut a = self.m.handle_sibling_closed().await;
-                a.0.extend(self.j.handle_sibling_closed().await);
-                a.0.extend(self.t.handle_sibling_closed().await);
+                a.extend(self.j.handle_sibling_closed().await);
+                a.extend(self.t.handle_sibling_closed().await);
                 a
             }
             fn poll_timeout(&self) -> Option<std::time::Instant> {
@@ -137,13 +137,13 @@ macro_rules! handler_set {
                 let due = |d: Option<std::time::Instant>| d.is_some_and(|d| d <= now);
                 let mut a = Actions::none();
                 if due(self.m.poll_timeout()) {
-                    a.0.extend(self.m.on_timer(now).await);
+                    a.extend(self.m.on_timer(now).await);
                 }
                 if due(self.j.poll_timeout()) {
-                    a.0.extend(self.j.on_timer(now).await);
+                    a.extend(self.j.on_timer(now).await);
                 }
                 if due(self.t.poll_timeout()) {
-                    a.0.extend(self.t.on_timer(now).await);
+                    a.extend(self.t.on_timer(now).await);
                 }
                 a
             }

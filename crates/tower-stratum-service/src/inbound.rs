@@ -198,13 +198,13 @@ mod tests {
             match hub.recv().await {
                 Some(HubInput::Dispatch { reply, .. }) => {
                     let m = tower_stratum_test_kit::msg::submit_standard(1, n);
-                    reply.send(Actions(vec![Action::Reply(m)])).unwrap();
+                    reply.send(Actions::from(vec![Action::Reply(m)])).unwrap();
                 }
                 other => panic!("expected a dispatch, got {other:?}"),
             }
         }
         for (f, n) in [(first, 0), (second, 1)] {
-            match f.await.unwrap().0.as_slice() {
+            match f.await.unwrap().as_slice() {
                 [Action::Reply(Sv2Message::Mining(
                     tower_stratum_core::message::MiningOwned::SubmitSharesStandard(s),
                 ))] => assert_eq!(s.sequence_number, n),

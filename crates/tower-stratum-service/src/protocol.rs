@@ -274,12 +274,11 @@ mod sv2_impl {
 
         fn only_own(actions: &Actions) -> bool {
             actions
-                .0
                 .iter()
                 .all(|a| matches!(a, Action::Reply(_) | Action::Close(_)))
         }
         fn routes(actions: Actions) -> impl Iterator<Item = Route<Self>> + Send {
-            actions.0.into_iter().filter_map(|a| {
+            actions.into_iter().filter_map(|a| {
                 Some(match a {
                     Action::Reply(m) => Route::Reply(m),
                     Action::SendTo(id, m) => Route::SendTo(id, m),
@@ -292,10 +291,10 @@ mod sv2_impl {
             })
         }
         fn push_reply(actions: &mut Actions, m: Sv2Message) {
-            actions.0.push(Action::Reply(m));
+            actions.push(Action::Reply(m));
         }
         fn push_close(actions: &mut Actions, reason: String) {
-            actions.0.push(Action::Close(reason));
+            actions.push(Action::Close(reason));
         }
 
         fn shutdown() -> CloseReason {

@@ -85,10 +85,11 @@ impl fmt::Display for Sv1CloseReason {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Sv1Action {
-    /// Send to the connection the event came from: a reply to its request
-    /// (`ServerMessage::Response`) or a push (`mining.notify`, `mining.set_difficulty`, ...).
-    /// Ignored for events without a connection (sibling messages): use [`Sv1Action::SendTo`].
-    Send(ServerMessage),
+    /// Send to the connection the event came from (like Sv2's `Action::Reply`): a reply to its
+    /// request (`ServerMessage::Response`) or a push (`mining.notify`,
+    /// `mining.set_difficulty`, ...). Ignored for events without a connection (sibling
+    /// messages): use [`Sv1Action::SendTo`].
+    Reply(ServerMessage),
     /// Send to one connection (a deferred reply, a push). Dropped if it is gone.
     SendTo(ConnectionId, ServerMessage),
     /// Send one message to several connections; encoded once.
@@ -103,9 +104,13 @@ pub enum Sv1Action {
     Disconnect(ConnectionId, String),
 }
 
-/// What an Sv1 handler returns: actions executed in order.
+/// What an Sv1 handler returns: actions executed in order. Built with the constructors
+/// ([`none`](Self::none), [`reply`](Self::reply), [`send`](Self::send),
+/// [`error`](Self::error), [`close`](Self::close), `From`, `FromIterator`) and grown with
+/// [`and`](Self::and), [`push`](Self::push) and [`extend`](Self::extend); read with
+/// [`as_slice`](Self::as_slice), [`iter`](Self::iter) or `into_iter`.
 #[derive(Debug, Clone, Default)]
-pub struct Sv1Actions(pub Vec<Sv1Action>);
+pub struct Sv1Actions(Vec<Sv1Action>);
 
 impl Sv1Actions {
     /// No action.
@@ -113,14 +118,14 @@ impl Sv1Actions {
         Sv1Actions(Vec::new())
     }
 
-    /// One [`Sv1Action::Send`] of a response.
+    /// One [`Sv1Action::Reply`] of a response.
     pub fn reply(r: Response) -> Self {
-        Sv1Actions(vec![Sv1Action::Send(ServerMessage::Response(r))])
+        Sv1Actions(vec![Sv1Action::Reply(ServerMessage::Response(r))])
     }
 
-    /// One [`Sv1Action::Send`].
+    /// One [`Sv1Action::Reply`].
     pub fn send(m: impl Into<ServerMessage>) -> Self {
-        Sv1Actions(vec![Sv1Action::Send(m.into())])
+        Sv1Actions(vec![Sv1Action::Reply(m.into())])
     }
 
     /// An error response with `code` to `id` (`[code, "message", null]`); nothing for a
@@ -156,6 +161,41 @@ impl Sv1Actions {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many actions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The actions, in order.
+    pub fn as_slice(&self) -> &[Sv1Action] {
+        &self.0
+    }
+
+    /// The actions, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Sv1Action> {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<Sv1Action>> for Sv1Actions {
+    fn from(v: Vec<Sv1Action>) -> Self {
+        Sv1Actions(v)
+    }
+}
+
+impl FromIterator<Sv1Action> for Sv1Actions {
+    fn from_iter<I: IntoIterator<Item = Sv1Action>>(iter: I) -> Self {
+        Sv1Actions(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Sv1Actions {
+    type Item = &'a Sv1Action;
+    type IntoIter = std::slice::Iter<'a, Sv1Action>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 

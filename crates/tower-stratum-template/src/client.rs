@@ -195,7 +195,7 @@ impl Sv2TemplateDistributionClientHandler for TemplateDistributionClient {
 }
 
 fn upstream(m: TemplateDistributionOwned) -> Actions {
-    Action::Broadcast(
+    Action::SendUpstream(
         Subprotocol::TemplateDistribution,
         Sv2Message::TemplateDistribution(m),
     )
@@ -244,7 +244,7 @@ mod tests {
         assert!(c.handle_sibling_message(solution()).await.is_empty());
 
         let a = c.on_connection_added(ctx()).await;
-        match &a.0[..] {
+        match a.as_slice() {
             [Action::Reply(Sv2Message::TemplateDistribution(
                 TemplateDistributionOwned::CoinbaseOutputConstraints(k),
             ))] => {
@@ -256,8 +256,8 @@ mod tests {
 
         let a = c.handle_sibling_message(solution()).await;
         assert!(matches!(
-            &a.0[..],
-            [Action::Broadcast(
+            a.as_slice(),
+            [Action::SendUpstream(
                 Subprotocol::TemplateDistribution,
                 Sv2Message::TemplateDistribution(TemplateDistributionOwned::SubmitSolution(_))
             )]
@@ -273,7 +273,7 @@ mod tests {
                 TemplateDistributionOwned::CoinbaseOutputConstraints(k),
             )))
             .await;
-        assert!(matches!(&a.0[..], [Action::Broadcast(..)]));
+        assert!(matches!(a.as_slice(), [Action::SendUpstream(..)]));
         assert_eq!(c.constraints().coinbase_output_max_additional_size, 100);
 
         // Server messages that are not templates are ignored when they come from the sibling.

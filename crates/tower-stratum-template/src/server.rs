@@ -151,7 +151,7 @@ impl TemplateDistributionServer {
             .collect();
         let mut actions = Actions::none();
         for id in targets {
-            actions.0.extend(self.pair_for(id));
+            actions.extend(self.pair_for(id));
         }
         info!(
             height = found.height,
@@ -297,7 +297,7 @@ mod tests {
     }
 
     fn names(a: &Actions) -> Vec<String> {
-        a.0.iter()
+        a.iter()
             .map(|a| match a {
                 Action::SendTo(id, m) => format!("{id} {}", m.name()),
                 Action::Reply(m) => format!("reply {}", m.name()),
@@ -367,7 +367,7 @@ mod tests {
                 },
             )
             .await;
-        match &a.0[..] {
+        match a.as_slice() {
             [Action::Reply(Sv2Message::TemplateDistribution(
                 TemplateDistributionOwned::RequestTransactionDataError(e),
             ))] => assert_eq!(e.error_code.as_bytes(), ERROR_STALE_TEMPLATE_ID.as_bytes()),

@@ -31,7 +31,7 @@ fn ctx(n: u64) -> Sv1ConnectionContext {
 
 /// What went upstream.
 fn upstream(a: &Sv1Actions) -> Vec<MiningOwned> {
-    a.0.iter()
+    a.iter()
         .filter_map(|x| match x {
             Sv1Action::ToSibling(SiblingMessage::Sv2(Sv2Message::Mining(m))) => Some(m.clone()),
             _ => None,
@@ -41,7 +41,7 @@ fn upstream(a: &Sv1Actions) -> Vec<MiningOwned> {
 
 /// What went to connection `n` (direct sends and multicasts).
 fn to(a: &Sv1Actions, n: u64) -> Vec<ServerMessage> {
-    a.0.iter()
+    a.iter()
         .filter_map(|x| match x {
             Sv1Action::SendTo(c, m) if c.0 == n => Some(m.clone()),
             Sv1Action::Multicast(cs, m) if cs.iter().any(|c| c.0 == n) => Some(m.clone()),
@@ -499,13 +499,13 @@ fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
             })
             .unwrap();
         let a = core.submit(ctx(1), Id::from(3u64), valid_share(&job, &en1, 0, 1e-8), t0);
-        let sent: Vec<&Sv2Message> =
-            a.0.iter()
-                .filter_map(|x| match x {
-                    Sv1Action::ToSibling(SiblingMessage::Sv2(m)) => Some(m),
-                    _ => None,
-                })
-                .collect();
+        let sent: Vec<&Sv2Message> = a
+            .iter()
+            .filter_map(|x| match x {
+                Sv1Action::ToSibling(SiblingMessage::Sv2(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
         let [m] = sent.as_slice() else {
             panic!("{sent:?}")
         };

@@ -14,7 +14,7 @@
 //!               ┌────────────── hub task (tower-stratum) ──────────────┐
 //!  upstream ──► │ inbound stack: [DumpLayer] → MinerHandler(MinerState) │ ──watch<Work>──► hashing
 //!               └──────────────────────────────────────────────────────┘                 threads
-//!  upstream ◄── Sv2ClientService ◄── Request::Broadcast ◄── submitter task ◄──mpsc<FoundShare>─┘
+//!  upstream ◄── Sv2ClientService ◄── Request::SendUpstream ◄── submitter ◄──mpsc<FoundShare>───┘
 //! ```
 //!
 //! - [`state`]: the Mining Protocol state (channel, jobs, chain tip, target), sans-IO.

@@ -1,6 +1,6 @@
 //! The share submitter: a tokio task that turns [`FoundShare`]s into `SubmitShares.Standard` /
 //! `SubmitShares.Extended` (spec 5.3.12, 5.3.13) and sends them upstream through the client
-//! service (`Request::Broadcast(Subprotocol::Mining, ..)`, the request that reaches the
+//! service (`Request::SendUpstream(Subprotocol::Mining, ..)`, the request that reaches the
 //! upstream connection of a client).
 //!
 //! A share found on a work whose chain tip (or connection) has since been replaced is stale:
@@ -77,7 +77,10 @@ pub async fn run<S>(
             dump::outbound(&msg);
         }
         let sent = match service.ready().await {
-            Ok(s) => s.call(Request::Broadcast(Subprotocol::Mining, msg)).await,
+            Ok(s) => {
+                s.call(Request::SendUpstream(Subprotocol::Mining, msg))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match sent {

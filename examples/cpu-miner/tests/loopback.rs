@@ -283,7 +283,7 @@ impl ValidatingPool {
         if !self.switched {
             actions.extend(self.switch());
         }
-        Actions(actions)
+        Actions::from(actions)
     }
 }
 
@@ -315,7 +315,7 @@ impl Sv2MiningServerHandler for ValidatingPool {
                 merkle_root: [0x33; 32],
             },
         )];
-        Actions(vec![
+        Actions::from(vec![
             mining(MiningOwned::OpenStandardMiningChannelSuccess(
                 OpenStandardMiningChannelSuccessOwned {
                     request_id: m.request_id,
@@ -350,7 +350,7 @@ impl Sv2MiningServerHandler for ValidatingPool {
             },
         )];
         assert!(m.min_extranonce_size <= 4);
-        Actions(vec![
+        Actions::from(vec![
             mining(MiningOwned::OpenExtendedMiningChannelSuccess(
                 OpenExtendedMiningChannelSuccessOwned {
                     request_id: m.request_id,

@@ -366,10 +366,10 @@ impl Sv1ServerHandler for Pool {
         let job_id = if conn.index == 0 { "a" } else { "c" };
         let notify = Self::new_job(conn, job_id);
         Sv1Actions::reply(Response::ok(id, true))
-            .and(Sv1Action::Send(ServerMessage::SetDifficulty(
+            .and(Sv1Action::Reply(ServerMessage::SetDifficulty(
                 2f64.powi(phase.difficulty_log2),
             )))
-            .and(Sv1Action::Send(notify.into()))
+            .and(Sv1Action::Reply(notify.into()))
     }
 
     async fn handle_submit(&mut self, ctx: Sv1ConnectionContext, id: Id, s: Submit) -> Sv1Actions {
@@ -431,23 +431,23 @@ impl Sv1ServerHandler for Pool {
             conn.extranonce1 = second.extranonce1.clone();
             conn.extranonce2_size = second.extranonce2_size;
             conn.target = target(second.difficulty_log2);
-            actions.push(Sv1Action::Send(ServerMessage::SetExtranonce(
+            actions.push(Sv1Action::Reply(ServerMessage::SetExtranonce(
                 SetExtranonce {
                     extranonce1: second.extranonce1,
                     extranonce2_size: second.extranonce2_size,
                 },
             )));
-            actions.push(Sv1Action::Send(ServerMessage::SetDifficulty(
+            actions.push(Sv1Action::Reply(ServerMessage::SetDifficulty(
                 2f64.powi(second.difficulty_log2),
             )));
             if scenario.set_version_mask {
                 conn.mask = NARROWED_MASK;
-                actions.push(Sv1Action::Send(ServerMessage::SetVersionMask(
+                actions.push(Sv1Action::Reply(ServerMessage::SetVersionMask(
                     NARROWED_MASK,
                 )));
             }
             let notify = Self::new_job(conn, "b");
-            actions.push(Sv1Action::Send(notify.into()));
+            actions.push(Sv1Action::Reply(notify.into()));
         } else if s.job_id == "b" {
             conn.b_accepted = true;
             let rolled = match scenario.close_after {

@@ -221,8 +221,14 @@ pub enum Action {
 }
 
 /// What a handler returns: actions executed in order. Usually zero or one.
+///
+/// Built with the constructors ([`none`](Self::none), [`reply`](Self::reply),
+/// [`close`](Self::close), `From<Action>`, `From<Vec<Action>>`, `FromIterator`) and grown with
+/// [`and`](Self::and) (by value, for chains) or [`push`](Self::push) /
+/// [`extend`](Self::extend) (in place); read with [`as_slice`](Self::as_slice), [`iter`](Self::iter)
+/// or by value with `into_iter`.
 #[derive(Debug, Clone, Default)]
-pub struct Actions(pub Vec<Action>);
+pub struct Actions(Vec<Action>);
 
 impl Actions {
     /// No action.
@@ -251,9 +257,29 @@ impl Actions {
         self.0.push(a);
     }
 
+    /// Appends every action of `other`, in order.
+    pub fn extend(&mut self, other: impl IntoIterator<Item = Action>) {
+        self.0.extend(other);
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many actions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The actions, in order.
+    pub fn as_slice(&self) -> &[Action] {
+        &self.0
+    }
+
+    /// The actions, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Action> {
+        self.0.iter()
     }
 }
 
@@ -263,11 +289,31 @@ impl From<Action> for Actions {
     }
 }
 
+impl From<Vec<Action>> for Actions {
+    fn from(v: Vec<Action>) -> Self {
+        Actions(v)
+    }
+}
+
+impl FromIterator<Action> for Actions {
+    fn from_iter<I: IntoIterator<Item = Action>>(iter: I) -> Self {
+        Actions(iter.into_iter().collect())
+    }
+}
+
 impl IntoIterator for Actions {
     type Item = Action;
     type IntoIter = std::vec::IntoIter<Action>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Actions {
+    type Item = &'a Action;
+    type IntoIter = std::slice::Iter<'a, Action>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 

@@ -235,14 +235,13 @@ impl Protocol for Sv1 {
 
     fn only_own(actions: &Sv1Actions) -> bool {
         actions
-            .0
             .iter()
-            .all(|a| matches!(a, Sv1Action::Send(_) | Sv1Action::Close(_)))
+            .all(|a| matches!(a, Sv1Action::Reply(_) | Sv1Action::Close(_)))
     }
     fn routes(actions: Sv1Actions) -> impl Iterator<Item = Route<Self>> + Send {
-        actions.0.into_iter().filter_map(|a| {
+        actions.into_iter().filter_map(|a| {
             Some(match a {
-                Sv1Action::Send(m) => Route::Reply(m),
+                Sv1Action::Reply(m) => Route::Reply(m),
                 Sv1Action::SendTo(id, m) => Route::SendTo(id, m),
                 Sv1Action::Multicast(ids, m) => Route::Multicast(ids, m),
                 Sv1Action::Broadcast(m) => Route::Broadcast((), m),
@@ -254,7 +253,7 @@ impl Protocol for Sv1 {
         })
     }
     fn push_reply(actions: &mut Sv1Actions, m: ServerMessage) {
-        actions.push(Sv1Action::Send(m));
+        actions.push(Sv1Action::Reply(m));
     }
     fn push_close(actions: &mut Sv1Actions, reason: String) {
         actions.push(Sv1Action::Close(reason));

@@ -298,7 +298,7 @@ impl TranslatorCore {
         for (conn, hashrate, resend) in changes {
             let difficulty = hashrate_to_difficulty(&self.config, hashrate);
             let set = self.set_miner_difficulty(conn, difficulty, now);
-            let lowered = !set.0.is_empty();
+            let lowered = !set.is_empty();
             out.extend(set);
             if resend && lowered {
                 // Sv1 miners apply a new difficulty from the next job (some mine a job at the
