@@ -39,7 +39,7 @@ use tower_stratum_template::check::validate_block;
 use tower_stratum_template::regtest::{genesis_prev_hash_bytes, op_true_script, REGTEST_NBITS};
 use tower_stratum_template::solver::{payout_all, solve};
 use tower_stratum_template::{
-    spawn_embedded_source_with_events, BlockOrigin, FoundBlock, SourceConfig, SourceEvent,
+    spawn_embedded_source_with_events, BlockOrigin, ConnectedBlock, SourceConfig, SourceEvent,
     TemplateDistributionClient, TemplateDistributionServer, TemplateServerConfig,
 };
 use tower_stratum_test_kit::msg;
@@ -172,7 +172,7 @@ async fn next_pair(
     }
 }
 
-async fn next_block(events: &mut mpsc::Receiver<SourceEvent>, what: &str) -> FoundBlock {
+async fn next_block(events: &mut mpsc::Receiver<SourceEvent>, what: &str) -> ConnectedBlock {
     next_block_within(events, 60, what).await
 }
 
@@ -180,7 +180,7 @@ async fn next_block_within(
     events: &mut mpsc::Receiver<SourceEvent>,
     secs: u64,
     what: &str,
-) -> FoundBlock {
+) -> ConnectedBlock {
     loop {
         match within(secs, what, events.recv())
             .await

@@ -1,7 +1,7 @@
 //! The tokio shell that runs an [`EmbeddedRegtestSource`] as the sibling of a mining server.
 
 use crate::regtest::check_constraints;
-use crate::source::{unix_time_now, EmbeddedRegtestSource, FoundBlock, Now, SourceConfig};
+use crate::source::{unix_time_now, ConnectedBlock, EmbeddedRegtestSource, Now, SourceConfig};
 use crate::{SolutionError, TemplateUpdate};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ pub enum SourceEvent {
     /// Templates for a new tip were sent (the first ones, or after a new block).
     Templates(TemplateUpdate),
     /// A block became the tip (`next` in it are the templates sent after it).
-    Block(Box<FoundBlock>),
+    Block(Box<ConnectedBlock>),
     /// A `SubmitSolution` was refused; the tip did not move.
     SolutionRejected {
         /// The solution's `template_id`.
@@ -158,7 +158,7 @@ fn on_message(
     source: &mut EmbeddedRegtestSource,
     msg: SiblingMessage,
     events: &Option<mpsc::Sender<SourceEvent>>,
-) -> (Option<FoundBlock>, Option<TemplateDistributionOwned>) {
+) -> (Option<ConnectedBlock>, Option<TemplateDistributionOwned>) {
     let td = match msg {
         SiblingMessage::Sv2(Sv2Message::TemplateDistribution(td)) => td,
         SiblingMessage::Sv2(other) => {

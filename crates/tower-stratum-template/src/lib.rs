@@ -66,6 +66,6 @@ pub use driver::{spawn_embedded_source, spawn_embedded_source_with_events, Sourc
 pub use regtest::ConstraintsError;
 pub use server::{TemplateDistributionServer, TemplateProviderService, TemplateServerConfig};
 pub use source::{
-    BlockOrigin, ChainTip, EmbeddedRegtestSource, EncodeError, FoundBlock, Now, SolutionError,
+    BlockOrigin, ChainTip, ConnectedBlock, EmbeddedRegtestSource, EncodeError, Now, SolutionError,
     SourceConfig, TemplateUpdate, ERROR_STALE_TEMPLATE_ID, ERROR_TEMPLATE_ID_NOT_FOUND,
 };

@@ -4,7 +4,7 @@
 use crate::driver::{emit, shell_now, SourceEvent};
 use crate::regtest::check_constraints;
 use crate::source::{
-    unix_time_now, EmbeddedRegtestSource, EncodeError, FoundBlock, Now, SourceConfig,
+    unix_time_now, ConnectedBlock, EmbeddedRegtestSource, EncodeError, Now, SourceConfig,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -142,7 +142,7 @@ impl TemplateDistributionServer {
     }
 
     /// Templates after a new tip, to every connection that has received templates.
-    fn on_new_tip(&mut self, found: FoundBlock) -> Actions {
+    fn on_new_tip(&mut self, found: ConnectedBlock) -> Actions {
         let targets: Vec<ConnectionId> = self
             .conns
             .iter()

@@ -184,9 +184,11 @@ pub enum BlockOrigin {
     Simulated,
 }
 
-/// A valid block that became the new tip, and the templates for the block after it.
+/// A valid block connected to the source's chain (its new tip, Bitcoin Core's "block connected"),
+/// and the templates for the block after it. Not to be confused with the mining crate's
+/// `FoundBlock` (a share that solved a block, before any chain has seen it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct FoundBlock {
+pub struct ConnectedBlock {
     /// The full block (header and transactions).
     pub block: Block,
     /// Its height.
@@ -199,7 +201,7 @@ pub struct FoundBlock {
     pub next: TemplateUpdate,
 }
 
-impl FoundBlock {
+impl ConnectedBlock {
     /// The block's consensus serialization (what `submitblock` takes, as bytes).
     pub fn block_bytes(&self) -> Vec<u8> {
         serialize(&self.block)
@@ -300,8 +302,8 @@ pub enum SolutionError {
 /// height 1 on regtest).
 const MIN_BLOCK_VERSION: i32 = 4;
 
-/// This source has no network: every new tip is returned as a [`FoundBlock`] whose
-/// [`block_bytes`](FoundBlock::block_bytes) the application can submit wherever it wants.
+/// This source has no network: every new tip is returned as a [`ConnectedBlock`] whose
+/// [`block_bytes`](ConnectedBlock::block_bytes) the application can submit wherever it wants.
 ///
 /// [`on_tick`]: EmbeddedRegtestSource::on_tick
 /// [`spawn_embedded_source`]: crate::spawn_embedded_source
@@ -466,7 +468,7 @@ impl EmbeddedRegtestSource {
     /// paying `simulated_payout_script`, makes it the tip and returns it with the next
     /// templates; the deadline moves to `now + tip_interval` either way. Returns `None` when
     /// nothing is due.
-    pub fn on_tick(&mut self, now: Now) -> Option<FoundBlock> {
+    pub fn on_tick(&mut self, now: Now) -> Option<ConnectedBlock> {
         let due = self.next_simulated_at?;
         if now.monotonic < due {
             return None;
@@ -495,13 +497,13 @@ impl EmbeddedRegtestSource {
     /// `nBits` 0x207fffff; transactions: that coinbase), checks the coinbase against the
     /// template, the timestamp (after the median time past, at most 2 h ahead of `now`), the
     /// proof of work, and runs the independent [`check`](crate::check) validator. On success
-    /// the block becomes the tip and the returned [`FoundBlock`] carries the next templates;
+    /// the block becomes the tip and the returned [`ConnectedBlock`] carries the next templates;
     /// on error nothing changes.
     pub fn on_submit_solution(
         &mut self,
         solution: SubmitSolutionOwned,
         now: Now,
-    ) -> Result<FoundBlock, SolutionError> {
+    ) -> Result<ConnectedBlock, SolutionError> {
         let id = solution.template_id;
         let template = match self.templates.get(&id) {
             Some(t) => t,
@@ -571,7 +573,7 @@ impl EmbeddedRegtestSource {
         height: u32,
         origin: BlockOrigin,
         now: Now,
-    ) -> Result<FoundBlock, EncodeError> {
+    ) -> Result<ConnectedBlock, EncodeError> {
         let hash = block.block_hash();
         let tip = ChainTip {
             height,
@@ -594,7 +596,7 @@ impl EmbeddedRegtestSource {
         self.current = next.clone();
         self.next_simulated_at = simulated_deadline(&self.config, now);
         tracing::debug!(height, %hash, ?origin, next_template = id, "new chain tip");
-        Ok(FoundBlock {
+        Ok(ConnectedBlock {
             block,
             height,
             hash,
