@@ -1,4 +1,4 @@
-//! Sv1 over TLS (`tower-stratum-sv1-service`'s `tls` feature, rustls): a TLS client gets
+//! Sv1 over TLS (`tower-stratum-service`'s `tls` feature, `sv1::tls`, rustls): a TLS client gets
 //! served; the handshake runs in each connection's task, so a silent peer delays nobody and the
 //! setup deadline closes it; a plaintext peer and a client expecting another server name fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

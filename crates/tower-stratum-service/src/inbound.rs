@@ -109,56 +109,53 @@ impl<P: Protocol> Future for HandlerFuture<P> {
     }
 }
 
-/// Bound on the inbound stack of any protocol's connections: the layered
-/// [`HandlerService<P>`](HandlerService). [`InboundStack`] is this for Sv2.
-pub trait ProtocolStack<P: Protocol>:
-    tower::Service<
-        P::Inbound,
-        Response = P::Actions,
-        Error = tower::BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
+/// Declares a trait alias for "a layered handler service of this message and answer type":
+/// `tower::Service<$inbound, Response = $actions, Error = BoxError>` with a `Send + 'static`
+/// future, `Clone + Send + 'static`, and its blanket impl.
+macro_rules! stack_trait {
+    ($(#[$doc:meta])* $name:ident $(<$p:ident: $bound:path>)?, $inbound:ty, $actions:ty) => {
+        $(#[$doc])*
+        pub trait $name$(<$p: $bound>)?:
+            tower::Service<
+                $inbound,
+                Response = $actions,
+                Error = tower::BoxError,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + 'static
+        {
+        }
 
-impl<P: Protocol, S> ProtocolStack<P> for S where
-    S: tower::Service<
-            P::Inbound,
-            Response = P::Actions,
-            Error = tower::BoxError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
+        impl<$($p: $bound,)? S> $name$(<$p>)? for S where
+            S: tower::Service<
+                    $inbound,
+                    Response = $actions,
+                    Error = tower::BoxError,
+                    Future: Send + 'static,
+                > + Clone
+                + Send
+                + 'static
+        {
+        }
+    };
 }
+pub(crate) use stack_trait;
 
-/// Bound on the inbound stack a service accepts: the layered [`HandlerService`].
-pub trait InboundStack:
-    tower::Service<
-        InboundMessage,
-        Response = Actions,
-        Error = tower::BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
+stack_trait!(
+    /// Bound on the inbound stack of any protocol's connections: the layered
+    /// [`HandlerService<P>`](HandlerService). [`InboundStack`] is this for Sv2.
+    ProtocolStack<P: Protocol>,
+    P::Inbound,
+    P::Actions
+);
 
-impl<S> InboundStack for S where
-    S: tower::Service<
-            InboundMessage,
-            Response = Actions,
-            Error = tower::BoxError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
+stack_trait!(
+    /// Bound on the inbound stack a service accepts: the layered [`HandlerService`].
+    InboundStack,
+    InboundMessage,
+    Actions
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,13 @@
-//! The tokio shell of tower-stratum: [`Sv2ServerService`] and [`Sv2ClientService`].
+//! The tokio shell of tower-stratum: [`Sv2ServerService`], [`Sv2ClientService`] and, in
+//! [`sv1`], the Stratum V1 server and client.
 //!
-//! Each connection runs in its own task around a sans-IO
-//! [`Session`](tower_stratum_core::Session); the handlers of a service live in one task (the
-//! hub) that owns them and the registry of connections. Everything between tasks is a bounded
-//! queue. See `docs/ARCHITECTURE.md` for the life of a connection.
+//! One runtime for every wire protocol: the connection task, the hub, the accept loop,
+//! [`ServerHandle`], the request sender and sibling IO are written once, generic over a
+//! [`Protocol`] ([`Sv2`] and [`sv1::Sv1`] implement it). Each connection runs in its own task
+//! around its protocol's sans-IO session ([`Session`](tower_stratum_core::Session) for Sv2);
+//! the handlers of a service live in one task (the hub) that owns them and the registry of
+//! connections. Everything between tasks is a bounded queue. See `docs/ARCHITECTURE.md` for
+//! the life of a connection and a share's path.
 
 /// The handler and layer setters shared by `ServerBuilder` and `ClientBuilder` (each changes
 /// the builder's type); the builder's fields beyond the shared ones are listed after its name.

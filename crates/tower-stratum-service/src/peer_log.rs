@@ -1,6 +1,6 @@
 //! The operator's log of peers dropped for their own fault (a broken rule, bad bytes, a missed
-//! deadline, a peer that does not read), shared by every connection runtime (Sv2 here, Sv1 in
-//! `tower-stratum-sv1-service`): one INFO line per dropped peer under the target
+//! deadline, a peer that does not read), for every protocol of the connection runtime (Sv2 and
+//! Sv1): one INFO line per dropped peer under the target
 //! `tower_stratum::peer`, with its address and the reason, rate-limited for the whole process.
 
 use std::net::SocketAddr;

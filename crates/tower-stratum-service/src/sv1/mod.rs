@@ -93,30 +93,12 @@ pub type Sv1ServerHandle = ServerHandle;
 /// (see [`HandlerService`]).
 pub type Sv1HandlerService = HandlerService<Sv1>;
 
-/// Bound on the Sv1 inbound stack: the layered [`Sv1HandlerService`].
-pub trait Sv1InboundStack:
-    tower::Service<
-        Sv1InboundMessage,
-        Response = Sv1Actions,
-        Error = tower::BoxError,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Sv1InboundStack for S where
-    S: tower::Service<
-            Sv1InboundMessage,
-            Response = Sv1Actions,
-            Error = tower::BoxError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
+crate::inbound::stack_trait!(
+    /// Bound on the Sv1 inbound stack: the layered [`Sv1HandlerService`].
+    Sv1InboundStack,
+    Sv1InboundMessage,
+    Sv1Actions
+);
 
 /// A command from the application to an [`Sv1ServerService`].
 #[derive(Debug, Clone)]
