@@ -480,7 +480,7 @@ where
                 self.held = None;
                 self.stack_error(e);
             }
-            Event::Outbound(Some(Outbound::Msg(m))) => self.write(m),
+            Event::Outbound(Some(Outbound::Msg(m))) => self.write(*m),
             Event::Outbound(Some(Outbound::Wire(w))) => self.write_wire(w),
             Event::Outbound(Some(Outbound::Close(r))) => self.close_now(r),
             Event::Outbound(None) => self.close_now(P::shutdown()),

@@ -25,13 +25,15 @@ use tower_stratum_core::{
 };
 use tracing::{debug, warn};
 
-/// What a connection task's outbound queue carries.
+/// What a connection task's outbound queue carries. Small on purpose: every connection's
+/// queue allocates its first block of slots up front, so a typed message (hundreds of bytes
+/// for some `Sv2Message`s) is boxed and most messages travel already encoded.
 #[derive(Debug)]
 pub(crate) enum Outbound<P: Protocol> {
-    /// A message for this connection alone, encoded by its task (which lets the session see
-    /// it first).
-    Msg(P::Outgoing),
-    /// A message encoded once for several connections.
+    /// A message the connection's session must see before it is written (an Sv1 response),
+    /// encoded by the connection task.
+    Msg(Box<P::Outgoing>),
+    /// An encoded message (encoded once when it goes to several connections).
     Wire(P::Wire),
     Close(P::CloseReason),
 }
@@ -332,7 +334,7 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
     fn deliver_own(&mut self, id: ConnectionId, mine: P::Actions) {
         for r in P::routes(mine) {
             match r {
-                Route::Reply(m) => self.push(id, Outbound::Msg(m)),
+                Route::Reply(m) => self.send(id, m),
                 Route::Close(reason) => self.close(id, P::closed(reason)),
                 _ => {}
             }
@@ -363,7 +365,7 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
                 debug!("reply or close without a connection ignored")
             }
             Route::SendTo(id, m) if Some(id) == origin => P::push_reply(mine, m),
-            Route::SendTo(id, m) => self.push(id, Outbound::Msg(m)),
+            Route::SendTo(id, m) => self.send(id, m),
             Route::Multicast(ids, m) => self.multicast(ids.into_iter(), m, origin, mine),
             Route::Broadcast(group, m) => {
                 let ids: Vec<ConnectionId> = self
@@ -409,9 +411,22 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
             Ok(None) => {}
             Err(typed) => {
                 for id in others {
-                    self.push(id, Outbound::Msg(typed.clone()));
+                    self.push(id, Outbound::Msg(Box::new(typed.clone())));
                 }
             }
+        }
+    }
+
+    /// One message to one connection: encoded here unless its session must see it typed.
+    fn send(&self, id: ConnectionId, m: P::Outgoing) {
+        if !self.conns.contains_key(&id) {
+            debug!(connection = %id, "send to unknown connection dropped");
+            return;
+        }
+        match P::shared_wire(m) {
+            Ok(Some(wire)) => self.push(id, Outbound::Wire(wire)),
+            Ok(None) => {}
+            Err(typed) => self.push(id, Outbound::Msg(Box::new(typed))),
         }
     }
 

@@ -101,9 +101,10 @@ pub trait Protocol: Sized + Send + Sync + 'static {
     /// Encodes a message for the wire. Errors: a message that cannot be encoded (text for the
     /// log; the connection is closed).
     fn encode(m: Self::Outgoing) -> Result<Self::Wire, String>;
-    /// The encoding shared by every connection of a broadcast: `Ok(Some(wire))`, `Ok(None)`
-    /// when it cannot be encoded (logged; nothing is sent), or `Err(m)` back when each
-    /// connection must see the typed message (an Sv1 response, which its session tracks).
+    /// The encoding the hub queues to a connection (once for all of a broadcast):
+    /// `Ok(Some(wire))`, `Ok(None)` when it cannot be encoded (logged; nothing is sent), or
+    /// `Err(m)` back when the connection's session must see the typed message (an Sv1
+    /// response, which its session tracks).
     #[allow(clippy::result_large_err)]
     fn shared_wire(m: Self::Outgoing) -> Result<Option<Self::Wire>, Self::Outgoing>;
     /// Whether a context is in a broadcast's group.
@@ -263,7 +264,7 @@ mod sv2_impl {
             match m.encode() {
                 Ok(f) => Ok(Some(f)),
                 Err(e) => {
-                    tracing::warn!(message = name, error = %e, "cannot encode broadcast");
+                    tracing::warn!(message = name, error = %e, "cannot encode; not sent");
                     Ok(None)
                 }
             }
