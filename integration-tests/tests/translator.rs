@@ -1014,6 +1014,9 @@ async fn per_miner_session_resume_keeps_the_upstream_channel() {
         m.recv().await.unwrap();
     }
     let en1 = m.extranonce1.clone();
+    // Stats are published at each timer: see this miner counted first, so that the zero
+    // below is the count after its departure, not one published before it arrived.
+    stats_until(&t, |s| s.connections == 1).await;
     drop(m);
     stats_until(&t, |s| s.connections == 0).await;
     // Back within the grace period with the subscription id: same channel, same extranonce1,

@@ -227,15 +227,28 @@ pub struct TranslatorSv2Handler {
     upstream: Option<watch::Receiver<Option<ActiveUpstream>>>,
 }
 
+impl Default for TranslatorSv2Handler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TranslatorSv2Handler {
-    /// With `require_version_rolling`, `SetupConnection` carries `REQUIRES_VERSION_ROLLING`.
-    pub fn new(require_version_rolling: bool) -> Self {
+    /// A handler that sets no `SetupConnection` flag and requests no extension.
+    pub fn new() -> Self {
         Self {
-            version_rolling: require_version_rolling,
+            version_rolling: false,
             request_extensions: ExtensionSet::EMPTY,
             negotiated: ExtensionSet::EMPTY,
             upstream: None,
         }
+    }
+
+    /// Whether `SetupConnection` carries `REQUIRES_VERSION_ROLLING` (Mining Protocol flag
+    /// bit 2: the upstream must let miners roll the BIP320 version bits). Default: no.
+    pub fn require_version_rolling(mut self, on: bool) -> Self {
+        self.version_rolling = on;
+        self
     }
 
     /// Whether to request extension `0x0002` (Worker-Specific Hashrate Tracking) from the

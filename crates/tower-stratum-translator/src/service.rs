@@ -142,7 +142,8 @@ pub fn spawn<L: Listener>(
     let active = builder.watch_upstream(Subprotocol::Mining);
     let (_upstream_service, client) = builder
         .mining(
-            TranslatorSv2Handler::new(config.translator.require_version_rolling)
+            TranslatorSv2Handler::new()
+                .require_version_rolling(config.translator.require_version_rolling)
                 .request_worker_hashrate_tracking(config.translator.worker_hashrate_tracking)
                 .watching_upstream(active),
         )
