@@ -3,7 +3,7 @@
 
 use crate::config::{ServerConfig, ServerTransport};
 use crate::connection::{self, ConnParams, Transport};
-use crate::hub::{Hub, HubInput, ServerHandlers, SiblingEnd};
+use crate::hub::{HandlerSet, Hub, HubInput, ServerHandlers, SiblingEnd};
 use crate::inbound::{HandlerService, InboundStack};
 use crate::listener::Listener;
 use crate::protocol::{Protocol, Sv2};
@@ -250,7 +250,6 @@ where
             self.j.extension_support(),
             self.t.extension_support(),
         );
-        let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::<Sv2, _>::new(
             ServerHandlers {
                 m: self.m,
@@ -259,12 +258,7 @@ where
             },
             self.sibling,
         );
-        let hub_task = tokio::spawn(
-            hub.run(hub_rx)
-                .instrument(tracing::info_span!("hub", role = "server")),
-        );
-        let stack = self.layer.layer(HandlerService::new(hub_tx.clone()));
-        let cancel = CancellationToken::new();
+        let layer = self.layer;
         let transport = match &cfg.transport {
             ServerTransport::Plaintext => Transport::Plain,
             ServerTransport::Noise {
@@ -285,8 +279,9 @@ where
             cfg.partial_frame_budget,
             tower_stratum_codec::DEFAULT_PARTIAL_FRAME_ALLOWANCE,
         );
-        let conn_hub = hub_tx.clone();
-        let connection = move |io, id, peer, cancel| {
+        let connections = move |hub: mpsc::Sender<HubInput<Sv2>>| {
+            let stack = layer.layer(HandlerService::new(hub.clone()));
+            move |io, id, peer, cancel| {
             let params = ConnParams {
                 id,
                 peer,
@@ -294,7 +289,7 @@ where
                 session: Session::server(session_cfg, supports, handshake, connection::now())
                     .with_extension_support(extensions),
                 stack: stack.clone(),
-                hub: conn_hub.clone(),
+                hub: hub.clone(),
                 cancel,
                 max_payload: cfg.max_payload,
                 budget: budget.clone(),
@@ -303,25 +298,58 @@ where
                 write_timeout: cfg.write_timeout,
             };
             connection::run(io, params).map(drop)
+            }
         };
-        let accept = accept_loop(
-            Accepting {
-                listener,
-                hub_tx: hub_tx.clone(),
-                cancel: cancel.clone(),
-                hub_task,
-            },
-            connection,
-        );
-        let task = tokio::spawn(accept.instrument(tracing::info_span!("server")));
+        let (requests, handle) = spawn_server(hub, cfg.handler_queue, listener, connections);
         (
             Sv2ServerService {
-                requests: RequestSender::new(hub_tx),
+                requests,
                 _handlers: HandlerTypes::default(),
             },
-            ServerHandle { cancel, task },
+            handle,
         )
     }
+}
+
+/// Starts a server of protocol `P` on the current tokio runtime: the hub task running `hub`
+/// (fed by a queue of `handler_queue` inputs, at least 1) and the accept loop, which hands each
+/// accepted stream to the connection task built by `connections(hub input sender)`. Returns
+/// the sender that application requests use and the handle that stops it all. Every
+/// protocol's server is started here, so the life of a server is written once.
+pub(crate) fn spawn_server<P, H, Lst, C, F, Fut>(
+    hub: Hub<P, H>,
+    handler_queue: usize,
+    listener: Lst,
+    connections: C,
+) -> (RequestSender<P>, ServerHandle)
+where
+    P: Protocol,
+    H: HandlerSet<P>,
+    Lst: Listener,
+    C: FnOnce(mpsc::Sender<HubInput<P>>) -> F,
+    F: FnMut(Lst::Io, ConnectionId, Option<std::net::SocketAddr>, CancellationToken) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (hub_tx, hub_rx) = mpsc::channel(handler_queue.max(1));
+    let hub_task = tokio::spawn(
+        hub.run(hub_rx)
+            .instrument(tracing::info_span!("hub", protocol = P::NAME, role = "server")),
+    );
+    let connection = connections(hub_tx.clone());
+    let cancel = CancellationToken::new();
+    let accept = accept_loop(
+        Accepting {
+            listener,
+            hub_tx: hub_tx.clone(),
+            cancel: cancel.clone(),
+            hub_task,
+        },
+        connection,
+    );
+    let task = tokio::spawn(accept.instrument(tracing::info_span!("server", protocol = P::NAME)));
+    (RequestSender::new(hub_tx), ServerHandle { cancel, task })
 }
 
 /// What the accept loop of any protocol's server owns.

@@ -61,11 +61,11 @@ pub use tower_stratum_sv1::{
 };
 
 use crate::connection::{self, Links, Shell};
-use crate::hub::{HandlerSet, Hub, SiblingEnd};
+use crate::hub::{HandlerSet, Hub, HubInput, SiblingEnd};
 use crate::inbound::HandlerService;
 use crate::protocol::{Command, Output, Protocol, Route};
 use crate::request::{RequestSender, ResponseFuture};
-use crate::server::{accept_loop, Accepting, ServerHandle, SiblingIo};
+use crate::server::{spawn_server, ServerHandle, SiblingIo};
 use crate::{Listener, ServiceError};
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -76,7 +76,6 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedParts};
-use tokio_util::sync::CancellationToken;
 use tower::layer::util::{Identity, Stack};
 use tower::Layer;
 use tower_stratum_core::{ConnectionId, SiblingMessage};
@@ -496,44 +495,31 @@ where
     /// one task per connection.
     pub fn serve<Lst: Listener>(self, listener: Lst) -> (Sv1ServerService<H>, ServerHandle) {
         let cfg = self.config;
-        let (hub_tx, hub_rx) = mpsc::channel(cfg.handler_queue.max(1));
         let hub = Hub::<Sv1, _>::new(Sv1Handlers(self.handler), self.sibling);
-        let hub_task = tokio::spawn(
-            hub.run(hub_rx)
-                .instrument(tracing::info_span!("hub", role = "sv1-server")),
-        );
-        let stack = self.layer.layer(Sv1HandlerService::new(hub_tx.clone()));
-        let cancel = CancellationToken::new();
-        let conn_hub = hub_tx.clone();
-        let connection = move |io, id, peer, cancel| {
-            let links = Links {
-                id,
-                peer,
-                stack: stack.clone(),
-                hub: conn_hub.clone(),
-                cancel,
-                outbound_queue: cfg.outbound_queue,
-                max_in_flight: cfg.max_in_flight,
-                write_timeout: cfg.write_timeout,
-            };
-            run_connection(io, links, cfg.session, cfg.max_line_length)
+        let layer = self.layer;
+        let connections = move |hub: mpsc::Sender<HubInput<Sv1>>| {
+            let stack = layer.layer(Sv1HandlerService::new(hub.clone()));
+            move |io, id, peer, cancel| {
+                let links = Links {
+                    id,
+                    peer,
+                    stack: stack.clone(),
+                    hub: hub.clone(),
+                    cancel,
+                    outbound_queue: cfg.outbound_queue,
+                    max_in_flight: cfg.max_in_flight,
+                    write_timeout: cfg.write_timeout,
+                };
+                run_connection(io, links, cfg.session, cfg.max_line_length)
+            }
         };
-        let accept = accept_loop(
-            Accepting {
-                listener,
-                hub_tx: hub_tx.clone(),
-                cancel: cancel.clone(),
-                hub_task,
-            },
-            connection,
-        );
-        let task = tokio::spawn(accept.instrument(tracing::info_span!("sv1_server")));
+        let (requests, handle) = spawn_server(hub, cfg.handler_queue, listener, connections);
         (
             Sv1ServerService {
-                requests: RequestSender::new(hub_tx),
+                requests,
                 _handler: PhantomData,
             },
-            ServerHandle { cancel, task },
+            handle,
         )
     }
 }
