@@ -62,7 +62,7 @@ pub(crate) enum HubInput<P: Protocol> {
     },
     Request {
         req: P::Request,
-        reply: oneshot::Sender<Result<P::Response, ServiceError>>,
+        reply: Reply<P>,
     },
     Stop,
 }
@@ -83,7 +83,21 @@ pub(crate) trait HandlerSet<P: Protocol>: Send + 'static {
     fn poll_timeout(&self) -> Option<std::time::Instant>;
     /// Calls `on_timer` of every handler whose deadline is due at `now`.
     fn timer(&mut self, now: std::time::Instant) -> impl Future<Output = P::Actions> + Send;
+    /// An application request the handlers answer themselves, now or later, through `reply`
+    /// ([`Command::Call`]). Default: none is expected; the reply is dropped (the caller sees
+    /// [`ServiceError::Stopped`]).
+    fn call(
+        &mut self,
+        req: P::Request,
+        reply: Reply<P>,
+    ) -> impl Future<Output = P::Actions> + Send {
+        let _ = (req, reply);
+        std::future::ready(P::Actions::default())
+    }
 }
+
+/// Where the answer to an application request goes.
+pub(crate) type Reply<P> = oneshot::Sender<Result<<P as Protocol>::Response, ServiceError>>;
 
 macro_rules! handler_set {
     ($name:ident, $m:ident, $j:ident, $t:ident, $dispatch:ident) => {
@@ -288,16 +302,22 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
                     self.apply(None, actions);
                 }
             }
-            HubInput::Request { req, reply } => {
-                let r = self.on_request(req).await;
-                let _ = reply.send(r);
-            }
+            HubInput::Request { req, reply } => match P::command(req) {
+                Command::Call(req) => {
+                    let actions = self.handlers.call(req, reply).await;
+                    self.apply(None, actions);
+                }
+                command => {
+                    let r = self.on_command(command).await;
+                    let _ = reply.send(r);
+                }
+            },
             HubInput::Stop => {}
         }
     }
 
-    async fn on_request(&mut self, req: P::Request) -> Result<P::Response, ServiceError> {
-        match P::command(req) {
+    async fn on_command(&mut self, command: Command<P>) -> Result<P::Response, ServiceError> {
+        match command {
             Command::Routes { routes, require } => {
                 if let Some(id) = require {
                     if !self.conns.contains_key(&id) {
@@ -327,6 +347,8 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
                 self.send_to_sibling(msg);
                 Ok(P::done())
             }
+            // Taken by `on_input` (it needs the reply); unreachable here.
+            Command::Call(_) => Err(ServiceError::Stopped),
         }
     }
 

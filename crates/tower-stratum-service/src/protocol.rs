@@ -207,6 +207,9 @@ pub enum Command<P: Protocol> {
     ToHandlers(SiblingMessage),
     /// Send to the sibling; fails with `NoSibling` when none is linked.
     ToSibling(SiblingMessage),
+    /// Hand the request and its reply to the handlers, which answer it when they can (the Sv1
+    /// client: the server's response to a call arrives later, on the connection).
+    Call(P::Request),
 }
 
 /// Stratum V2: binary frames (plaintext or Noise NX), the sans-IO

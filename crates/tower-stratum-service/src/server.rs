@@ -282,22 +282,22 @@ where
         let connections = move |hub: mpsc::Sender<HubInput<Sv2>>| {
             let stack = layer.layer(HandlerService::new(hub.clone()));
             move |io, id, peer, cancel| {
-            let params = ConnParams {
-                id,
-                peer,
-                transport: transport.clone(),
-                session: Session::server(session_cfg, supports, handshake, connection::now())
-                    .with_extension_support(extensions),
-                stack: stack.clone(),
-                hub: hub.clone(),
-                cancel,
-                max_payload: cfg.max_payload,
-                budget: budget.clone(),
-                outbound_queue: cfg.outbound_queue,
-                max_in_flight: cfg.max_in_flight,
-                write_timeout: cfg.write_timeout,
-            };
-            connection::run(io, params).map(drop)
+                let params = ConnParams {
+                    id,
+                    peer,
+                    transport: transport.clone(),
+                    session: Session::server(session_cfg, supports, handshake, connection::now())
+                        .with_extension_support(extensions),
+                    stack: stack.clone(),
+                    hub: hub.clone(),
+                    cancel,
+                    max_payload: cfg.max_payload,
+                    budget: budget.clone(),
+                    outbound_queue: cfg.outbound_queue,
+                    max_in_flight: cfg.max_in_flight,
+                    write_timeout: cfg.write_timeout,
+                };
+                connection::run(io, params).map(drop)
             }
         };
         let (requests, handle) = spawn_server(hub, cfg.handler_queue, listener, connections);
@@ -333,10 +333,11 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (hub_tx, hub_rx) = mpsc::channel(handler_queue.max(1));
-    let hub_task = tokio::spawn(
-        hub.run(hub_rx)
-            .instrument(tracing::info_span!("hub", protocol = P::NAME, role = "server")),
-    );
+    let hub_task = tokio::spawn(hub.run(hub_rx).instrument(tracing::info_span!(
+        "hub",
+        protocol = P::NAME,
+        role = "server"
+    )));
     let connection = connections(hub_tx.clone());
     let cancel = CancellationToken::new();
     let accept = accept_loop(

@@ -67,8 +67,9 @@ pub struct Sv1ClientConfig {
     /// application takes one (TCP flow control pushes back on the server; calls wait too).
     /// Nothing is ever dropped or aborted. Default 256.
     pub notification_queue: usize,
-    /// Calls queued toward the connection task; `poll_ready` waits while it is full.
-    /// Default 64.
+    /// Calls outstanding at once (sent or queued, not yet answered, timed out or failed),
+    /// across the clones of one client; `poll_ready` waits while this many are. Also the
+    /// capacity of the queue to the client's hub task. 0 is taken as 1. Default 64.
     pub request_queue: usize,
     /// Longest line accepted from the server, bytes. Default 64 KiB
     /// ([`tower_stratum_sv1::DEFAULT_MAX_LINE_LENGTH`]).

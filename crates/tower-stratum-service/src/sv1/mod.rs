@@ -12,9 +12,10 @@
 //!   sibling. Each connection has exactly one writer, so replies and pushes are whole lines
 //!   and never interleave. It is a `tower::Service<`[`Sv1Request`]`>` for the application
 //!   (push, broadcast, list, disconnect, send to the handlers or the sibling).
-//! - [`Sv1ClientService`]: one connection to an Sv1 server; calls resolve to the server's
-//!   response or time out (default 30 s); notifications arrive on a bounded stream with
-//!   backpressure.
+//! - [`Sv1ClientService`]: one connection to an Sv1 server, on the same runtime (the shared
+//!   connection shell around a sans-IO client session; the hub task keeps the table of calls
+//!   waiting for their responses); calls resolve to the server's response or time out
+//!   (default 30 s); notifications arrive on a bounded stream with backpressure.
 //!
 //! # Guarantees
 //!
@@ -48,7 +49,9 @@ mod config;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use client::{Sv1ClientError, Sv1ClientHandle, Sv1ClientService, Sv1Notifications};
+pub use client::{
+    Sv1CallFuture, Sv1ClientError, Sv1ClientHandle, Sv1ClientService, Sv1Notifications,
+};
 pub use config::{Sv1ClientConfig, Sv1ServerConfig, DEFAULT_SERVER_MAX_LINE};
 pub use tower_stratum_sv1::{
     configure_refused, dispatch, not_supported, NullSv1ServerHandler, Sv1Action, Sv1Actions,
