@@ -51,6 +51,52 @@ pub enum Output<P: Protocol> {
     Close(P::CloseReason),
 }
 
+/// The outputs of a session that decides them a line at a time (the Sv1 sessions answer each
+/// line at once; the runtime asks for outputs one by one): in order, nothing after the close,
+/// and the close taken once.
+#[derive(Debug)]
+pub(crate) struct Outputs<P: Protocol> {
+    queue: std::collections::VecDeque<Output<P>>,
+    closed: bool,
+}
+
+impl<P: Protocol> Outputs<P> {
+    /// A connection established at once, known as `ctx`.
+    pub(crate) fn established(ctx: P::Context) -> Self {
+        let mut queue = std::collections::VecDeque::with_capacity(2);
+        queue.push_back(Output::Established(ctx));
+        Self {
+            queue,
+            closed: false,
+        }
+    }
+
+    /// Queues `output`, unless the session is closed.
+    pub(crate) fn push(&mut self, output: Output<P>) {
+        if !self.closed {
+            self.queue.push_back(output);
+        }
+    }
+
+    /// Queues the close (the first reason wins).
+    pub(crate) fn close(&mut self, reason: P::CloseReason) {
+        if !self.closed {
+            self.closed = true;
+            self.queue.push_back(Output::Close(reason));
+        }
+    }
+
+    /// Whether the close is decided.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The next output.
+    pub(crate) fn pop(&mut self) -> Option<Output<P>> {
+        self.queue.pop_front()
+    }
+}
+
 /// A wire protocol the runtime can carry. Implemented by zero-sized types ([`Sv2`],
 /// [`Sv1`](crate::sv1::Sv1)); every item is a type or a function without `self`.
 pub trait Protocol: Sized + Send + Sync + 'static {

@@ -12,7 +12,7 @@ use super::config::Sv1ClientConfig;
 use crate::connection::{self, Links, Shell};
 use crate::hub::{HandlerSet, Hub, HubInput, Reply};
 use crate::inbound::HandlerService;
-use crate::protocol::{Command, Output, Protocol, Route};
+use crate::protocol::{Command, Output, Outputs, Protocol, Route};
 use crate::request::{RequestSender, ResponseFuture};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -385,26 +385,15 @@ pub(crate) struct Sv1ClientInbound {
 /// line it cannot parse (logged) and closes on a codec error.
 #[derive(Debug)]
 pub(crate) struct Sv1ClientConnection {
-    out: VecDeque<Output<Sv1Client>>,
-    closed: bool,
+    out: Outputs<Sv1Client>,
     user_agent: String,
 }
 
 impl Sv1ClientConnection {
     fn new(ctx: Sv1ConnectionContext, user_agent: String) -> Self {
-        let mut out = VecDeque::with_capacity(2);
-        out.push_back(Output::Established(ctx));
         Self {
-            out,
-            closed: false,
+            out: Outputs::established(ctx),
             user_agent,
-        }
-    }
-
-    fn close(&mut self, reason: Sv1CloseReason) {
-        if !self.closed {
-            self.closed = true;
-            self.out.push_back(Output::Close(reason));
         }
     }
 }
@@ -490,7 +479,7 @@ impl Protocol for Sv1Client {
         _: Instant,
         line: Result<ServerMessage, Sv1ParseError>,
     ) {
-        if s.closed {
+        if s.out.is_closed() {
             return;
         }
         let out = match line {
@@ -506,30 +495,27 @@ impl Protocol for Sv1Client {
                 return;
             }
         };
-        s.out.push_back(out);
+        s.out.push(out);
     }
     fn handle_codec_error(s: &mut Sv1ClientConnection, e: Sv1CodecError) {
-        s.close(match e {
-            Sv1CodecError::LineTooLong { .. } => Sv1CloseReason::LineTooLong,
-            e => Sv1CloseReason::Io(e.to_string()),
-        });
+        s.out.close(super::codec_close_reason(e));
     }
     fn peer_closed(s: &mut Sv1ClientConnection) {
-        s.close(Sv1CloseReason::PeerClosed);
+        s.out.close(Sv1CloseReason::PeerClosed);
     }
     fn poll_output(
         s: &mut Sv1ClientConnection,
         _: ConnectionId,
         _: Option<SocketAddr>,
     ) -> Option<Output<Self>> {
-        s.out.pop_front()
+        s.out.pop()
     }
     fn poll_timeout(_: &Sv1ClientConnection) -> Option<Instant> {
         None
     }
     fn handle_timeout(_: &mut Sv1ClientConnection, _: Instant) {}
     fn close(s: &mut Sv1ClientConnection, reason: Sv1CloseReason) {
-        s.close(reason);
+        s.out.close(reason);
     }
 
     fn command(req: Sv1ClientCall) -> Command<Self> {
@@ -777,7 +763,11 @@ mod tests {
         assert_eq!(first.await.unwrap().result, "one");
         assert!(ready(&mut c).is_ready(), "answered calls free their places");
         drop(server);
-        assert_eq!(n.recv().await, None, "the stream ends when the server closes");
+        assert_eq!(
+            n.recv().await,
+            None,
+            "the stream ends when the server closes"
+        );
         assert_eq!(h.shutdown().await, "peer closed the connection");
     }
 
@@ -789,7 +779,10 @@ mod tests {
             user_agent: "agent/1".into(),
             ..Sv1ClientConfig::default()
         });
-        server.send(ServerMessage::Ping(Id::from(7u64))).await.unwrap();
+        server
+            .send(ServerMessage::Ping(Id::from(7u64)))
+            .await
+            .unwrap();
         server
             .send(ServerMessage::GetVersion(Id::from(8u64)))
             .await

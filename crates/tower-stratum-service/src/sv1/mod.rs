@@ -66,12 +66,11 @@ pub use tower_stratum_sv1::{
 use crate::connection::{self, Links, Shell};
 use crate::hub::{HandlerSet, Hub, HubInput, SiblingEnd};
 use crate::inbound::HandlerService;
-use crate::protocol::{Command, Output, Protocol, Route};
+use crate::protocol::{Command, Output, Outputs, Protocol, Route};
 use crate::request::{RequestSender, ResponseFuture};
 use crate::server::{spawn_server, ServerHandle, SiblingIo};
 use crate::{Listener, ServiceError};
 use futures_util::FutureExt;
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
@@ -145,28 +144,25 @@ pub struct Sv1;
 #[derive(Debug)]
 pub struct Sv1Connection {
     session: Sv1ServerSession,
-    out: VecDeque<Output<Sv1>>,
-    closed: bool,
+    out: Outputs<Sv1>,
 }
 
 impl Sv1Connection {
     /// A connection accepted at `now`: it is established at once (the handler's
     /// `on_connection_added` comes before any line is read).
     pub fn new(config: Sv1SessionConfig, ctx: Sv1ConnectionContext, now: Instant) -> Self {
-        let mut out = VecDeque::with_capacity(2);
-        out.push_back(Output::Established(ctx));
         Self {
             session: Sv1ServerSession::new(config, now),
-            out,
-            closed: false,
+            out: Outputs::established(ctx),
         }
     }
+}
 
-    fn close(&mut self, reason: Sv1CloseReason) {
-        if !self.closed {
-            self.closed = true;
-            self.out.push_back(Output::Close(reason));
-        }
+/// Why a codec error closes an Sv1 connection (either side).
+pub(crate) fn codec_close_reason(e: Sv1CodecError) -> Sv1CloseReason {
+    match e {
+        Sv1CodecError::LineTooLong { .. } => Sv1CloseReason::LineTooLong,
+        e => Sv1CloseReason::Io(e.to_string()),
     }
 }
 
@@ -270,50 +266,45 @@ impl Protocol for Sv1 {
         now: Instant,
         line: Result<ClientMessage, Sv1ParseError>,
     ) {
-        if s.closed {
+        if s.out.is_closed() {
             return;
         }
         match s.session.on_line(now, line) {
-            Sv1Inbound::Deliver(m) => s.out.push_back(Output::Deliver(m)),
-            Sv1Inbound::Reply(r) => s
-                .out
-                .push_back(Output::Transmit(ServerMessage::Response(r))),
+            Sv1Inbound::Deliver(m) => s.out.push(Output::Deliver(m)),
+            Sv1Inbound::Reply(r) => s.out.push(Output::Transmit(ServerMessage::Response(r))),
             Sv1Inbound::Ignore => {}
-            Sv1Inbound::Close(reason) => s.close(reason),
+            Sv1Inbound::Close(reason) => s.out.close(reason),
         }
     }
     fn handle_codec_error(s: &mut Sv1Connection, e: Sv1CodecError) {
-        s.close(match e {
-            Sv1CodecError::LineTooLong { .. } => Sv1CloseReason::LineTooLong,
-            e => Sv1CloseReason::Io(e.to_string()),
-        });
+        s.out.close(codec_close_reason(e));
     }
     fn peer_closed(s: &mut Sv1Connection) {
-        s.close(Sv1CloseReason::PeerClosed);
+        s.out.close(Sv1CloseReason::PeerClosed);
     }
     fn poll_output(
         s: &mut Sv1Connection,
         _: ConnectionId,
         _: Option<SocketAddr>,
     ) -> Option<Output<Self>> {
-        s.out.pop_front()
+        s.out.pop()
     }
     fn on_send(s: &mut Sv1Connection, m: &ServerMessage) {
         s.session.on_send(m);
     }
     fn poll_timeout(s: &Sv1Connection) -> Option<Instant> {
-        if s.closed {
+        if s.out.is_closed() {
             return None;
         }
         s.session.poll_timeout()
     }
     fn handle_timeout(s: &mut Sv1Connection, now: Instant) {
         if let Some(reason) = s.session.handle_timeout(now) {
-            s.close(reason);
+            s.out.close(reason);
         }
     }
     fn close(s: &mut Sv1Connection, reason: Sv1CloseReason) {
-        s.close(reason);
+        s.out.close(reason);
     }
 
     fn command(req: Sv1Request) -> Command<Self> {
