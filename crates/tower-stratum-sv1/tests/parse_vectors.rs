@@ -266,7 +266,7 @@ fn check_case(i: usize, line: &str, expect: &str) {
                 result
             };
             let s = SubscribeResult::from_result(&result).unwrap();
-            let (subs, en1, size): (&[(&str, &str)], &str, usize) = match i {
+            let (subs, extranonce1, size): (&[(&str, &str)], &str, usize) = match i {
                 28 => (
                     &[
                         ("mining.set_difficulty", "deadbeefcafebabee20a000000000000"),
@@ -297,7 +297,7 @@ fn check_case(i: usize, line: &str, expect: &str) {
             assert_eq!(s.subscriptions, want, "{expect}");
             assert_eq!(
                 (hex(&s.extranonce1).as_str(), s.extranonce2_size),
-                (en1, size)
+                (extranonce1, size)
             );
             if i == 30 {
                 // Canonical out is the nested form.

@@ -51,7 +51,7 @@ fn every_share_vector() {
         // Params go through the real parsers.
         let notify = Notify::from_params(&s["notify_params"]).unwrap();
         let submit = Submit::from_params(&s["submit_params"]).unwrap();
-        let en1 = unhex(s["extranonce1"].as_str().unwrap());
+        let extranonce1 = unhex(s["extranonce1"].as_str().unwrap());
         let en2_size = s["extranonce2_size"].as_u64().unwrap() as usize;
         assert_eq!(submit.extranonce2.len(), en2_size, "{name}");
         let mask = s["version_rolling_mask"]
@@ -61,16 +61,26 @@ fn every_share_vector() {
             assert!(version_bits_within_mask(bits, mask), "{name}");
         }
 
-        let cb = coinbase(&notify.coinb1, &en1, &submit.extranonce2, &notify.coinb2);
+        let cb = coinbase(
+            &notify.coinb1,
+            &extranonce1,
+            &submit.extranonce2,
+            &notify.coinb2,
+        );
         assert_eq!(
             hex(&cb),
             exp["coinbase_hex"].as_str().unwrap(),
             "{name}: coinbase"
         );
-        let txid = coinbase_txid(&notify.coinb1, &en1, &submit.extranonce2, &notify.coinb2);
+        let txid = coinbase_txid(
+            &notify.coinb1,
+            &extranonce1,
+            &submit.extranonce2,
+            &notify.coinb2,
+        );
         assert_eq!(txid, header_hash_of(&cb), "{name}: streaming txid");
 
-        let work = evaluate_share(&notify, &en1, &submit, mask);
+        let work = evaluate_share(&notify, &extranonce1, &submit, mask);
         assert_eq!(
             hex(&work.merkle_root),
             exp["merkle_root_internal_hex"].as_str().unwrap(),

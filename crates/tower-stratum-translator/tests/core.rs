@@ -126,7 +126,7 @@ fn aggregated(cfg: TranslatorConfig) -> Setup {
     s
 }
 
-/// A miner through subscribe and authorize; returns (extranonce1, e2size, job).
+/// A miner through subscribe and authorize; returns (extranonce1, extranonce2_size, job).
 fn miner(
     s: &mut Setup,
     n: u64,
@@ -166,17 +166,17 @@ fn miner(
     (sub.extranonce1, sub.extranonce2_size, job)
 }
 
-fn valid_share(job: &Notify, en1: &[u8], en2: u32, difficulty: f64) -> Submit {
+fn valid_share(job: &Notify, extranonce1: &[u8], extranonce2: u32, difficulty: f64) -> Submit {
     let target = difficulty_to_target(difficulty).unwrap();
     let mut s = Submit {
         worker_name: "w".into(),
         job_id: job.job_id.clone(),
-        extranonce2: en2.to_le_bytes().to_vec(),
+        extranonce2: extranonce2.to_le_bytes().to_vec(),
         ntime: job.ntime,
         nonce: 0,
         version_bits: None,
     };
-    while !evaluate_share(job, en1, &s, 0).meets(&target) {
+    while !evaluate_share(job, extranonce1, &s, 0).meets(&target) {
         s.nonce += 1;
     }
     s
@@ -200,13 +200,13 @@ fn vardiff_raises_a_fast_miners_difficulty_and_update_channel_is_debounced() {
     };
     let mut s = aggregated(cfg);
     let t0 = s.t0;
-    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let (extranonce1, _, job) = miner(&mut s, 1, None, t0);
     let job = job.unwrap();
     // The first tick records the channel's nominal hashrate.
     assert!(upstream(&s.core.tick(t0 + Duration::from_secs(1))).is_empty());
     // 100 shares in 20 s: far above 6/min.
     for i in 0..100u32 {
-        let share = valid_share(&job, &en1, i, 1e-8);
+        let share = valid_share(&job, &extranonce1, i, 1e-8);
         let a = s.core.submit(
             ctx(1),
             Id::from(u64::from(i) + 10),
@@ -325,28 +325,33 @@ fn session_resume_within_grace_only() {
         ..TranslatorConfig::default()
     });
     let t0 = s.t0;
-    let (en1, _, _) = miner(&mut s, 1, None, t0);
+    let (extranonce1, _, _) = miner(&mut s, 1, None, t0);
     s.core.connection_removed(ctx(1), t0);
     // Meanwhile another miner never gets the reserved extranonce1.
     let (other, _, _) = miner(&mut s, 2, None, t0);
-    assert_ne!(other, en1);
-    let hexen1: String = en1.iter().map(|b| format!("{b:02x}")).collect();
+    assert_ne!(other, extranonce1);
+    let extranonce1_hex: String = extranonce1.iter().map(|b| format!("{b:02x}")).collect();
     let (back, _, _) = miner(
         &mut s,
         3,
-        Some(hexen1.clone()),
+        Some(extranonce1_hex.clone()),
         t0 + Duration::from_secs(30),
     );
-    assert_eq!(back, en1);
+    assert_eq!(back, extranonce1);
     // Gone again, and back after the grace period: a fresh extranonce1 (the reservation
     // expired with the tick, and the slot went back to the free list).
     s.core
         .connection_removed(ctx(3), t0 + Duration::from_secs(31));
     s.core.tick(t0 + Duration::from_secs(100));
     let (x, _, _) = miner(&mut s, 4, None, t0 + Duration::from_secs(100));
-    assert_eq!(x, en1, "the expired reservation was released");
-    let (late, _, _) = miner(&mut s, 5, Some(hexen1), t0 + Duration::from_secs(101));
-    assert_ne!(late, en1);
+    assert_eq!(x, extranonce1, "the expired reservation was released");
+    let (late, _, _) = miner(
+        &mut s,
+        5,
+        Some(extranonce1_hex),
+        t0 + Duration::from_secs(101),
+    );
+    assert_ne!(late, extranonce1);
 }
 
 #[test]
@@ -473,7 +478,7 @@ fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
             },
             t0,
         );
-        let en1 = to(&a, 1)
+        let extranonce1 = to(&a, 1)
             .into_iter()
             .find_map(|m| match m {
                 ServerMessage::Response(r) => {
@@ -498,7 +503,12 @@ fn shares_carry_the_worker_name_only_when_the_upstream_negotiated_it() {
                 _ => None,
             })
             .unwrap();
-        let a = core.submit(ctx(1), Id::from(3u64), valid_share(&job, &en1, 0, 1e-8), t0);
+        let a = core.submit(
+            ctx(1),
+            Id::from(3u64),
+            valid_share(&job, &extranonce1, 0, 1e-8),
+            t0,
+        );
         let sent: Vec<&Sv2Message> = a
             .iter()
             .filter_map(|x| match x {
@@ -585,11 +595,11 @@ fn shares_far_above_target_jump_to_their_hashrate_at_the_next_tick() {
     };
     let mut s = aggregated(cfg);
     let t0 = s.t0;
-    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let (extranonce1, _, job) = miner(&mut s, 1, None, t0);
     let job = job.unwrap();
     // 40 shares at difficulty 1e-8 in 2 s: 20 shares/s, 200x the target of 6 per minute.
     for i in 0..40u32 {
-        let share = valid_share(&job, &en1, i, 1e-8);
+        let share = valid_share(&job, &extranonce1, i, 1e-8);
         s.core.submit(
             ctx(1),
             Id::from(u64::from(i) + 10),
@@ -608,7 +618,7 @@ fn shares_far_above_target_jump_to_their_hashrate_at_the_next_tick() {
     assert_eq!(set_difficulty(&a, 1), None);
     // Shares that only meet the old difficulty (old job) do not count toward another jump.
     for i in 40..80u32 {
-        let share = valid_share(&job, &en1, i, 1e-8);
+        let share = valid_share(&job, &extranonce1, i, 1e-8);
         s.core.submit(
             ctx(1),
             Id::from(u64::from(i) + 10),
@@ -633,7 +643,7 @@ fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
         ..TranslatorConfig::default()
     });
     let t0 = s.t0;
-    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let (extranonce1, _, job) = miner(&mut s, 1, None, t0);
     let job = job.unwrap();
     let sec = Duration::from_secs(1);
     assert_eq!(set_difficulty(&s.core.tick(t0 + 4 * sec), 1), None);
@@ -671,7 +681,7 @@ fn until_the_first_share_the_difficulty_is_divided_by_16_each_search_period() {
         .expect("the job again");
     // A share on the re-sent job: checked against the channel job, forwarded; the search is
     // over.
-    let share = valid_share(&again, &en1, 1, d);
+    let share = valid_share(&again, &extranonce1, 1, d);
     let a = s.core.submit(ctx(1), Id::from(50u64), share, t0 + 11 * sec);
     assert!(matches!(
         upstream(&a)[0],
@@ -699,13 +709,13 @@ fn a_clear_excess_below_4x_is_refined_once_there_are_more_shares() {
     };
     let mut s = aggregated(cfg);
     let t0 = s.t0;
-    let (en1, _, job) = miner(&mut s, 1, None, t0);
+    let (extranonce1, _, job) = miner(&mut s, 1, None, t0);
     let job = job.unwrap();
     // Target 5/s. 10 shares in 1 s (2x): too few for a 2x excess.
     let mut n = 0u32;
     let mut submit = |s: &mut Setup, at: Duration| {
         n += 1;
-        let share = valid_share(&job, &en1, n, 1e-8);
+        let share = valid_share(&job, &extranonce1, n, 1e-8);
         s.core
             .submit(ctx(1), Id::from(u64::from(n) + 10), share, t0 + at);
     };

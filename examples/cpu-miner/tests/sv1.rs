@@ -592,21 +592,21 @@ async fn follows_set_extranonce_clean_jobs_difficulty_and_version_mask_and_recon
     let seen = run(&mut events, |seen| accepted(seen, "c").next().is_some()).await;
     assert!(accepted(&seen, "a").next().is_some());
     for e in accepted(&seen, "a") {
-        let (connection, en2, bits) = accepted_fields(e);
-        assert_eq!((connection, en2), (0, 3));
+        let (connection, extranonce2_size, bits) = accepted_fields(e);
+        assert_eq!((connection, extranonce2_size), (0, 3));
         assert_eq!(bits.unwrap() & !GRANTED_MASK, 0);
     }
     for e in accepted(&seen, "b") {
-        let (_, en2, bits) = accepted_fields(e);
-        assert_eq!(en2, 6);
+        let (_, extranonce2_size, bits) = accepted_fields(e);
+        assert_eq!(extranonce2_size, 6);
         assert_eq!(bits.unwrap() & !NARROWED_MASK, 0);
     }
     // The pool closed the connection on a b share with version bits set: rolled under the
     // narrowed mask (bit 16, not 13).
     assert!(accepted(&seen, "b").any(|e| accepted_fields(e).2 == Some(1 << 16)));
     for e in accepted(&seen, "c") {
-        let (connection, en2, _) = accepted_fields(e);
-        assert_eq!((connection, en2), (1, 5));
+        let (connection, extranonce2_size, _) = accepted_fields(e);
+        assert_eq!((connection, extranonce2_size), (1, 5));
     }
     m.wait_for("share accepted: job_id=c", 30).await;
     // The miner said why it reconnected, and the dump shows the session as on the wire.
@@ -685,9 +685,9 @@ async fn mines_without_version_rolling_when_refused_and_counts_the_answers() {
     };
     for e in &seen {
         if let Event::Accepted { job, .. } = e {
-            let (_, en2, bits) = accepted_fields(e);
+            let (_, extranonce2_size, bits) = accepted_fields(e);
             assert_eq!(bits, None);
-            assert_eq!(en2, if job == "a" { 8 } else { 0 });
+            assert_eq!(extranonce2_size, if job == "a" { 8 } else { 0 });
         }
     }
     assert!(

@@ -359,10 +359,10 @@ mod tests {
     }
 
     /// Subscribed, at a difficulty whose target every hash meets.
-    fn subscribed(en2: usize) -> Sv1State {
+    fn subscribed(extranonce2_size: usize) -> Sv1State {
         let mut s = Sv1State::new();
         s.connected();
-        assert!(s.subscribed(vec![0xe1, 0xe2], en2));
+        assert!(s.subscribed(vec![0xe1, 0xe2], extranonce2_size));
         assert!(s.set_difficulty(1e-12));
         s
     }
