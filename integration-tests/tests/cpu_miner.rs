@@ -23,6 +23,7 @@ use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
 use tower_stratum_test_kit::process::{
     free_port, peer_bin, render_config, workspace_bin, PeerProcess,
 };
+use tower_stratum_test_kit::solo::TempDir;
 
 fn cpu_miner_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -48,6 +49,7 @@ impl SriPool {
             &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
         );
         let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+        pool.keep(cfg);
         // The pool accepts miners only after its first template + prev hash (docs/INTEROP.md).
         pool.wait_for("ready to accept connections", 120).await;
         Self {
@@ -166,7 +168,8 @@ async fn cpu_miner_defaults_mine_on_solo_mining_server_defaults() {
     let listen = format!("127.0.0.1:{port}");
     // Every default but the port and where found blocks go (a temporary directory, not the
     // source tree the test runs in).
-    let blocks = std::env::temp_dir().join(format!("cpu-miner-defaults-blocks-{port}"));
+    let dir = TempDir::new("cpu-miner-defaults");
+    let blocks = dir.path().join("blocks");
     let mut server = PeerProcess::spawn(
         &server_bin,
         &[
@@ -205,6 +208,7 @@ async fn sri_pool_on_our_template_provider() -> (PeerProcess, PeerProcess, Socke
         &[("LISTEN_ADDR", addr.to_string()), ("TP_ADDR", tp_addr)],
     );
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.keep(cfg);
     pool.wait_for("ready to accept connections", 120).await;
     (tp, pool, addr)
 }

@@ -105,6 +105,7 @@ async fn cpu_miner_through_sri_translator(aggregated: bool) {
     );
     let mut tproxy =
         PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    tproxy.keep(cfg);
     tproxy.wait_for("listening on", 60).await;
     let miner_bin = tokio::task::spawn_blocking(|| bin("cpu-miner"))
         .await

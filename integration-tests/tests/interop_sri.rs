@@ -95,7 +95,10 @@ fn translator(upstream: SocketAddr, aggregated: bool) -> PeerProcess {
             ("MIN_HASHRATE", "1_000_000.0".into()),
         ],
     );
-    PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()])
+    let mut translator =
+        PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    translator.keep(cfg);
+    translator
 }
 
 async fn wait_event(
@@ -207,6 +210,7 @@ async fn our_client_sets_up_with_sri_pool() {
         &[("LISTEN_ADDR", pool_addr.to_string()), ("TP_ADDR", tp_addr)],
     );
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.keep(cfg);
     // The pool accepts miners only after its first template + prev hash (docs/INTEROP.md).
     pool.wait_for("ready to accept connections", 120).await;
     let (events, mut rx) = Events::new(100);

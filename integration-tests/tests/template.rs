@@ -644,6 +644,7 @@ async fn sri_pool(tp_addr: SocketAddr) -> (PeerProcess, SocketAddr) {
         ],
     );
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.keep(cfg);
     pool.wait_for("Sv2 Template Provider setup done", 60).await;
     pool.wait_for(
         "Required template data received, ready to accept connections",

@@ -27,6 +27,7 @@ use tower_stratum_core::stratum_core::parsers_sv2::MiningOwned;
 use tower_stratum_core::{Actions, ConnectionContext, SetupSupport, Sv2Message};
 use tower_stratum_service::{ServerConfig, ServerHandle, ServerTransport, Sv2ServerService};
 use tower_stratum_test_kit::process::PeerProcess;
+use tower_stratum_test_kit::solo::TempFile;
 use tower_stratum_test_kit::tools::has_ansi;
 use tower_stratum_test_kit::within;
 
@@ -38,20 +39,13 @@ async fn proxy_bin() -> PathBuf {
     .unwrap()
 }
 
-fn temp(name: &str, text: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "translator-cli-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&p, text).unwrap();
-    p
+fn temp(name: &str, text: &str) -> TempFile {
+    TempFile::new(name, text)
 }
 
 /// A config with one upstream at `address` pinned to SRI's public test key (what the flags
 /// must override).
-fn one_upstream_config(address: &str) -> PathBuf {
+fn one_upstream_config(address: &str) -> TempFile {
     temp(
         "one.toml",
         &format!(

@@ -22,6 +22,7 @@ use tower_stratum::codec::SRI_TEST_AUTHORITY_PUBLIC_KEY;
 use tower_stratum_test_kit::process::{
     self as process, free_port, peer_bin, render_config, workspace_bin, PeerProcess,
 };
+use tower_stratum_test_kit::solo::TempDir;
 use tower_stratum_translator::{
     spawn, ChannelMode, TranslatorConfig, TranslatorHandle, TranslatorServiceConfig,
     TranslatorStats, UpstreamConfig,
@@ -64,6 +65,7 @@ async fn sri_pool_with(top: &str) -> (PeerProcess, PeerProcess, SocketAddr) {
         std::fs::write(&cfg, format!("{top}\n{text}")).unwrap();
     }
     let mut pool = PeerProcess::spawn(&peer_bin("pool_sv2"), &["-c", cfg.to_str().unwrap()]);
+    pool.keep(cfg);
     pool.wait_for("ready to accept connections", 120).await;
     (tp, pool, addr)
 }
@@ -355,8 +357,8 @@ async fn para_through_the_translator_proxy_binary_to_solo_mining_server_defaults
     let up = format!("127.0.0.1:{}", free_port());
     // Defaults but the port and where found blocks go (a temporary directory, not the source
     // tree the test runs in).
-    let blocks =
-        std::env::temp_dir().join(format!("translator-defaults-blocks-{}", std::process::id()));
+    let dir = TempDir::new("translator-defaults");
+    let blocks = dir.path().join("blocks");
     let mut server = PeerProcess::spawn(
         &server_bin,
         &["--listen", &up, "--blocks-dir", blocks.to_str().unwrap()],

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tower_stratum_test_kit::process::{solo_server_with, status_count, workspace_bin, PeerProcess};
+use tower_stratum_test_kit::solo::TempFile;
 
 /// Shares per minute the translator aims each miner at in these tests (raised from 10, so a
 /// measuring window holds tens of shares).
@@ -54,22 +55,18 @@ async fn stack(extra: &str) -> (PeerProcess, PeerProcess, u16) {
     )
     .await;
     let sv1 = tower_stratum_test_kit::process::free_port();
-    let cfg = std::env::temp_dir().join(format!(
-        "translator-vardiff-{}-{sv1}.toml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = TempFile::new(
+        "translator.toml",
+        &format!(
             "listen = \"127.0.0.1:{sv1}\"\nstatus_interval_secs = 1\nshares_per_minute = {SPM:.1}\n{extra}\n[[upstreams]]\naddress = \"127.0.0.1:{port}\"\nauthority_public_key = \"{}\"\n",
             tower_stratum_codec::SRI_TEST_AUTHORITY_PUBLIC_KEY
         ),
-    )
-    .unwrap();
+    );
     let mut proxy = PeerProcess::spawn(
         &bin("translator-proxy").await,
         &["--config", cfg.to_str().unwrap()],
     );
+    proxy.keep(cfg);
     proxy.wait_for("upstream=connected", 60).await;
     (server, proxy, sv1)
 }

@@ -1,6 +1,7 @@
 //! Running real peer processes in tests: locate the pinned binaries installed by
 //! `scripts/install-peers`, start them, wait for a log line with a deadline, kill on drop.
 
+use crate::solo::{TempDir, TempFile};
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -49,6 +50,9 @@ pub struct PeerProcess {
     pub lines: mpsc::Receiver<String>,
     pub name: String,
     pub log: Vec<String>,
+    /// What lives as long as the process (its config file, its data directory), dropped with
+    /// it: see [`PeerProcess::keep`].
+    kept: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for PeerProcess {
@@ -103,7 +107,14 @@ impl PeerProcess {
             lines: rx,
             name: bin.file_name().unwrap().to_string_lossy().into_owned(),
             log: Vec::new(),
+            kept: Vec::new(),
         }
+    }
+
+    /// Keeps `value` (a [`TempDir`], a [`TempFile`]) until the process is dropped, so the
+    /// files it uses are removed with it and never left in the temp dir.
+    pub fn keep(&mut self, value: impl std::any::Any + Send) {
+        self.kept.push(Box::new(value));
     }
 
     /// Waits (at most `secs`) for an output line containing `needle`; returns it. Panics with
@@ -151,8 +162,9 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Renders a config template from `integration-tests/sri-harness/configs/<name>` replacing
-/// each `{{KEY}}` and writes it to a fresh file in the temp dir; returns its path.
-pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
+/// each `{{KEY}}` and writes it into a fresh temporary directory; the result derefs to the
+/// file's path and removes the directory when dropped (hand it to [`PeerProcess::keep`]).
+pub fn render_config(name: &str, vars: &[(&str, String)]) -> TempFile {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../integration-tests/sri-harness/configs");
     let mut text = std::fs::read_to_string(root.join(name))
@@ -164,14 +176,7 @@ pub fn render_config(name: &str, vars: &[(&str, String)]) -> PathBuf {
         !text.contains("{{"),
         "unreplaced placeholder in {name}:\n{text}"
     );
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "tower-stratum-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+    TempFile::new(name, &text)
 }
 
 /// Builds (if needed) and locates `target/<profile>/<name>`, the binary `name` of the
@@ -248,14 +253,16 @@ pub async fn solo_server(bin: &std::path::Path, extra: &str) -> (PeerProcess, u1
 /// temporary directory); returns it once listening, with its port.
 pub async fn solo_server_with(bin: &std::path::Path, config: &str) -> (PeerProcess, u16) {
     let port = free_port();
-    let cfg = std::env::temp_dir().join(format!("solo-{}-{port}.toml", std::process::id()));
-    // Found blocks go to a temporary directory, never into the source tree (the server's
-    // default `./blocks/` is relative to the test's working directory).
+    // The config and found blocks go to a temporary directory removed with the process, never
+    // into the source tree (the server's default `./blocks/` is relative to the test's working
+    // directory).
+    let dir = TempDir::new("solo");
+    let cfg = dir.path().join("server.toml");
     let blocks = if config.contains("blocks_dir") {
         String::new()
     } else {
-        let dir = std::env::temp_dir().join(format!("solo-blocks-{}-{port}", std::process::id()));
-        format!("blocks_dir = {:?}\n", dir.display().to_string())
+        let blocks = dir.path().join("blocks");
+        format!("blocks_dir = {:?}\n", blocks.display().to_string())
     };
     std::fs::write(
         &cfg,
@@ -263,6 +270,7 @@ pub async fn solo_server_with(bin: &std::path::Path, config: &str) -> (PeerProce
     )
     .unwrap();
     let mut server = PeerProcess::spawn(bin, &["--config", cfg.to_str().unwrap()]);
+    server.keep(dir);
     server.wait_for("Sv2 mining server listening", 60).await;
     (server, port)
 }

@@ -35,6 +35,42 @@ impl Drop for TempDir {
     }
 }
 
+/// A file (a config) in a fresh [`TempDir`] of its own: derefs to its path; removed on drop.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl TempFile {
+    /// Writes `text` to `<fresh temp dir>/<name>`.
+    pub fn new(name: &str, text: &str) -> Self {
+        let dir = TempDir::new("file");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        Self { path, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempFile {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
 /// Starts `solo-mining-server` (`bin`) with `config` (TOML, without `listen`) written into
 /// `dir`, listening on `127.0.0.1:0`; returns it once listening, with its address.
 pub async fn start_solo(bin: &Path, dir: &Path, config: &str) -> (PeerProcess, SocketAddr) {

@@ -5,15 +5,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 use tower_stratum_test_kit::process::PeerProcess;
+use tower_stratum_test_kit::solo::TempDir;
+use tower_stratum_test_kit::solo::TempFile;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_solo-mining-server"))
 }
 
-fn temp(name: &str, text: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("solo-cli-{}-{name}", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p
+fn temp(name: &str, text: &str) -> TempFile {
+    TempFile::new(name, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,8 @@ async fn generated_config_runs_and_keygen_keys_are_accepted() {
         .collect();
     text = format!("{keys}{text}");
     let cfg = temp("gen.toml", &text);
-    let blocks = std::env::temp_dir().join(format!("solo-cli-{}-blocks", std::process::id()));
+    let dir = TempDir::new("solo-cli");
+    let blocks = dir.path().join("blocks");
     let mut server = PeerProcess::spawn(
         &bin(),
         &[

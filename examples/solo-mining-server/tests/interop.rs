@@ -12,12 +12,11 @@ const SRI_PUBLIC: &str = "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72";
 const PARA_USER: &str = "tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8";
 
 /// Starts our server on a free port with a fast share rate and a short vardiff period; its
-/// found blocks go to a directory under the system temp dir, not the package directory.
+/// found blocks go to a temporary directory removed with it, not the package directory.
 async fn solo_server(extra: &str) -> (PeerProcess, u16) {
-    let blocks = std::env::temp_dir().join(format!("solo-interop-blocks-{}", std::process::id()));
     process::solo_server(
         &PathBuf::from(env!("CARGO_BIN_EXE_solo-mining-server")),
-        &format!("blocks_dir = {:?}\n{extra}", blocks.display().to_string()),
+        extra,
     )
     .await
 }
@@ -75,6 +74,7 @@ async fn translator_with_para(aggregated: bool) {
     );
     let mut tproxy =
         PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    tproxy.keep(cfg);
     tproxy.wait_for("listening on", 60).await;
     let _para = PeerProcess::spawn(
         &peer_bin("para"),
@@ -143,6 +143,7 @@ async fn sri_translator_worker_names_reach_our_per_worker_stats() {
     .unwrap();
     let mut tproxy =
         PeerProcess::spawn(&peer_bin("translator_sv2"), &["-c", cfg.to_str().unwrap()]);
+    tproxy.keep(cfg);
     tproxy.wait_for("listening on", 60).await;
     let _para = PeerProcess::spawn(
         &peer_bin("para"),

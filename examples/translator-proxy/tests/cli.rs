@@ -6,16 +6,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 use tower_stratum_test_kit::process::{free_port, PeerProcess};
+use tower_stratum_test_kit::solo::TempFile;
 use tower_stratum_test_kit::sv1::Sv1LinePeer;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_translator-proxy"))
 }
 
-fn temp(name: &str, text: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("tproxy-cli-{}-{name}", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p
+fn temp(name: &str, text: &str) -> TempFile {
+    TempFile::new(name, text)
 }
 
 #[test]
