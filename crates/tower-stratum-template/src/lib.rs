@@ -56,6 +56,7 @@
 pub mod check;
 mod client;
 mod driver;
+pub mod mempool;
 pub mod regtest;
 mod server;
 pub mod solver;
