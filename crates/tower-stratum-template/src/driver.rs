@@ -49,9 +49,11 @@ pub(crate) fn emit(events: &Option<mpsc::Sender<SourceEvent>>, e: SourceEvent) {
 ///   sends the next `NewTemplate` + `SetNewPrevHash` (invalid solutions are logged and
 ///   dropped: the Template Distribution Protocol has no reply to `SubmitSolution`);
 /// - on `CoinbaseOutputConstraints`, checks that an empty block can honour them (logs a
-///   warning if not); the templates are coinbase-only, so they do not change;
-/// - answers `RequestTransactionData` (no transactions; see
+///   warning if not); the templates do not change (the weight they leave for the coinbase is
+///   [`MempoolConfig::coinbase_reserved_weight`](crate::mempool::MempoolConfig));
+/// - answers `RequestTransactionData` with the template's transactions (see
 ///   [`EmbeddedRegtestSource::request_transaction_data`]);
+/// - generates mempool transactions on `config.mempool`'s interval (when enabled);
 /// - when `config.tip_interval` elapses without a new tip, simulates another miner's block and
 ///   sends the templates on top of it;
 /// - ends when the server side of the link closes (it stops polling then: no spin), or when

@@ -292,10 +292,17 @@ pub enum SolutionError {
 /// blocks of other miners). The tokio shells are [`spawn_embedded_source`] (sibling of a mining
 /// server) and [`TemplateDistributionServer`] (over the wire).
 ///
-/// Templates contain no transactions: `merkle_path` is empty, `coinbase_tx_value_remaining` is
-/// the whole subsidy, and `coinbase_tx_outputs` is the single zero-value witness commitment
-/// output of an empty block. Per spec 7.2 those outputs go last in the coinbase; the client
-/// (pool, JDC, solo mining server) adds its payout outputs before them, worth up to
+/// Transactions come from the source's synthetic [`Mempool`] ([`SourceConfig::mempool`]; off
+/// by default, so templates are coinbase-only). Each new tip's template carries a fee-ordered
+/// selection of it ([`Mempool::select`]: parents before children, within the block weight and
+/// sigop limits less the coinbase's reservation): `merkle_path` is the coinbase's path over
+/// their txids, `coinbase_tx_value_remaining` the subsidy plus their fees, and
+/// `coinbase_tx_outputs` the single zero-value witness commitment output over their wtxids
+/// (with no transactions: the empty path, the whole subsidy, the empty block's commitment).
+/// Transactions that arrive between blocks go into the next tip's template; issued templates
+/// never change. [`request_transaction_data`](Self::request_transaction_data) lists them.
+/// Per spec 7.2 the template's outputs go last in the coinbase; the client (pool, JDC, solo
+/// mining server) adds its payout outputs before them, worth up to
 /// `coinbase_tx_value_remaining` satoshis.
 ///
 /// `SetNewPrevHash.header_timestamp` is `now` (Unix seconds), or one second after the median
@@ -538,8 +545,9 @@ impl EmbeddedRegtestSource {
     /// [`txs_per_interval`](MempoolConfig::txs_per_interval) transactions (the deadline moves
     /// to `now + tx_interval`); they go into the templates of the next tip. When the
     /// simulated-block deadline has passed, mines a valid block paying
-    /// `simulated_payout_script` with a fresh fee-ordered selection of the mempool, makes it the
-    /// tip and returns it with the next templates; that deadline moves to `now + tip_interval`
+    /// `simulated_payout_script` with the current template's transactions (the other miner had
+    /// the same work), makes it the tip and returns it with the next templates (which select
+    /// from what arrived meanwhile); that deadline moves to `now + tip_interval`
     /// either way. Returns `None` when no block was made.
     pub fn on_tick(&mut self, now: Now) -> Option<ConnectedBlock> {
         if self.next_mempool_at.is_some_and(|due| now.monotonic >= due) {
@@ -729,10 +737,25 @@ impl EmbeddedRegtestSource {
         )
     }
 
-    /// Mines a valid block at `height` paying the subsidy and the fees of a fresh mempool
-    /// selection to `simulated_payout_script`.
+    /// Mines a valid block at `height` with the current template's transactions (the other
+    /// miner had the same work), paying the subsidy and their fees to
+    /// `simulated_payout_script`.
     fn simulate_block(&self, height: u32, now: Now) -> Result<Block, SimulateError> {
-        let selection = self.select_from(&self.mempool);
+        let transactions = self
+            .templates
+            .get(&self.current.template_id())
+            .map(|t| t.transactions.clone())
+            .unwrap_or_default();
+        let fees = self
+            .current
+            .new_template
+            .coinbase_tx_value_remaining
+            .saturating_sub(block_subsidy(height));
+        let selection = Selection {
+            transactions,
+            fees,
+            weight: 0,
+        };
         let mut script_sig = bip34_coinbase_prefix(height);
         let tag = PushBytesBuf::try_from(b"/simulated by tower-stratum/".to_vec())
             .map_err(|_| SimulateError("coinbase tag"))?;
