@@ -26,9 +26,9 @@
 //! 9. BIP34: the `scriptSig` starts with the expected height (`Block::bip34_block_height`, or
 //!    `OP_1`..`OP_16` for heights 1 to 16, which that function does not decode);
 //! 10. witness commitment: the coinbase carries a commitment output, its witness is a single
-//!    32-byte reserved value, and the commitment matches (`Block::check_witness_commitment`).
-//!    Stricter than consensus, which allows a block without witness data to omit the
-//!    commitment: every template this crate and Bitcoin Core produce has one;
+//!     32-byte reserved value, and the commitment matches (`Block::check_witness_commitment`).
+//!     Stricter than consensus, which allows a block without witness data to omit the
+//!     commitment: every template this crate and Bitcoin Core produce has one;
 //! 11. signature-operation cost at most 80,000 (legacy sigops of every transaction × 4: a
 //!     lower bound for non-coinbase transactions, whose spent outputs are unknown here);
 //! 12. for a block with only the coinbase: its outputs pay at most the subsidy at that height

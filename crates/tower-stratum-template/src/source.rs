@@ -1269,7 +1269,7 @@ mod tests {
             crate::solver::solve_with_transactions(
                 &cur.new_template,
                 &cur.set_new_prev_hash,
-                &[payout.clone()],
+                std::slice::from_ref(&payout),
                 b"b",
                 wrong
             ),
@@ -1279,7 +1279,7 @@ mod tests {
             solve(
                 &cur.new_template,
                 &cur.set_new_prev_hash,
-                &[payout.clone()],
+                std::slice::from_ref(&payout),
                 b"b"
             ),
             Err(crate::solver::SolverError::NotEmpty)
