@@ -1459,6 +1459,10 @@ impl MiningServer {
             match block::complete_with_transactions(found, &transactions) {
                 Ok(()) => {
                     info!(hash = %found.hash, transactions = transactions.len(), "found block assembled");
+                    // Reported, not enforced: the template source judges the block too.
+                    if let Some(Err(e)) = found.validate() {
+                        warn!(hash = %found.hash, error = %e, "assembled block fails validation");
+                    }
                     completed.push(found.clone());
                 }
                 Err(e) => warn!(hash = %found.hash, error = %e, "cannot assemble the found block"),
