@@ -2,7 +2,10 @@
 //!
 //! [`validate_block`] shares no code with the template source that builds blocks: it parses
 //! the consensus bytes and applies the context-free checks Bitcoin Core's `CheckBlock` and the
-//! height-dependent checks of `ContextualCheckBlock` that need no UTXO set. Tests anywhere can
+//! height-dependent checks of `ContextualCheckBlock` that need no UTXO set. The
+//! network-independent ones are the mining crate's [`tower_stratum_mining::validate_block`]
+//! (one implementation for found blocks and for this checker); this module adds regtest's
+//! rules (version, proof-of-work limit, subsidy) and maps its errors 1:1 onto [`BlockError`]. Tests anywhere can
 //! use it to confirm that a block mined from a template (by our mining server, SRI's pool, or a
 //! test solver) is one a regtest node would accept.
 //!
@@ -19,36 +22,33 @@
 //!    (`bad-txns-inputs-duplicate`) or by two transactions of the block (a conflict), no spend
 //!    of the block's own coinbase (immature), and a spend of another transaction of the block
 //!    only if that one comes earlier and has that output (parents before children);
-//! 6. header version at least 4 (BIP34/66/65 are active from height 1 on regtest);
-//! 7. proof of work: the target encoded by `nBits` is at most regtest's proof-of-work limit and
-//!    the header hash meets it (`Header::validate_pow`);
-//! 8. coinbase `scriptSig` length 2..=100 bytes;
-//! 9. BIP34: the `scriptSig` starts with the expected height (`Block::bip34_block_height`, or
-//!    `OP_1`..`OP_16` for heights 1 to 16, which that function does not decode);
-//! 10. witness commitment: the coinbase carries a commitment output, its witness is a single
-//!     32-byte reserved value, and the commitment matches (`Block::check_witness_commitment`).
-//!     Stricter than consensus, which allows a block without witness data to omit the
-//!     commitment: every template this crate and Bitcoin Core produce has one;
-//! 11. signature-operation cost at most 80,000 (legacy sigops of every transaction × 4: a
+//! 6. proof of work: the header hash meets the target its `nBits` encodes
+//!    (`Header::validate_pow`);
+//! 7. coinbase `scriptSig` length 2..=100 bytes;
+//! 8. BIP34: the `scriptSig` starts with the expected height (`OP_1`..`OP_16` for heights 1 to
+//!    16, as Bitcoin Core writes them, else a number push; height 0 skips this);
+//! 9. witness commitment: the coinbase carries a commitment output, its witness is a single
+//!    32-byte reserved value, and the commitment matches (`Block::check_witness_commitment`).
+//!    Stricter than consensus, which allows a block without witness data to omit the
+//!    commitment: every template this crate and Bitcoin Core produce has one;
+//! 10. signature-operation cost at most 80,000 (legacy sigops of every transaction × 4: a
 //!     lower bound for non-coinbase transactions, whose spent outputs are unknown here);
-//! 12. for a block with only the coinbase: its outputs pay at most the subsidy at that height
+//! 11. header version at least 4 (BIP34/66/65 are active from height 1 on regtest);
+//! 12. the target encoded by `nBits` is at most regtest's proof-of-work limit;
+//! 13. for a block with only the coinbase: its outputs pay at most the subsidy at that height
 //!     (regtest: 50 BTC halved every 150 blocks). With more transactions the fees are unknown
 //!     and this check is skipped.
+//!
+//! Steps 2 to 10 are [`tower_stratum_mining::validate_block`].
 //!
 //! Not checked (they need chain state): the timestamp against the median time past, the
 //! previous block hash, and the inputs of non-coinbase transactions that spend coins from
 //! earlier blocks (their existence, value and scripts).
 
-use std::collections::{BTreeMap, BTreeSet};
 use tower_stratum_core::stratum_core::bitcoin::{
-    block::{Bip34Error, ValidationError},
-    consensus::deserialize,
-    opcodes::all::{OP_PUSHNUM_1, OP_PUSHNUM_16},
-    script::Instruction,
-    Block, BlockHash, OutPoint, Target, Txid, VarInt,
+    consensus::deserialize, Block, BlockHash, OutPoint, Target, Txid,
 };
-
-const COMMITMENT_MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+use tower_stratum_mining::BlockValidationError;
 
 /// Why a block is not valid (see the [module docs](self) for the order of checks).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +150,9 @@ pub enum BlockError {
     /// The block's signature-operation cost exceeds 80,000.
     #[error("block sigop cost {0} exceeds the limit")]
     TooManySigops(u64),
+    /// A check of [`tower_stratum_mining::validate_block`] this crate does not know yet.
+    #[error("{0}")]
+    Other(String),
     /// A coinbase-only block pays more than the subsidy (`bad-cb-amount`).
     #[error("coinbase pays {paid} sat, subsidy is {allowed} sat")]
     CoinbaseValueTooHigh {
@@ -175,62 +178,19 @@ pub fn validate_block(block_bytes: &[u8], expected_height: u32) -> Result<(), Bl
 
 /// [`validate_block`] on an already decoded block.
 pub fn validate_decoded_block(block: &Block, expected_height: u32) -> Result<(), BlockError> {
-    let coinbase = block.txdata.first().ok_or(BlockError::NoTransactions)?;
-    if !coinbase.is_coinbase() {
-        return Err(BlockError::FirstNotCoinbase);
-    }
-    if let Some(index) = block.txdata.iter().skip(1).position(|t| t.is_coinbase()) {
-        return Err(BlockError::ExtraCoinbase { index: index + 1 });
-    }
-    if !block.check_merkle_root() {
-        return Err(BlockError::BadMerkleRoot);
-    }
-    // Header, transaction count, transactions without witness data.
-    let stripped = 80
-        + VarInt(block.txdata.len() as u64).size()
-        + block.txdata.iter().map(|t| t.base_size()).sum::<usize>();
-    if stripped.saturating_mul(4) > 4_000_000 {
-        return Err(BlockError::TooLarge(stripped));
-    }
-    let weight = block.weight().to_wu();
-    if weight > 4_000_000 {
-        return Err(BlockError::TooHeavy(weight));
-    }
-    check_transactions(block)?;
+    let height = (expected_height > 0).then_some(u64::from(expected_height));
+    tower_stratum_mining::validate_block(block, height).map_err(BlockError::from)?;
     let version = block.header.version.to_consensus();
     if version < 4 {
         return Err(BlockError::ObsoleteVersion(version));
     }
-    let target = block.header.target();
-    if target > Target::MAX_ATTAINABLE_REGTEST {
+    if block.header.target() > Target::MAX_ATTAINABLE_REGTEST {
         return Err(BlockError::TargetAboveLimit {
             nbits: block.header.bits.to_consensus(),
         });
     }
-    match block.header.validate_pow(target) {
-        Ok(_) => {}
-        Err(ValidationError::BadProofOfWork) | Err(ValidationError::BadTarget) | Err(_) => {
-            return Err(BlockError::BadProofOfWork {
-                hash: block.block_hash(),
-            })
-        }
-    }
-    let script_sig = &coinbase.input[0].script_sig;
-    if !(2..=100).contains(&script_sig.len()) {
-        return Err(BlockError::BadCoinbaseLength(script_sig.len()));
-    }
-    check_height(block, expected_height)?;
-    check_witness(block)?;
-    let sigops: u64 = block
-        .txdata
-        .iter()
-        .map(|t| t.total_sigop_cost(|_| None) as u64)
-        .sum();
-    if sigops > 80_000 {
-        return Err(BlockError::TooManySigops(sigops));
-    }
     if block.txdata.len() == 1 {
-        let paid = coinbase
+        let paid = block.txdata[0]
             .output
             .iter()
             .try_fold(0u64, |acc, o| acc.checked_add(o.value.to_sat()))
@@ -248,90 +208,40 @@ pub fn validate_decoded_block(block: &Block, expected_height: u32) -> Result<(),
     Ok(())
 }
 
-/// Step 5 of the module docs: the transactions' structure and the spends within the block.
-/// Callable on its own for a block whose header is not final yet.
+/// Step 5 of the module docs on its own, for a block whose header is not final yet
+/// ([`tower_stratum_mining::check_transactions`]).
 pub fn check_transactions(block: &Block) -> Result<(), BlockError> {
-    // Position and output count of every transaction, by txid.
-    let mut positions: BTreeMap<Txid, (usize, usize)> = BTreeMap::new();
-    for (index, tx) in block.txdata.iter().enumerate() {
-        let txid = tx.compute_txid();
-        if positions.insert(txid, (index, tx.output.len())).is_some() {
-            return Err(BlockError::DuplicateTransaction { txid, index });
-        }
-    }
-    let mut spent: BTreeSet<OutPoint> = BTreeSet::new();
-    for (index, tx) in block.txdata.iter().enumerate().skip(1) {
-        if tx.input.is_empty() || tx.output.is_empty() {
-            return Err(BlockError::EmptyTransaction { index });
-        }
-        for input in &tx.input {
-            let outpoint = input.previous_output;
-            if !spent.insert(outpoint) {
-                return Err(BlockError::DoubleSpend { index, outpoint });
-            }
-            if let Some(&(position, outputs)) = positions.get(&outpoint.txid) {
-                // The coinbase (position 0) is immature; a later one (or itself) is a child
-                // before its parent; a missing output does not exist.
-                if position == 0 || position >= index || outpoint.vout as usize >= outputs {
-                    return Err(BlockError::BadInBlockSpend { index, outpoint });
-                }
-            }
-        }
-    }
-    Ok(())
+    tower_stratum_mining::check_transactions(block).map_err(BlockError::from)
 }
 
-fn check_height(block: &Block, expected: u32) -> Result<(), BlockError> {
-    if expected == 0 {
-        return Ok(());
+impl From<BlockValidationError> for BlockError {
+    fn from(e: BlockValidationError) -> Self {
+        use BlockValidationError as V;
+        match e {
+            V::Decode(d) => Self::Decode(d),
+            V::NoTransactions => Self::NoTransactions,
+            V::FirstNotCoinbase => Self::FirstNotCoinbase,
+            V::ExtraCoinbase { index } => Self::ExtraCoinbase { index },
+            V::BadMerkleRoot => Self::BadMerkleRoot,
+            V::TooLarge(n) => Self::TooLarge(n),
+            V::TooHeavy(w) => Self::TooHeavy(w),
+            V::DuplicateTransaction { txid, index } => Self::DuplicateTransaction { txid, index },
+            V::EmptyTransaction { index } => Self::EmptyTransaction { index },
+            V::DoubleSpend { index, outpoint } => Self::DoubleSpend { index, outpoint },
+            V::BadInBlockSpend { index, outpoint } => Self::BadInBlockSpend { index, outpoint },
+            V::BadProofOfWork { hash } => Self::BadProofOfWork { hash },
+            V::BadCoinbaseLength(n) => Self::BadCoinbaseLength(n),
+            V::BadHeight { expected, found } => Self::BadHeight {
+                expected: u32::try_from(expected).unwrap_or(u32::MAX),
+                found,
+            },
+            V::MissingWitnessCommitment => Self::MissingWitnessCommitment,
+            V::BadWitnessReservedValue => Self::BadWitnessReservedValue,
+            V::BadWitnessCommitment => Self::BadWitnessCommitment,
+            V::TooManySigops(n) => Self::TooManySigops(n),
+            other => Self::Other(other.to_string()),
+        }
     }
-    let bad = |found| BlockError::BadHeight { expected, found };
-    if expected <= 16 {
-        // Bitcoin Core writes heights 1..=16 as OP_1..OP_16; rust-bitcoin's
-        // `bip34_block_height` only decodes number pushes.
-        let first = block.txdata[0].input[0].script_sig.instructions().next();
-        return match first {
-            Some(Ok(Instruction::Op(op)))
-                if (OP_PUSHNUM_1.to_u8()..=OP_PUSHNUM_16.to_u8()).contains(&op.to_u8()) =>
-            {
-                let h = u64::from(op.to_u8() - OP_PUSHNUM_1.to_u8() + 1);
-                if h == u64::from(expected) {
-                    Ok(())
-                } else {
-                    Err(bad(Some(h)))
-                }
-            }
-            _ => Err(bad(None)),
-        };
-    }
-    match block.bip34_block_height() {
-        Ok(h) if h == u64::from(expected) => Ok(()),
-        Ok(h) => Err(bad(Some(h))),
-        Err(Bip34Error::Unsupported)
-        | Err(Bip34Error::NotPresent)
-        | Err(Bip34Error::UnexpectedPush(_))
-        | Err(Bip34Error::NegativeHeight)
-        | Err(_) => Err(bad(None)),
-    }
-}
-
-fn check_witness(block: &Block) -> Result<(), BlockError> {
-    let coinbase = &block.txdata[0];
-    let has_commitment = coinbase.output.iter().any(|o| {
-        let s = o.script_pubkey.as_bytes();
-        s.len() >= 38 && s[..6] == COMMITMENT_MAGIC
-    });
-    if !has_commitment {
-        return Err(BlockError::MissingWitnessCommitment);
-    }
-    let witness = &coinbase.input[0].witness;
-    if witness.len() != 1 || witness.iter().any(|item| item.len() != 32) {
-        return Err(BlockError::BadWitnessReservedValue);
-    }
-    if !block.check_witness_commitment() {
-        return Err(BlockError::BadWitnessCommitment);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +251,7 @@ mod tests {
     use crate::regtest::{op_true_script, witness_commitment_output_for};
     use crate::solver::{payout_all, solve, Solved};
     use crate::{EmbeddedRegtestSource, Now, SourceConfig};
+    use std::collections::BTreeSet;
     use std::time::Instant;
     use tower_stratum_core::stratum_core::bitcoin::Transaction;
     use tower_stratum_core::stratum_core::bitcoin::{
