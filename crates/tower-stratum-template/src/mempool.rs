@@ -418,60 +418,89 @@ impl Mempool {
     /// [module docs](self)). Deterministic: ties go to the smaller txid.
     pub fn select(&self, max_weight: u64, max_sigops: u64) -> Selection {
         let mut selected: BTreeSet<Txid> = BTreeSet::new();
-        let mut skipped: BTreeSet<Txid> = BTreeSet::new();
         let mut out = Selection::default();
         let mut sigops = 0u64;
+        // (fee, weight, sigops) of each candidate's package; only the packages of descendants
+        // of what was just selected change, so only those are recomputed.
+        let mut packages: BTreeMap<Txid, (u64, u64, u64)> = self
+            .entries
+            .keys()
+            .map(|t| (*t, self.package_totals(*t, &selected)))
+            .collect();
         loop {
-            // (fee, weight, txid, package)
-            let mut best: Option<(u64, u64, Txid, Vec<Txid>)> = None;
-            for (txid, _) in self.entries.iter() {
-                if selected.contains(txid) || skipped.contains(txid) {
-                    continue;
-                }
-                let package = self.unselected_ancestors(*txid, &selected);
-                let (fee, weight) = package
-                    .iter()
-                    .filter_map(|t| self.entries.get(t))
-                    .fold((0u64, 0u64), |(f, w), e| {
-                        (f.saturating_add(e.fee), w.saturating_add(e.weight))
-                    });
-                let better = match &best {
+            let mut best: Option<(Txid, u64, u64, u64)> = None;
+            for (txid, &(fee, weight, ops)) in &packages {
+                let better = match best {
                     None => true,
-                    // fee/weight > best_fee/best_weight, in integers.
-                    Some((bf, bw, _, _)) => {
-                        u128::from(fee) * u128::from(*bw) > u128::from(*bf) * u128::from(weight)
+                    // fee/weight > best_fee/best_weight, in integers; ties keep the smaller txid.
+                    Some((_, bf, bw, _)) => {
+                        u128::from(fee) * u128::from(bw) > u128::from(bf) * u128::from(weight)
                     }
                 };
                 if better {
-                    best = Some((fee, weight, *txid, package));
+                    best = Some((*txid, fee, weight, ops));
                 }
             }
-            let Some((fee, weight, txid, mut package)) = best else {
+            let Some((txid, fee, weight, ops)) = best else {
                 break;
             };
-            let package_sigops: u64 = package
-                .iter()
-                .filter_map(|t| self.entries.get(t))
-                .map(|e| e.sigops)
-                .sum();
+            packages.remove(&txid);
             if out.weight.saturating_add(weight) > max_weight
-                || sigops.saturating_add(package_sigops) > max_sigops
+                || sigops.saturating_add(ops) > max_sigops
             {
-                skipped.insert(txid);
                 continue;
             }
+            let mut package = self.unselected_ancestors(txid, &selected);
             package.sort_by_key(|t| (self.entries.get(t).map(|e| e.depth).unwrap_or(0), *t));
-            for t in package {
-                if let Some(e) = self.entries.get(&t) {
+            let mut affected = BTreeSet::new();
+            for t in &package {
+                if let Some(e) = self.entries.get(t) {
                     out.transactions.push(e.tx.clone());
-                    selected.insert(t);
+                    selected.insert(*t);
+                    packages.remove(t);
+                    self.collect_descendants(*t, &mut affected);
+                }
+            }
+            for t in affected {
+                if let Some(p) = packages.get_mut(&t) {
+                    *p = self.package_totals(t, &selected);
                 }
             }
             out.fees = out.fees.saturating_add(fee);
             out.weight = out.weight.saturating_add(weight);
-            sigops = sigops.saturating_add(package_sigops);
+            sigops = sigops.saturating_add(ops);
         }
         out
+    }
+
+    /// Fee, weight and sigops of `txid` and its in-mempool ancestors not in `selected`.
+    fn package_totals(&self, txid: Txid, selected: &BTreeSet<Txid>) -> (u64, u64, u64) {
+        self.unselected_ancestors(txid, selected)
+            .iter()
+            .filter_map(|t| self.entries.get(t))
+            .fold((0, 0, 0), |(f, w, o), e| {
+                (
+                    f.saturating_add(e.fee),
+                    w.saturating_add(e.weight),
+                    o.saturating_add(e.sigops),
+                )
+            })
+    }
+
+    /// Adds every in-mempool descendant of `txid` (not `txid` itself) to `into`.
+    fn collect_descendants(&self, txid: Txid, into: &mut BTreeSet<Txid>) {
+        let mut stack: Vec<Txid> = self
+            .entries
+            .get(&txid)
+            .map(|e| e.children.iter().copied().collect())
+            .unwrap_or_default();
+        while let Some(t) = stack.pop() {
+            if into.insert(t) {
+                if let Some(e) = self.entries.get(&t) {
+                    stack.extend(e.children.iter().copied());
+                }
+            }
+        }
     }
 
     /// `txid` and its in-mempool ancestors not in `selected`.
