@@ -1,7 +1,7 @@
 //! `template-provider`: a regtest Sv2 Template Provider (spec 7) serving tower-stratum's
 //! embedded template source over Noise.
 //!
-//! Templates are coinbase-only regtest blocks on a chain that starts at the regtest genesis
+//! By default templates are coinbase-only regtest blocks on a chain that starts at the regtest genesis
 //! block: BIP34 height in `coinbase_prefix`, `nBits` 0x207fffff, the witness commitment as the
 //! only template output, the whole subsidy (50 BTC, halving every 150 blocks) in
 //! `coinbase_tx_value_remaining`. The Template Provider pays nobody: the pool (or JDC) adds its
