@@ -107,7 +107,9 @@ pub struct MiningServerConfig {
     /// (`RequestTransactionData`, spec 7.4) when a share solves a template that has any, so the
     /// full block can be kept in [`FoundBlock::block`](crate::FoundBlock::block). The template
     /// source (Bitcoin Core) assembles and broadcasts the block from `SubmitSolution` either
-    /// way. Default: `true`.
+    /// way. Also asked as soon as a template with transactions arrives (the lists of the 4
+    /// newest such templates are kept), because a source may answer `stale-template-id` once
+    /// a solution moved its tip. Default: `true`.
     pub request_transaction_data: bool,
     /// Whether to offer extension `0x0002` (Worker-Specific Hashrate Tracking) in Extensions
     /// Negotiation (extension `0x0001`): a client that requests it (typically a proxy

@@ -19,6 +19,10 @@
 //!   share is answered and before `SubmitSolution` goes out), resubmitted until the template
 //!   source confirms them or they are stale ([`keeper`]); [`BlockStore`] keeps them durably
 //!   in a directory (`<height>-<hash>.block` + `.json`).
+//! - [`validate_block`] / [`BlockValidationError`]: a found block checked with rust-bitcoin
+//!   (merkle root, witness commitment, BIP34 height, proof of work against `nBits`, size and
+//!   weight, duplicate and conflicting spends, parents before children); a block completed
+//!   from `RequestTransactionData.Success` is checked and a failure logged.
 //! - [`share_math`]: difficulty <-> target, header and merkle computations (checked against
 //!   known-answer vectors in `tests/vectors.rs`).
 //! - [`vardiff`]: SRI's classic vardiff with the clock passed in.
@@ -64,7 +68,10 @@ pub use tower_stratum_core::share_math;
 mod stats;
 pub mod vardiff;
 
-pub use block::{bip34_height, serialize_block, AssemblyError, FoundBlock};
+pub use block::{
+    bip34_height, check_transactions, serialize_block, validate_block, AssemblyError,
+    BlockValidationError, FoundBlock, MAX_BLOCK_SIGOPS_COST, MAX_BLOCK_WEIGHT,
+};
 pub use config::{ConfigError, MiningServerConfig};
 pub use keeper::{BlockEvent, BlockKeeper, SubmitTrigger};
 pub use miner_channel::{ChannelWork, MinerChannel};

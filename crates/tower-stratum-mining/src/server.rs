@@ -73,6 +73,10 @@ pub const ERROR_CODE_INVALID_USER_IDENTITY: &str = "invalid-user-identity";
 /// `channels_sv2`'s per-channel future jobs).
 const MAX_PENDING_FUTURE_TEMPLATES: usize = 16;
 
+/// Templates with transactions whose prefetched transaction lists are kept (each at most a
+/// block's worth, under 4 MB serialized).
+const TEMPLATE_TRANSACTIONS_KEPT: usize = 4;
+
 /// What the server reports to an [event sink](MiningServer::with_event_sink).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -232,6 +236,10 @@ pub struct MiningServer {
     found_blocks: Vec<FoundBlock>,
     /// Templates whose transactions were requested for a found block.
     awaiting_transactions: BTreeSet<u64>,
+    /// Templates whose transactions were requested when they arrived (at most
+    /// `TEMPLATE_TRANSACTIONS_KEPT`), and the lists that came back (as many).
+    prefetching: BTreeSet<u64>,
+    template_transactions: BTreeMap<u64, Vec<Vec<u8>>>,
     blocks_found: u64,
     shares_accepted: u64,
     shares_rejected: u64,
@@ -287,6 +295,8 @@ impl MiningServer {
             chain: ChainState::default(),
             found_blocks: Vec::new(),
             awaiting_transactions: BTreeSet::new(),
+            prefetching: BTreeSet::new(),
+            template_transactions: BTreeMap::new(),
             blocks_found: 0,
             shares_accepted: 0,
             shares_rejected: 0,
@@ -1104,7 +1114,14 @@ impl MiningServer {
                             None => error!(template_id, "coinbase too large for SubmitSolution"),
                         }
                         if let Some(found) = found {
-                            if found.block.is_none() && self.config.request_transaction_data {
+                            let prefetched = self.template_transactions.get(&template_id).cloned();
+                            if let (true, Some(txs)) = (found.block.is_none(), prefetched) {
+                                // Known since the template came: complete it at once.
+                                self.emit(MiningEvent::BlockFound(found));
+                                self.awaiting_transactions.insert(template_id);
+                                self.on_transaction_data(template_id, txs);
+                            } else if found.block.is_none() && self.config.request_transaction_data
+                            {
                                 self.awaiting_transactions.insert(template_id);
                                 // Bounded: only blocks still in `found_blocks` can be completed.
                                 while self.awaiting_transactions.len()
@@ -1119,8 +1136,10 @@ impl MiningServer {
                                         ),
                                     ),
                                 )));
+                                self.emit(MiningEvent::BlockFound(found));
+                            } else {
+                                self.emit(MiningEvent::BlockFound(found));
                             }
-                            self.emit(MiningEvent::BlockFound(found));
                         }
                     }
                     None => {}
@@ -1446,9 +1465,42 @@ impl MiningServer {
         actions
     }
 
+    /// With `request_transaction_data`: asks for the transactions of a template that has any
+    /// as soon as it arrives. A template source may answer `stale-template-id` once a
+    /// solution moved its tip (this crate's embedded source does), which is when a found
+    /// block would otherwise ask.
+    fn prefetch_transactions(&mut self, template: &NewTemplateOwned) -> Actions {
+        if !self.config.request_transaction_data || template.merkle_path.is_empty() {
+            return Actions::none();
+        }
+        let template_id = template.template_id;
+        if !self.prefetching.insert(template_id) {
+            return Actions::none();
+        }
+        while self.prefetching.len() > TEMPLATE_TRANSACTIONS_KEPT {
+            self.prefetching.pop_first();
+        }
+        Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+            TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned {
+                template_id,
+            }),
+        )))
+        .into()
+    }
+
     fn on_transaction_data(&mut self, template_id: u64, transactions: Vec<Vec<u8>>) {
+        if self.prefetching.remove(&template_id) {
+            self.template_transactions
+                .insert(template_id, transactions.clone());
+            while self.template_transactions.len() > TEMPLATE_TRANSACTIONS_KEPT {
+                self.template_transactions.pop_first();
+            }
+        }
         if !self.awaiting_transactions.remove(&template_id) {
-            debug!(template_id, "transaction data nobody asked for; ignored");
+            debug!(
+                template_id,
+                "transaction data kept for when a block is found"
+            );
             return;
         }
         let mut completed = Vec::new();
@@ -1459,6 +1511,10 @@ impl MiningServer {
             match block::complete_with_transactions(found, &transactions) {
                 Ok(()) => {
                     info!(hash = %found.hash, transactions = transactions.len(), "found block assembled");
+                    // Reported, not enforced: the template source judges the block too.
+                    if let Some(Err(e)) = found.validate() {
+                        warn!(hash = %found.hash, error = %e, "assembled block fails validation");
+                    }
                     completed.push(found.clone());
                 }
                 Err(e) => warn!(hash = %found.hash, error = %e, "cannot assemble the found block"),
@@ -1871,7 +1927,12 @@ impl Sv2MiningServerHandler for MiningServer {
     async fn handle_sibling_message(&mut self, msg: SiblingMessage) -> Actions {
         match msg {
             SiblingMessage::Sv2(Sv2Message::TemplateDistribution(td)) => match td {
-                TemplateDistributionOwned::NewTemplate(t) => self.on_new_template(t),
+                TemplateDistributionOwned::NewTemplate(t) => {
+                    let prefetch = self.prefetch_transactions(&t);
+                    let mut actions = self.on_new_template(t);
+                    actions.extend(prefetch);
+                    actions
+                }
                 TemplateDistributionOwned::SetNewPrevHash(p) => self.on_set_new_prev_hash(p),
                 TemplateDistributionOwned::RequestTransactionDataSuccess(s) => {
                     let txs = s
@@ -1890,6 +1951,7 @@ impl Sv2MiningServerHandler for MiningServer {
                         "template source refused RequestTransactionData"
                     );
                     self.awaiting_transactions.remove(&e.template_id);
+                    self.prefetching.remove(&e.template_id);
                     Actions::none()
                 }
                 other => {

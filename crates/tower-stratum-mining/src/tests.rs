@@ -943,6 +943,80 @@ async fn block_with_transactions_is_completed_from_transaction_data() {
 }
 
 #[tokio::test]
+async fn transactions_prefetched_with_the_template_complete_a_found_block_at_once() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let mut s = server().with_event_sink(move |e| sink.lock().unwrap().push(e));
+    let c = ctx(1, 0);
+    s.on_connection_added(c).await;
+    let tx = dummy_tx();
+    let txid = tx.compute_txid().to_byte_array();
+    // A template with transactions: its transactions are asked for at once.
+    let a = send_template(&mut s, test_util::template(9, true, 300, VALUE, vec![txid])).await;
+    assert!(
+        matches!(to_sibling(&a).as_slice(), [TemplateDistributionOwned::RequestTransactionData(r)] if r.template_id == 9)
+    );
+    // A coinbase-only one: nothing to ask.
+    let a = send_template(&mut s, test_util::template(10, true, 300, VALUE, vec![])).await;
+    assert!(to_sibling(&a).is_empty());
+    s.handle_sibling_message(td(
+        TemplateDistributionOwned::RequestTransactionDataSuccess(
+            RequestTransactionDataSuccessOwned {
+                template_id: 9,
+                excess_data: vec![0u8; 32].try_into().unwrap(),
+                transaction_list: Seq064KOwned::new(vec![serialize(&tx).try_into().unwrap()])
+                    .unwrap(),
+            },
+        ),
+    ))
+    .await;
+    send_prev_hash(&mut s, test_util::prev_hash(9, TIP_A, REGTEST_NBITS)).await;
+    let a = s
+        .handle_open_extended_mining_channel(c, open_extended_msg(1, 0))
+        .await;
+    let ch = ext_success(&a);
+    let job = extended_jobs(&a)[0].clone();
+    let net = nbits_to_target(REGTEST_NBITS);
+    let en = [1u8; 16];
+    let root = test_util::extended_merkle_root(&job, &ch.prefix, &en).unwrap();
+    let sol = test_util::solve(
+        job.version,
+        &TIP_A,
+        &root,
+        TIP_TIME,
+        REGTEST_NBITS,
+        &ch.target,
+        0,
+        |h| hash_meets_target(h, &net),
+    )
+    .unwrap();
+    let share = SubmitSharesExtendedOwned {
+        channel_id: ch.channel_id,
+        sequence_number: 1,
+        job_id: job.job_id,
+        nonce: sol.nonce,
+        ntime: TIP_TIME,
+        version: job.version,
+        extranonce: B032Owned::try_from(en.to_vec()).unwrap(),
+    };
+    let a = s.handle_submit_shares_extended(c, share).await;
+    // SubmitSolution only: the transactions are already here.
+    assert!(matches!(
+        to_sibling(&a).as_slice(),
+        [TemplateDistributionOwned::SubmitSolution(_)]
+    ));
+    let found = &s.found_blocks()[0];
+    assert_eq!(found.transaction_count, Some(1));
+    let block: Block = deserialize(found.block.as_ref().unwrap()).unwrap();
+    assert_eq!(block.txdata.len(), 2);
+    assert!(block.check_merkle_root());
+    let ev = events.lock().unwrap();
+    assert!(
+        matches!(ev.as_slice(), [MiningEvent::BlockFound(_), MiningEvent::BlockCompleted(b)] if b.block.is_some())
+    );
+}
+
+#[tokio::test]
 async fn vardiff_lowers_the_target_of_a_silent_channel() {
     let mut s = server();
     let c = ctx(1, 0);

@@ -269,3 +269,38 @@ fn difficulty_target_vectors() {
         );
     }
 }
+
+/// Mainnet block 0 rebuilt from the vector's header and coinbase: a real block passes every
+/// check of `validate_block` up to the witness commitment, which pre-SegWit blocks lack (the
+/// validator requires one, as every Sv2 template has it).
+#[test]
+fn mainnet_genesis_passes_validation_up_to_the_witness_commitment() {
+    use tower_stratum_core::stratum_core::bitcoin::consensus::deserialize;
+    use tower_stratum_core::stratum_core::bitcoin::Block;
+    use tower_stratum_mining::{validate_block, BlockValidationError};
+    let data = load("share_vectors.json");
+    let v = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| s(v, "name") == "mainnet_genesis_block_as_stratum_job")
+        .unwrap();
+    let e = &v["expected"];
+    let mut bytes = hex(s(e, "header_hex"));
+    bytes.push(1);
+    bytes.extend(hex(s(e, "coinbase_hex")));
+    let block: Block = deserialize(&bytes).unwrap();
+    assert_eq!(block.block_hash().to_string(), s(e, "block_hash_be"));
+    assert_eq!(
+        validate_block(&block, None),
+        Err(BlockValidationError::MissingWitnessCommitment)
+    );
+    // Tampering with the coinbase breaks the merkle root first.
+    let mut bad = block.clone();
+    bad.txdata[0].lock_time =
+        tower_stratum_core::stratum_core::bitcoin::absolute::LockTime::from_consensus(1);
+    assert_eq!(
+        validate_block(&bad, None),
+        Err(BlockValidationError::BadMerkleRoot)
+    );
+}

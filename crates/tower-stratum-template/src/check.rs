@@ -2,7 +2,10 @@
 //!
 //! [`validate_block`] shares no code with the template source that builds blocks: it parses
 //! the consensus bytes and applies the context-free checks Bitcoin Core's `CheckBlock` and the
-//! height-dependent checks of `ContextualCheckBlock` that need no UTXO set. Tests anywhere can
+//! height-dependent checks of `ContextualCheckBlock` that need no UTXO set. The
+//! network-independent ones are the mining crate's [`tower_stratum_mining::validate_block`]
+//! (one implementation for found blocks and for this checker); this module adds regtest's
+//! rules (version, proof-of-work limit, subsidy) and maps its errors 1:1 onto [`BlockError`]. Tests anywhere can
 //! use it to confirm that a block mined from a template (by our mining server, SRI's pool, or a
 //! test solver) is one a regtest node would accept.
 //!
@@ -10,35 +13,42 @@
 //! 1. consensus deserialization of the whole input (no trailing bytes);
 //! 2. at least one transaction; the first, and only the first, is a coinbase;
 //! 3. merkle root (`Block::check_merkle_root`);
-//! 4. header version at least 4 (BIP34/66/65 are active from height 1 on regtest);
-//! 5. proof of work: the target encoded by `nBits` is at most regtest's proof-of-work limit and
-//!    the header hash meets it (`Header::validate_pow`);
-//! 6. coinbase `scriptSig` length 2..=100 bytes;
-//! 7. BIP34: the `scriptSig` starts with the expected height (`Block::bip34_block_height`, or
-//!    `OP_1`..`OP_16` for heights 1 to 16, which that function does not decode);
-//! 8. witness commitment: the coinbase carries a commitment output, its witness is a single
+//! 4. size and weight: the serialized size without witness data at most 1,000,000 bytes
+//!    (Bitcoin Core's `bad-blk-length`: stripped size × 4 ≤ 4,000,000) and the weight at most
+//!    4,000,000 WU (`bad-blk-weight`);
+//! 5. transactions after the coinbase: none twice (`bad-txns-duplicate`, which also catches
+//!    CVE-2012-2459's merkle-preserving duplication), none without inputs or outputs
+//!    (`bad-txns-vin-empty`, `bad-txns-vout-empty`), no coin spent twice within a transaction
+//!    (`bad-txns-inputs-duplicate`) or by two transactions of the block (a conflict), no spend
+//!    of the block's own coinbase (immature), and a spend of another transaction of the block
+//!    only if that one comes earlier and has that output (parents before children);
+//! 6. proof of work: the header hash meets the target its `nBits` encodes
+//!    (`Header::validate_pow`);
+//! 7. coinbase `scriptSig` length 2..=100 bytes;
+//! 8. BIP34: the `scriptSig` starts with the expected height (`OP_1`..`OP_16` for heights 1 to
+//!    16, as Bitcoin Core writes them, else a number push; height 0 skips this);
+//! 9. witness commitment: the coinbase carries a commitment output, its witness is a single
 //!    32-byte reserved value, and the commitment matches (`Block::check_witness_commitment`).
 //!    Stricter than consensus, which allows a block without witness data to omit the
 //!    commitment: every template this crate and Bitcoin Core produce has one;
-//! 9. weight at most 4,000,000 WU and signature-operation cost at most 80,000 (legacy sigops of
-//!    every transaction × 4: a lower bound for non-coinbase transactions, whose spent outputs
-//!    are unknown here);
-//! 10. for a block with only the coinbase: its outputs pay at most the subsidy at that height
+//! 10. signature-operation cost at most 80,000 (legacy sigops of every transaction × 4: a
+//!     lower bound for non-coinbase transactions, whose spent outputs are unknown here);
+//! 11. header version at least 4 (BIP34/66/65 are active from height 1 on regtest);
+//! 12. the target encoded by `nBits` is at most regtest's proof-of-work limit;
+//! 13. for a block with only the coinbase: its outputs pay at most the subsidy at that height
 //!     (regtest: 50 BTC halved every 150 blocks). With more transactions the fees are unknown
 //!     and this check is skipped.
 //!
+//! Steps 2 to 10 are [`tower_stratum_mining::validate_block`].
+//!
 //! Not checked (they need chain state): the timestamp against the median time past, the
-//! previous block hash, and the inputs of non-coinbase transactions.
+//! previous block hash, and the inputs of non-coinbase transactions that spend coins from
+//! earlier blocks (their existence, value and scripts).
 
 use tower_stratum_core::stratum_core::bitcoin::{
-    block::{Bip34Error, ValidationError},
-    consensus::deserialize,
-    opcodes::all::{OP_PUSHNUM_1, OP_PUSHNUM_16},
-    script::Instruction,
-    Block, BlockHash, Target,
+    consensus::deserialize, Block, BlockHash, OutPoint, Target, Txid,
 };
-
-const COMMITMENT_MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+use tower_stratum_mining::BlockValidationError;
 
 /// Why a block is not valid (see the [module docs](self) for the order of checks).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +72,42 @@ pub enum BlockError {
     /// The header's merkle root is not the root of the transactions' txids.
     #[error("merkle root does not match the transactions")]
     BadMerkleRoot,
+    /// The block without witness data is larger than 1,000,000 bytes (`bad-blk-length`).
+    #[error("block is {0} bytes without witness data, more than 1,000,000")]
+    TooLarge(usize),
+    /// A transaction appears twice (`bad-txns-duplicate`).
+    #[error("transaction {txid} appears twice (again at {index})")]
+    DuplicateTransaction {
+        /// Its txid.
+        txid: Txid,
+        /// Position of the second copy in the block.
+        index: usize,
+    },
+    /// A transaction other than the coinbase has no inputs or no outputs.
+    #[error("transaction {index} has no inputs or no outputs")]
+    EmptyTransaction {
+        /// Its position in the block.
+        index: usize,
+    },
+    /// A coin is spent twice: twice by one transaction (`bad-txns-inputs-duplicate`) or by
+    /// two transactions of the block (a conflicting spend).
+    #[error("transaction {index} spends {outpoint}, already spent in this block")]
+    DoubleSpend {
+        /// Position of the second spender in the block.
+        index: usize,
+        /// The coin.
+        outpoint: OutPoint,
+    },
+    /// A transaction spends an output of a transaction that comes later in the block, of
+    /// itself, or one that the earlier transaction does not have (in Bitcoin Core: a missing
+    /// input), or an output of the block's own coinbase (immature).
+    #[error("transaction {index} spends {outpoint}, which is not an earlier output of the block")]
+    BadInBlockSpend {
+        /// Position of the spender in the block.
+        index: usize,
+        /// The coin.
+        outpoint: OutPoint,
+    },
     /// Header version below 4 (`bad-version`).
     #[error("obsolete header version {0}")]
     ObsoleteVersion(i32),
@@ -104,6 +150,9 @@ pub enum BlockError {
     /// The block's signature-operation cost exceeds 80,000.
     #[error("block sigop cost {0} exceeds the limit")]
     TooManySigops(u64),
+    /// A check of [`tower_stratum_mining::validate_block`] this crate does not know yet.
+    #[error("{0}")]
+    Other(String),
     /// A coinbase-only block pays more than the subsidy (`bad-cb-amount`).
     #[error("coinbase pays {paid} sat, subsidy is {allowed} sat")]
     CoinbaseValueTooHigh {
@@ -129,54 +178,19 @@ pub fn validate_block(block_bytes: &[u8], expected_height: u32) -> Result<(), Bl
 
 /// [`validate_block`] on an already decoded block.
 pub fn validate_decoded_block(block: &Block, expected_height: u32) -> Result<(), BlockError> {
-    let coinbase = block.txdata.first().ok_or(BlockError::NoTransactions)?;
-    if !coinbase.is_coinbase() {
-        return Err(BlockError::FirstNotCoinbase);
-    }
-    if let Some(index) = block.txdata.iter().skip(1).position(|t| t.is_coinbase()) {
-        return Err(BlockError::ExtraCoinbase { index: index + 1 });
-    }
-    if !block.check_merkle_root() {
-        return Err(BlockError::BadMerkleRoot);
-    }
+    let height = (expected_height > 0).then_some(u64::from(expected_height));
+    tower_stratum_mining::validate_block(block, height).map_err(BlockError::from)?;
     let version = block.header.version.to_consensus();
     if version < 4 {
         return Err(BlockError::ObsoleteVersion(version));
     }
-    let target = block.header.target();
-    if target > Target::MAX_ATTAINABLE_REGTEST {
+    if block.header.target() > Target::MAX_ATTAINABLE_REGTEST {
         return Err(BlockError::TargetAboveLimit {
             nbits: block.header.bits.to_consensus(),
         });
     }
-    match block.header.validate_pow(target) {
-        Ok(_) => {}
-        Err(ValidationError::BadProofOfWork) | Err(ValidationError::BadTarget) | Err(_) => {
-            return Err(BlockError::BadProofOfWork {
-                hash: block.block_hash(),
-            })
-        }
-    }
-    let script_sig = &coinbase.input[0].script_sig;
-    if !(2..=100).contains(&script_sig.len()) {
-        return Err(BlockError::BadCoinbaseLength(script_sig.len()));
-    }
-    check_height(block, expected_height)?;
-    check_witness(block)?;
-    let weight = block.weight().to_wu();
-    if weight > 4_000_000 {
-        return Err(BlockError::TooHeavy(weight));
-    }
-    let sigops: u64 = block
-        .txdata
-        .iter()
-        .map(|t| t.total_sigop_cost(|_| None) as u64)
-        .sum();
-    if sigops > 80_000 {
-        return Err(BlockError::TooManySigops(sigops));
-    }
     if block.txdata.len() == 1 {
-        let paid = coinbase
+        let paid = block.txdata[0]
             .output
             .iter()
             .try_fold(0u64, |acc, o| acc.checked_add(o.value.to_sat()))
@@ -194,67 +208,52 @@ pub fn validate_decoded_block(block: &Block, expected_height: u32) -> Result<(),
     Ok(())
 }
 
-fn check_height(block: &Block, expected: u32) -> Result<(), BlockError> {
-    if expected == 0 {
-        return Ok(());
-    }
-    let bad = |found| BlockError::BadHeight { expected, found };
-    if expected <= 16 {
-        // Bitcoin Core writes heights 1..=16 as OP_1..OP_16; rust-bitcoin's
-        // `bip34_block_height` only decodes number pushes.
-        let first = block.txdata[0].input[0].script_sig.instructions().next();
-        return match first {
-            Some(Ok(Instruction::Op(op)))
-                if (OP_PUSHNUM_1.to_u8()..=OP_PUSHNUM_16.to_u8()).contains(&op.to_u8()) =>
-            {
-                let h = u64::from(op.to_u8() - OP_PUSHNUM_1.to_u8() + 1);
-                if h == u64::from(expected) {
-                    Ok(())
-                } else {
-                    Err(bad(Some(h)))
-                }
-            }
-            _ => Err(bad(None)),
-        };
-    }
-    match block.bip34_block_height() {
-        Ok(h) if h == u64::from(expected) => Ok(()),
-        Ok(h) => Err(bad(Some(h))),
-        Err(Bip34Error::Unsupported)
-        | Err(Bip34Error::NotPresent)
-        | Err(Bip34Error::UnexpectedPush(_))
-        | Err(Bip34Error::NegativeHeight)
-        | Err(_) => Err(bad(None)),
-    }
+/// Step 5 of the module docs on its own, for a block whose header is not final yet
+/// ([`tower_stratum_mining::check_transactions`]).
+pub fn check_transactions(block: &Block) -> Result<(), BlockError> {
+    tower_stratum_mining::check_transactions(block).map_err(BlockError::from)
 }
 
-fn check_witness(block: &Block) -> Result<(), BlockError> {
-    let coinbase = &block.txdata[0];
-    let has_commitment = coinbase.output.iter().any(|o| {
-        let s = o.script_pubkey.as_bytes();
-        s.len() >= 38 && s[..6] == COMMITMENT_MAGIC
-    });
-    if !has_commitment {
-        return Err(BlockError::MissingWitnessCommitment);
+impl From<BlockValidationError> for BlockError {
+    fn from(e: BlockValidationError) -> Self {
+        use BlockValidationError as V;
+        match e {
+            V::Decode(d) => Self::Decode(d),
+            V::NoTransactions => Self::NoTransactions,
+            V::FirstNotCoinbase => Self::FirstNotCoinbase,
+            V::ExtraCoinbase { index } => Self::ExtraCoinbase { index },
+            V::BadMerkleRoot => Self::BadMerkleRoot,
+            V::TooLarge(n) => Self::TooLarge(n),
+            V::TooHeavy(w) => Self::TooHeavy(w),
+            V::DuplicateTransaction { txid, index } => Self::DuplicateTransaction { txid, index },
+            V::EmptyTransaction { index } => Self::EmptyTransaction { index },
+            V::DoubleSpend { index, outpoint } => Self::DoubleSpend { index, outpoint },
+            V::BadInBlockSpend { index, outpoint } => Self::BadInBlockSpend { index, outpoint },
+            V::BadProofOfWork { hash } => Self::BadProofOfWork { hash },
+            V::BadCoinbaseLength(n) => Self::BadCoinbaseLength(n),
+            V::BadHeight { expected, found } => Self::BadHeight {
+                expected: u32::try_from(expected).unwrap_or(u32::MAX),
+                found,
+            },
+            V::MissingWitnessCommitment => Self::MissingWitnessCommitment,
+            V::BadWitnessReservedValue => Self::BadWitnessReservedValue,
+            V::BadWitnessCommitment => Self::BadWitnessCommitment,
+            V::TooManySigops(n) => Self::TooManySigops(n),
+            other => Self::Other(other.to_string()),
+        }
     }
-    let witness = &coinbase.input[0].witness;
-    if witness.len() != 1 || witness.iter().any(|item| item.len() != 32) {
-        return Err(BlockError::BadWitnessReservedValue);
-    }
-    if !block.check_witness_commitment() {
-        return Err(BlockError::BadWitnessCommitment);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::regtest::op_true_script;
+    use crate::regtest::{op_true_script, witness_commitment_output_for};
     use crate::solver::{payout_all, solve, Solved};
     use crate::{EmbeddedRegtestSource, Now, SourceConfig};
+    use std::collections::BTreeSet;
     use std::time::Instant;
+    use tower_stratum_core::stratum_core::bitcoin::Transaction;
     use tower_stratum_core::stratum_core::bitcoin::{
         consensus::serialize, hashes::Hash, Amount, TxMerkleNode, Witness,
     };
@@ -392,6 +391,249 @@ mod tests {
             Err(BlockError::Decode(_))
         ));
         assert!(matches!(validate_block(&[], 1), Err(BlockError::Decode(_))));
+    }
+
+    fn outpoint(n: u8, vout: u32) -> OutPoint {
+        OutPoint::new(Txid::from_byte_array([n; 32]), vout)
+    }
+
+    fn tx_spending(inputs: &[OutPoint], outputs: usize, witness: bool) -> Transaction {
+        use tower_stratum_core::stratum_core::bitcoin::{
+            absolute::LockTime, transaction::Version, ScriptBuf, Sequence, TxIn, TxOut,
+        };
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: inputs
+                .iter()
+                .map(|op| TxIn {
+                    previous_output: *op,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::MAX,
+                    witness: if witness {
+                        Witness::from_slice(&[op_true_script().as_bytes()])
+                    } else {
+                        Witness::new()
+                    },
+                })
+                .collect(),
+            output: (0..outputs)
+                .map(|_| TxOut {
+                    value: Amount::from_sat(1_000),
+                    script_pubkey: ScriptBuf::new_p2wsh(&op_true_script().wscript_hash()),
+                })
+                .collect(),
+        }
+    }
+
+    /// A parent (legacy), its SegWit child and an unrelated legacy transaction.
+    fn family() -> Vec<Transaction> {
+        let parent = tx_spending(&[outpoint(1, 0)], 2, false);
+        let child = tx_spending(&[OutPoint::new(parent.compute_txid(), 0)], 1, true);
+        let other = tx_spending(&[outpoint(2, 0)], 1, false);
+        vec![parent, child, other]
+    }
+
+    /// The solved coinbase-only block with `txs` after the coinbase, its witness commitment
+    /// recomputed over them, the merkle root fixed and the nonce re-ground.
+    fn with_transactions(txs: &[Transaction]) -> Block {
+        let mut b = solved().block;
+        if let Some(last) = b.txdata[0].output.last_mut() {
+            *last = witness_commitment_output_for(txs);
+        }
+        raw_with_transactions(b, txs)
+    }
+
+    /// `txs` after `b`'s coinbase, unchanged; merkle root fixed, nonce re-ground.
+    fn raw_with_transactions(mut b: Block, txs: &[Transaction]) -> Block {
+        b.txdata.truncate(1);
+        b.txdata.extend(txs.iter().cloned());
+        fix_merkle_and_regrind(&mut b);
+        b
+    }
+
+    #[test]
+    fn accepts_a_block_with_legacy_and_segwit_transactions_in_order() {
+        let txs = family();
+        let b = with_transactions(&txs);
+        validate_block(&serialize(&b), 1).unwrap();
+        assert_ne!(
+            txs[1].compute_txid().to_raw_hash(),
+            txs[1].compute_wtxid().to_raw_hash()
+        );
+        // Blocks the source builds from its mempool pass too (many, with chains).
+        let base = Instant::now();
+        let config = SourceConfig {
+            history_blocks: 3,
+            tip_interval: std::time::Duration::from_secs(5),
+            mempool: crate::mempool::MempoolConfig {
+                tx_interval: std::time::Duration::from_secs(1),
+                txs_per_interval: 10,
+                ..Default::default()
+            },
+            ..SourceConfig::default()
+        };
+        let mut source = EmbeddedRegtestSource::new(config, Now::new(base, 1_700_000_000)).unwrap();
+        let mut with_chains = 0;
+        for t in 1..=60u64 {
+            let now = Now::new(
+                base + std::time::Duration::from_secs(t),
+                1_700_000_000 + t as u32,
+            );
+            if let Some(found) = source.on_tick(now) {
+                validate_block(&found.block_bytes(), found.height).unwrap();
+                let ids: BTreeSet<Txid> = found
+                    .block
+                    .txdata
+                    .iter()
+                    .map(|t| t.compute_txid())
+                    .collect();
+                if found.block.txdata.iter().any(|t| {
+                    t.input
+                        .iter()
+                        .any(|i| ids.contains(&i.previous_output.txid))
+                }) {
+                    with_chains += 1;
+                }
+            }
+        }
+        assert!(with_chains > 0);
+    }
+
+    #[test]
+    fn rejects_reordered_or_mutated_transaction_lists() {
+        let txs = family();
+        let good = with_transactions(&txs);
+        // Reordered without a new header: the merkle root no longer matches.
+        let mut b = good.clone();
+        b.txdata.swap(1, 3);
+        assert_eq!(
+            validate_decoded_block(&b, 1),
+            Err(BlockError::BadMerkleRoot)
+        );
+
+        // CVE-2012-2459: [cb, a, b] and [cb, a, b, b] share a merkle root.
+        let two = &txs[..2];
+        let b = with_transactions(two);
+        let mut mutated = b.clone();
+        mutated.txdata.push(two[1].clone());
+        assert_eq!(mutated.compute_merkle_root(), b.compute_merkle_root());
+        assert_eq!(
+            validate_decoded_block(&mutated, 1),
+            Err(BlockError::DuplicateTransaction {
+                txid: two[1].compute_txid(),
+                index: 3
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_a_child_before_its_parent_and_bad_in_block_spends() {
+        let txs = family();
+        let child_first = vec![txs[1].clone(), txs[0].clone(), txs[2].clone()];
+        let parent_0 = OutPoint::new(txs[0].compute_txid(), 0);
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&child_first), 1),
+            Err(BlockError::BadInBlockSpend {
+                index: 1,
+                outpoint: parent_0
+            })
+        );
+        // An output the parent does not have.
+        let missing = OutPoint::new(txs[0].compute_txid(), 7);
+        let mut bad = txs.clone();
+        bad[1] = tx_spending(&[missing], 1, true);
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&bad), 1),
+            Err(BlockError::BadInBlockSpend {
+                index: 2,
+                outpoint: missing
+            })
+        );
+        // The block's own coinbase (immature).
+        let b = with_transactions(&[]);
+        let cb = OutPoint::new(b.txdata[0].compute_txid(), 0);
+        let b = raw_with_transactions(b, &[tx_spending(&[cb], 1, false)]);
+        assert_eq!(
+            validate_decoded_block(&b, 1),
+            Err(BlockError::BadInBlockSpend {
+                index: 1,
+                outpoint: cb
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_conflicting_and_duplicate_spends_and_empty_transactions() {
+        let mut txs = family();
+        // A second spend of the parent's coin.
+        txs.push(tx_spending(&[outpoint(1, 0)], 3, false));
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&txs), 1),
+            Err(BlockError::DoubleSpend {
+                index: 4,
+                outpoint: outpoint(1, 0)
+            })
+        );
+        // One transaction spending a coin twice.
+        let twice = tx_spending(&[outpoint(3, 1), outpoint(3, 1)], 1, false);
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&[twice]), 1),
+            Err(BlockError::DoubleSpend {
+                index: 1,
+                outpoint: outpoint(3, 1)
+            })
+        );
+        let no_outputs = tx_spending(&[outpoint(4, 0)], 0, false);
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&[no_outputs]), 1),
+            Err(BlockError::EmptyTransaction { index: 1 })
+        );
+        let no_inputs = tx_spending(&[], 1, false);
+        // (Without inputs it would decode as a SegWit marker: checked on the decoded block.)
+        assert_eq!(
+            validate_decoded_block(&with_transactions(&[no_inputs]), 1),
+            Err(BlockError::EmptyTransaction { index: 1 })
+        );
+    }
+
+    #[test]
+    fn rejects_a_witness_commitment_that_misses_the_transactions() {
+        let txs = family();
+        // The coinbase-only commitment with transactions in the block.
+        let b = raw_with_transactions(solved().block, &txs);
+        assert_eq!(
+            validate_decoded_block(&b, 1),
+            Err(BlockError::BadWitnessCommitment)
+        );
+        // A witness changed after the commitment: same txids (merkle root), other wtxid.
+        let mut b = with_transactions(&txs);
+        b.txdata[2].input[0].witness = Witness::from_slice(&[[0x51, 0x51]]);
+        fix_merkle_and_regrind(&mut b);
+        assert!(b.check_merkle_root());
+        assert_eq!(
+            validate_decoded_block(&b, 1),
+            Err(BlockError::BadWitnessCommitment)
+        );
+    }
+
+    #[test]
+    fn rejects_blocks_over_the_size_and_weight_limits() {
+        use tower_stratum_core::stratum_core::bitcoin::ScriptBuf;
+        // 1,000,001 bytes of output script: over the stripped-size limit.
+        let mut big = tx_spending(&[outpoint(5, 0)], 1, false);
+        big.output[0].script_pubkey = ScriptBuf::from_bytes(vec![0x6a; 1_000_001]);
+        assert!(matches!(
+            validate_decoded_block(&with_transactions(&[big]), 1),
+            Err(BlockError::TooLarge(n)) if n > 1_000_000
+        ));
+        // 4,000,000 bytes of witness: small without witness, too heavy with it.
+        let mut heavy = tx_spending(&[outpoint(6, 0)], 1, true);
+        heavy.input[0].witness = Witness::from_slice(&[vec![0u8; 4_000_000]]);
+        assert!(matches!(
+            validate_decoded_block(&with_transactions(&[heavy]), 1),
+            Err(BlockError::TooHeavy(w)) if w > 4_000_000
+        ));
     }
 
     #[test]

@@ -49,9 +49,11 @@ pub(crate) fn emit(events: &Option<mpsc::Sender<SourceEvent>>, e: SourceEvent) {
 ///   sends the next `NewTemplate` + `SetNewPrevHash` (invalid solutions are logged and
 ///   dropped: the Template Distribution Protocol has no reply to `SubmitSolution`);
 /// - on `CoinbaseOutputConstraints`, checks that an empty block can honour them (logs a
-///   warning if not); the templates are coinbase-only, so they do not change;
-/// - answers `RequestTransactionData` (no transactions; see
+///   warning if not); the templates do not change (the weight they leave for the coinbase is
+///   [`MempoolConfig::coinbase_reserved_weight`](crate::mempool::MempoolConfig));
+/// - answers `RequestTransactionData` with the template's transactions (see
 ///   [`EmbeddedRegtestSource::request_transaction_data`]);
+/// - generates mempool transactions on `config.mempool`'s interval (when enabled);
 /// - when `config.tip_interval` elapses without a new tip, simulates another miner's block and
 ///   sends the templates on top of it;
 /// - ends when the server side of the link closes (it stops polling then: no spin), or when
@@ -210,5 +212,92 @@ fn on_message(
             );
             (None, None)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::mempool::MempoolConfig;
+    use crate::regtest::coinbase_merkle_path;
+    use std::time::Duration;
+    use tower_stratum_core::stratum_core::bitcoin::{consensus::deserialize, Transaction};
+    use tower_stratum_core::stratum_core::template_distribution_sv2::RequestTransactionDataOwned;
+
+    async fn next_td(rx: &mut mpsc::Receiver<SiblingMessage>) -> TemplateDistributionOwned {
+        // Paused time: the clock jumps to the source's timers first (they are earlier).
+        match tokio::time::timeout(Duration::from_secs(3_600), rx.recv()).await {
+            Ok(Some(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(m)))) => m,
+            other => panic!("expected a Template Distribution message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mempool_transactions_arrive_on_the_interval_and_are_listed_on_request() {
+        let (server_end, source_end) = SiblingIo::pair(16);
+        let config = SourceConfig {
+            tip_interval: Duration::from_secs(30),
+            history_blocks: 2,
+            mempool: MempoolConfig {
+                tx_interval: Duration::from_secs(1),
+                txs_per_interval: 3,
+                ..MempoolConfig::default()
+            },
+            ..SourceConfig::default()
+        };
+        let (events_tx, mut events) = mpsc::channel(16);
+        let task = spawn_embedded_source_with_events(config, source_end, Some(events_tx));
+        let (tx, mut rx) = server_end.into_channels();
+        let start = tokio::time::Instant::now();
+        // The first template: coinbase-only (the mempool was empty).
+        let TemplateDistributionOwned::NewTemplate(first) = next_td(&mut rx).await else {
+            panic!("NewTemplate first");
+        };
+        assert!(first.merkle_path.is_empty());
+        next_td(&mut rx).await;
+        // 30 s later a simulated block; the templates on it carry what arrived meanwhile.
+        let TemplateDistributionOwned::NewTemplate(next) = next_td(&mut rx).await else {
+            panic!("NewTemplate after the block");
+        };
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert!(!next.merkle_path.is_empty());
+        assert!(matches!(
+            next_td(&mut rx).await,
+            TemplateDistributionOwned::SetNewPrevHash(_)
+        ));
+        tx.send(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+            TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned {
+                template_id: next.template_id,
+            }),
+        )))
+        .await
+        .unwrap();
+        let TemplateDistributionOwned::RequestTransactionDataSuccess(s) = next_td(&mut rx).await
+        else {
+            panic!("RequestTransactionData.Success");
+        };
+        let txs: Vec<Transaction> = s
+            .transaction_list
+            .into_inner()
+            .iter()
+            .map(|t| deserialize(t.as_bytes()).unwrap())
+            .collect();
+        // Up to 30 rounds of 3 (1 s to 30 s; the one at 30 s runs before the block).
+        assert!(txs.len() >= 3 * 29, "{} transactions", txs.len());
+        let path: Vec<[u8; 32]> = next
+            .merkle_path
+            .iter()
+            .map(|h| h.as_bytes().try_into().unwrap())
+            .collect();
+        assert_eq!(path, coinbase_merkle_path(&txs));
+        let mut saw_block = false;
+        while let Ok(e) = events.try_recv() {
+            saw_block |= matches!(e, SourceEvent::Block(_));
+        }
+        assert!(saw_block);
+        drop(tx);
+        drop(rx);
+        task.await.unwrap();
     }
 }

@@ -4,10 +4,12 @@
 //! - [`EmbeddedRegtestSource`]: a sans-IO regtest template source. It produces valid templates
 //!   (`NewTemplate` + `SetNewPrevHash`) on a chain that starts at the regtest genesis block,
 //!   rebuilds and validates blocks from `SubmitSolution`, moves the tip, and simulates other
-//!   miners' blocks on an interval. Time is passed in ([`Now`]).
+//!   miners' blocks on an interval. Time is passed in ([`Now`]). Its templates can carry
+//!   transactions from a synthetic, bounded [`mempool`] (off by default).
 //! - [`check::validate_block`]: an independent block-validity checker built only on
 //!   rust-bitcoin (merkle root, proof of work against `nBits`, BIP34 height, witness
-//!   commitment, weight, sigops, subsidy).
+//!   commitment, size, weight, sigops, subsidy, duplicate and conflicting spends, parents
+//!   before children).
 //! - [`spawn_embedded_source`]: runs the source as the sibling of a mining server
 //!   (`Sv2ServerService::new_with_sibling_io`), exchanging Template Distribution messages as
 //!   `SiblingMessage::Sv2(Sv2Message::TemplateDistribution(..))`.
@@ -56,6 +58,7 @@
 pub mod check;
 mod client;
 mod driver;
+pub mod mempool;
 pub mod regtest;
 mod server;
 pub mod solver;

@@ -9,8 +9,8 @@
 use tower_stratum_core::stratum_core::bitcoin::{
     self, absolute::LockTime, consensus::serialize, constants::genesis_block, hashes::Hash,
     script::Builder, transaction::Version as TxVersion, Amount, Block, BlockHash, CompactTarget,
-    Network, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxOut, Witness,
-    WitnessMerkleNode,
+    Network, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxMerkleNode, TxOut,
+    Witness, WitnessMerkleNode,
 };
 use tower_stratum_core::stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
 
@@ -113,6 +113,67 @@ pub fn empty_block_witness_commitment_output() -> TxOut {
     witness_commitment_output(WitnessMerkleNode::all_zeros())
 }
 
+/// The witness commitment output of a block whose transactions after the coinbase are
+/// `transactions` (BIP141): the witness merkle tree's leaves are 0 for the coinbase, then each
+/// transaction's wtxid (its txid when it has no witness), in block order.
+pub fn witness_commitment_output_for(transactions: &[Transaction]) -> TxOut {
+    let leaves = std::iter::once(WitnessMerkleNode::all_zeros()).chain(
+        transactions
+            .iter()
+            .map(|t| WitnessMerkleNode::from_raw_hash(t.compute_wtxid().to_raw_hash())),
+    );
+    let root =
+        bitcoin::merkle_tree::calculate_root(leaves).unwrap_or(WitnessMerkleNode::all_zeros());
+    witness_commitment_output(root)
+}
+
+/// The Sv2 `merkle_path` of a template (spec 7.2 `NewTemplate.merkle_path`): the sibling
+/// hashes, leaf level first, on the path from the coinbase (leaf 0) to the merkle root of a
+/// block whose transactions after the coinbase are `transactions`. Each hash is in internal
+/// byte order (as in a header, the reverse of the displayed hex). Empty for a coinbase-only
+/// block. An odd level pairs its last node with itself, as Bitcoin's merkle tree does.
+pub fn coinbase_merkle_path(transactions: &[Transaction]) -> Vec<[u8; 32]> {
+    // Level 0 with a placeholder for the coinbase: it is never a sibling on its own path.
+    let mut level: Vec<TxMerkleNode> = std::iter::once(TxMerkleNode::all_zeros())
+        .chain(
+            transactions
+                .iter()
+                .map(|t| TxMerkleNode::from_raw_hash(t.compute_txid().to_raw_hash())),
+        )
+        .collect();
+    let mut path = Vec::new();
+    while level.len() > 1 {
+        if let Some(sibling) = level.get(1) {
+            path.push(sibling.to_byte_array());
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let left = pair[0];
+                let right = pair.get(1).copied().unwrap_or(left);
+                merkle_parent(left, right)
+            })
+            .collect();
+    }
+    path
+}
+
+/// The merkle root of a block from its coinbase txid and the template's `merkle_path`
+/// ([`coinbase_merkle_path`]; internal byte order): `root = sha256d(root || branch)` for each
+/// branch, starting from the coinbase txid.
+pub fn merkle_root_from_path(coinbase_txid: TxMerkleNode, path: &[[u8; 32]]) -> TxMerkleNode {
+    path.iter().fold(coinbase_txid, |acc, branch| {
+        merkle_parent(acc, TxMerkleNode::from_byte_array(*branch))
+    })
+}
+
+fn merkle_parent(left: TxMerkleNode, right: TxMerkleNode) -> TxMerkleNode {
+    let mut engine = TxMerkleNode::engine();
+    bitcoin::hashes::HashEngine::input(&mut engine, &left.to_byte_array());
+    bitcoin::hashes::HashEngine::input(&mut engine, &right.to_byte_array());
+    TxMerkleNode::from_engine(engine)
+}
+
 /// `CoinbaseOutputConstraints` for a Pool or JDC that will add exactly `outputs`: their
 /// serialized size in bytes, and their signature-operation cost counted as Bitcoin Core does
 /// for a coinbase (legacy sigops × 4), saturated to `u16`.
@@ -203,6 +264,7 @@ pub fn op_true_script() -> ScriptBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -285,5 +347,84 @@ mod tests {
             check_constraints(&too_big),
             Err(ConstraintsError::TooLarge { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod merkle_tests {
+    use super::*;
+    use bitcoin::consensus::deserialize;
+    use bitcoin::hex::FromHex;
+
+    /// Known answer: Bitcoin mainnet block 170 (hash
+    /// `00000000d1145790a8694403d4063f323d499e655c83426834d4ce2f8dd4a2ee`, merkle root
+    /// `7dac2c5666815c17a3b36427de37bb9d2e2c5ccec3f8633eb91a4205cb4c10ff` displayed): its
+    /// coinbase, the one merkle branch (the txid of `f4184fc5...`, internal byte order) and the
+    /// root in header byte order. Copied from the shared vectors (`share_vectors.json`, entry
+    /// `mainnet_block170_as_stratum_job_one_branch`; source: the mainnet block itself).
+    #[test]
+    fn merkle_root_from_path_matches_block_170() {
+        let v: [&str; 3] = [
+            "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0704ffff001d0102ffffffff0100f2052a01000000434104d46c4968bde02899d2aa0963367c7a6ce34eec332b32e42e5f3407e052d64ac625da6f0718e7b302140434bd725706957c092db53805b821a85b23a7ac61725bac00000000",
+            "169e1e83e930853391bc6f35f605c6754cfead57cf8387639d3b4096c54f18f4",
+            "ff104ccb05421ab93e63f8c3ce5c2c2e9dbb37de2764b3a3175c8166562cac7d",
+        ];
+        let coinbase: Transaction = deserialize(&Vec::<u8>::from_hex(v[0]).unwrap()).unwrap();
+        let branch: [u8; 32] = <[u8; 32]>::from_hex(v[1]).unwrap();
+        let root = merkle_root_from_path(
+            TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+            &[branch],
+        );
+        assert_eq!(root.to_byte_array(), <[u8; 32]>::from_hex(v[2]).unwrap());
+    }
+
+    fn tx(n: u8, witness: bool) -> Transaction {
+        Transaction {
+            version: TxVersion::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(bitcoin::Txid::from_byte_array([n; 32]), 0),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: if witness {
+                    Witness::from_slice(&[[n]])
+                } else {
+                    Witness::new()
+                },
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(u64::from(n)),
+                script_pubkey: op_true_script(),
+            }],
+        }
+    }
+
+    #[test]
+    fn path_and_commitment_agree_with_rust_bitcoin_blocks() {
+        for n in 0..9u8 {
+            let txs: Vec<Transaction> = (1..=n).map(|i| tx(i, i % 2 == 0)).collect();
+            let mut coinbase = tx(200, false);
+            coinbase.input[0].previous_output = OutPoint::null();
+            coinbase.input[0].script_sig = ScriptBuf::from_bytes(vec![0x51, 0x00]);
+            coinbase.input[0].witness = Witness::from_slice(&[WITNESS_RESERVED_VALUE]);
+            coinbase.output.push(witness_commitment_output_for(&txs));
+            let mut block = genesis();
+            block.txdata = std::iter::once(coinbase.clone())
+                .chain(txs.clone())
+                .collect();
+            let root = merkle_root_from_path(
+                TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+                &coinbase_merkle_path(&txs),
+            );
+            assert_eq!(Some(root), block.compute_merkle_root(), "{n} transactions");
+            block.header.merkle_root = root;
+            assert!(block.check_witness_commitment(), "{n} transactions");
+            assert_eq!(coinbase_merkle_path(&txs).is_empty(), n == 0);
+        }
+        assert_eq!(
+            witness_commitment_output_for(&[]),
+            empty_block_witness_commitment_output()
+        );
     }
 }

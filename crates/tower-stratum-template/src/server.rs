@@ -61,9 +61,13 @@ struct ConnState {
 /// - `SubmitSolution`: the block is rebuilt and validated; if valid it becomes the tip and every
 ///   connection that received templates gets the next `NewTemplate` + `SetNewPrevHash`.
 ///   Invalid solutions are logged (and reported as [`SourceEvent::SolutionRejected`]).
-/// - `RequestTransactionData`: `.Success` with no transactions for a template of the current
-///   tip, `.Error` `stale-template-id` or `template-id-not-found` otherwise.
-/// - Its handler timer: simulated blocks (the source's
+/// - `RequestTransactionData` (spec 7.4-7.6): `.Success` for a template of the current tip,
+///   listing its transactions after the coinbase in block order, serialized with their
+///   witnesses, and the 32-byte witness reserved value as `excess_data`; `.Error`
+///   `stale-template-id` or `template-id-not-found` otherwise (see
+///   [`EmbeddedRegtestSource::request_transaction_data`]).
+/// - Its handler timer: mempool transactions (the source's
+///   [`mempool`](SourceConfig::mempool) interval) and simulated blocks (its
 ///   [`tip_interval`](SourceConfig::tip_interval)). `poll_timeout` is the source's
 ///   [`poll_timeout`](EmbeddedRegtestSource::poll_timeout) and `on_timer(now)` runs the
 ///   source's timers at `now` (monotonic, the service's clock; Unix time from the wall
@@ -371,6 +375,77 @@ mod tests {
             [Action::Reply(Sv2Message::TemplateDistribution(
                 TemplateDistributionOwned::RequestTransactionDataError(e),
             ))] => assert_eq!(e.error_code.as_bytes(), ERROR_STALE_TEMPLATE_ID.as_bytes()),
+            other => panic!("expected RequestTransactionData.Error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn request_transaction_data_lists_the_templates_transactions() {
+        use crate::mempool::MempoolConfig;
+        use tower_stratum_core::stratum_core::bitcoin::{consensus::deserialize, Transaction};
+        let config = TemplateServerConfig {
+            source: SourceConfig {
+                tip_interval: Duration::from_secs(60),
+                history_blocks: 2,
+                mempool: MempoolConfig {
+                    tx_interval: Duration::from_secs(1),
+                    txs_per_interval: 4,
+                    ..MempoolConfig::default()
+                },
+                ..SourceConfig::default()
+            },
+            send_on_connect: true,
+        };
+        let mut tp = TemplateDistributionServer::new(config).unwrap();
+        tp.on_connection_added(ctx(1)).await;
+        // The handler timer first generates transactions, then (at 60 s) a block; the
+        // templates on top of it carry what is left of the mempool.
+        let mut found_with_transactions = None;
+        for _ in 0..200 {
+            let due = tp.poll_timeout().unwrap();
+            let a = tp.on_timer(due).await;
+            if !a.is_empty() {
+                let id = tp.source().current().template_id();
+                if !tp.source().template_transactions(id).unwrap().is_empty() {
+                    found_with_transactions = Some(id);
+                    break;
+                }
+            }
+        }
+        let id = found_with_transactions.expect("a template with transactions");
+        let a = tp
+            .handle_request_transaction_data(
+                ctx(1),
+                RequestTransactionDataOwned { template_id: id },
+            )
+            .await;
+        match a.as_slice() {
+            [Action::Reply(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::RequestTransactionDataSuccess(s),
+            ))] => {
+                assert_eq!(s.template_id, id);
+                assert_eq!(s.excess_data.as_bytes(), &[0u8; 32]);
+                let txs: Vec<Transaction> = s
+                    .transaction_list
+                    .clone()
+                    .into_inner()
+                    .iter()
+                    .map(|t| deserialize(t.as_bytes()).unwrap())
+                    .collect();
+                assert_eq!(txs, tp.source().template_transactions(id).unwrap());
+            }
+            other => panic!("expected RequestTransactionData.Success, got {other:?}"),
+        }
+        let a = tp
+            .handle_request_transaction_data(
+                ctx(1),
+                RequestTransactionDataOwned { template_id: 9_999 },
+            )
+            .await;
+        match a.as_slice() {
+            [Action::Reply(Sv2Message::TemplateDistribution(
+                TemplateDistributionOwned::RequestTransactionDataError(e),
+            ))] => assert_eq!(e.error_code.as_bytes(), b"template-id-not-found"),
             other => panic!("expected RequestTransactionData.Error, got {other:?}"),
         }
     }

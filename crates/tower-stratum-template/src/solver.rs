@@ -5,6 +5,7 @@
 //! Regtest's target is met by about every second hash, so [`solve`] returns after a few
 //! hashes. On mainnet difficulty it would practically never return: it is not a miner.
 
+use crate::regtest::{coinbase_merkle_path, merkle_root_from_path};
 use tower_stratum_core::stratum_core::bitcoin::{
     absolute::LockTime,
     block::{Header, Version as BlockVersion},
@@ -26,10 +27,13 @@ pub enum SolverError {
     /// `coinbase_tx_outputs` does not hold `coinbase_tx_outputs_count` outputs.
     #[error("cannot decode the template's coinbase_tx_outputs")]
     BadTemplateOutputs,
-    /// The template carries transactions (`merkle_path` not empty); this solver only builds
-    /// coinbase-only blocks.
+    /// The template carries transactions (`merkle_path` not empty) but none were given
+    /// ([`solve`]; use [`solve_with_transactions`]).
     #[error("template has transactions")]
     NotEmpty,
+    /// The given transactions are not the ones the template's `merkle_path` commits to.
+    #[error("transactions do not match the template's merkle_path")]
+    MerklePathMismatch,
     /// The extranonce is longer than a script push allows here, or the coinbase does not fit
     /// an Sv2 `B0_64K`.
     #[error("coinbase too large")]
@@ -109,9 +113,10 @@ pub fn payout_all(template: &NewTemplateOwned, script: ScriptBuf) -> TxOut {
     }
 }
 
-/// Solves `template` on `prev_hash`: builds the coinbase ([`build_coinbase`]), then tries
-/// nonces from 0 with the template's version and `prev_hash.header_timestamp` until the header
-/// hash meets `prev_hash.target` (a little-endian `U256`).
+/// Solves a coinbase-only `template` on `prev_hash`: builds the coinbase ([`build_coinbase`]),
+/// then tries nonces from 0 with the template's version and `prev_hash.header_timestamp` until
+/// the header hash meets `prev_hash.target` (a little-endian `U256`). A template with
+/// transactions gives [`SolverError::NotEmpty`].
 pub fn solve(
     template: &NewTemplateOwned,
     prev_hash: &SetNewPrevHashOwned,
@@ -120,6 +125,29 @@ pub fn solve(
 ) -> Result<Solved, SolverError> {
     if !template.merkle_path.is_empty() {
         return Err(SolverError::NotEmpty);
+    }
+    solve_with_transactions(template, prev_hash, payouts, extranonce, &[])
+}
+
+/// [`solve`] for a template with transactions: `transactions` are the ones after the coinbase,
+/// in block order, as `RequestTransactionData.Success` lists them. The header's merkle root
+/// comes from the coinbase txid and the template's `merkle_path`; the transactions must be the
+/// ones that path commits to ([`SolverError::MerklePathMismatch`] otherwise). The block is the
+/// coinbase followed by `transactions`.
+pub fn solve_with_transactions(
+    template: &NewTemplateOwned,
+    prev_hash: &SetNewPrevHashOwned,
+    payouts: &[TxOut],
+    extranonce: &[u8],
+    transactions: &[Transaction],
+) -> Result<Solved, SolverError> {
+    let path: Vec<[u8; 32]> = template
+        .merkle_path
+        .iter()
+        .map(|h| h.as_bytes().try_into().unwrap_or([0u8; 32]))
+        .collect();
+    if path != coinbase_merkle_path(transactions) {
+        return Err(SolverError::MerklePathMismatch);
     }
     let coinbase = build_coinbase(template, payouts, extranonce)?;
     let mut prev = [0u8; 32];
@@ -130,7 +158,10 @@ pub fn solve(
     let mut header = Header {
         version: BlockVersion::from_consensus(template.version as i32),
         prev_blockhash: BlockHash::from_byte_array(prev),
-        merkle_root: TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+        merkle_root: merkle_root_from_path(
+            TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+            &path,
+        ),
         time: prev_hash.header_timestamp,
         bits: CompactTarget::from_consensus(prev_hash.n_bits),
         nonce: 0,
@@ -151,7 +182,9 @@ pub fn solve(
         submit,
         block: Block {
             header,
-            txdata: vec![coinbase],
+            txdata: std::iter::once(coinbase)
+                .chain(transactions.iter().cloned())
+                .collect(),
         },
     })
 }

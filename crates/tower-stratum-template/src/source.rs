@@ -1,9 +1,11 @@
 //! [`EmbeddedRegtestSource`]: a sans-IO regtest template source (see its docs).
 
 use crate::check::{validate_decoded_block, BlockError};
+use crate::mempool::{Mempool, MempoolConfig, Selection};
 use crate::regtest::{
-    bip34_coinbase_prefix, block_subsidy, empty_block_witness_commitment_output, genesis,
-    op_true_script, regtest_target, REGTEST_NBITS, WITNESS_RESERVED_VALUE,
+    bip34_coinbase_prefix, block_subsidy, coinbase_merkle_path, genesis, merkle_root_from_path,
+    op_true_script, regtest_target, witness_commitment_output_for, MAX_BLOCK_SIGOPS_COST,
+    MAX_BLOCK_WEIGHT, REGTEST_NBITS, WITNESS_RESERVED_VALUE,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -101,6 +103,10 @@ pub struct SourceConfig {
     /// 60 s) are not pushed below `min_ntime` when blocks come faster than one a second, as
     /// they do on regtest where nearly every share is a block.
     pub history_blocks: u32,
+    /// The synthetic mempool: how fast transactions arrive, how many are kept, the weight kept
+    /// free for the coinbase. Default [`MempoolConfig::default`]: no transactions are
+    /// generated, so templates are coinbase-only. [`MempoolConfig::modest`] turns it on.
+    pub mempool: MempoolConfig,
 }
 
 impl Default for SourceConfig {
@@ -114,6 +120,7 @@ impl Default for SourceConfig {
             simulated_payout_script: op_true_script(),
             max_templates_per_tip: 16,
             history_blocks: 0,
+            mempool: MempoolConfig::default(),
         }
     }
 }
@@ -285,10 +292,17 @@ pub enum SolutionError {
 /// blocks of other miners). The tokio shells are [`spawn_embedded_source`] (sibling of a mining
 /// server) and [`TemplateDistributionServer`] (over the wire).
 ///
-/// Templates contain no transactions: `merkle_path` is empty, `coinbase_tx_value_remaining` is
-/// the whole subsidy, and `coinbase_tx_outputs` is the single zero-value witness commitment
-/// output of an empty block. Per spec 7.2 those outputs go last in the coinbase; the client
-/// (pool, JDC, solo mining server) adds its payout outputs before them, worth up to
+/// Transactions come from the source's synthetic [`Mempool`] ([`SourceConfig::mempool`]; off
+/// by default, so templates are coinbase-only). Each new tip's template carries a fee-ordered
+/// selection of it ([`Mempool::select`]: parents before children, within the block weight and
+/// sigop limits less the coinbase's reservation): `merkle_path` is the coinbase's path over
+/// their txids, `coinbase_tx_value_remaining` the subsidy plus their fees, and
+/// `coinbase_tx_outputs` the single zero-value witness commitment output over their wtxids
+/// (with no transactions: the empty path, the whole subsidy, the empty block's commitment).
+/// Transactions that arrive between blocks go into the next tip's template; issued templates
+/// never change. [`request_transaction_data`](Self::request_transaction_data) lists them.
+/// Per spec 7.2 the template's outputs go last in the coinbase; the client (pool, JDC, solo
+/// mining server) adds its payout outputs before them, worth up to
 /// `coinbase_tx_value_remaining` satoshis.
 ///
 /// `SetNewPrevHash.header_timestamp` is `now` (Unix seconds), or one second after the median
@@ -340,9 +354,18 @@ pub struct EmbeddedRegtestSource {
     /// First template id issued on the current tip; lower ids are stale.
     tip_first_template_id: u64,
     /// Templates issued on the current tip, by id.
-    templates: BTreeMap<u64, NewTemplateOwned>,
+    templates: BTreeMap<u64, IssuedTemplate>,
     current: TemplateUpdate,
     next_simulated_at: Option<Instant>,
+    mempool: Mempool,
+    next_mempool_at: Option<Instant>,
+}
+
+/// A template and the transactions (after the coinbase) its `merkle_path` commits to.
+#[derive(Debug, Clone)]
+struct IssuedTemplate {
+    new_template: NewTemplateOwned,
+    transactions: Vec<Transaction>,
 }
 
 impl EmbeddedRegtestSource {
@@ -359,11 +382,27 @@ impl EmbeddedRegtestSource {
         };
         let mut recent_times = VecDeque::with_capacity(MEDIAN_TIME_SPAN);
         recent_times.push_back(g.header.time);
-        let first = build_template(&config, &tip, median_time_past(&recent_times), 1, now)?;
+        let empty = Selection::default();
+        let first = build_template(
+            &config,
+            &tip,
+            median_time_past(&recent_times),
+            1,
+            now,
+            &empty,
+        )?;
         let mut templates = BTreeMap::new();
-        templates.insert(1, first.new_template.clone());
+        templates.insert(
+            1,
+            IssuedTemplate {
+                new_template: first.new_template.clone(),
+                transactions: Vec::new(),
+            },
+        );
         let next_simulated_at = simulated_deadline(&config, now);
+        let next_mempool_at = mempool_deadline(&config.mempool, now);
         let history = config.history_blocks;
+        let mempool = Mempool::new(config.mempool.clone());
         let mut source = Self {
             config,
             tip,
@@ -373,6 +412,8 @@ impl EmbeddedRegtestSource {
             templates,
             current: first,
             next_simulated_at,
+            mempool,
+            next_mempool_at,
         };
         let start = now.unix_time.saturating_sub(3600).saturating_sub(history);
         for i in 0..history {
@@ -409,26 +450,59 @@ impl EmbeddedRegtestSource {
 
     /// A template issued on the current tip, if it is still kept.
     pub fn template(&self, template_id: u64) -> Option<&NewTemplateOwned> {
-        self.templates.get(&template_id)
+        self.templates.get(&template_id).map(|t| &t.new_template)
     }
 
-    /// The answer to `RequestTransactionData` (spec 7.4-7.6): `.Success` with no transactions
-    /// and no excess data for a template of the current tip (templates are coinbase-only);
-    /// `.Error` with `stale-template-id` for one of an earlier tip, `template-id-not-found`
-    /// otherwise.
+    /// The transactions after the coinbase of a template issued on the current tip, in block
+    /// order (the order its `merkle_path` commits to), if it is still kept.
+    pub fn template_transactions(&self, template_id: u64) -> Option<&[Transaction]> {
+        self.templates
+            .get(&template_id)
+            .map(|t| t.transactions.as_slice())
+    }
+
+    /// The synthetic mempool the templates select from.
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    /// The mempool, to add transactions by hand ([`Mempool::insert`]). They go into the
+    /// templates of the next tip (templates already issued do not change).
+    pub fn mempool_mut(&mut self) -> &mut Mempool {
+        &mut self.mempool
+    }
+
+    /// The answer to `RequestTransactionData` (spec 7.4-7.6). For a template of the current
+    /// tip: `.Success` whose `transaction_list` holds the template's transactions after the
+    /// coinbase, in block order, each consensus-serialized **with** its witness (BIP144; the
+    /// legacy serialization for one without), and whose `excess_data` is the 32-byte witness
+    /// reserved value the coinbase witness carries and the witness commitment assumes
+    /// ([`WITNESS_RESERVED_VALUE`], all zero). For a template of an earlier tip: `.Error`
+    /// with `stale-template-id`; otherwise `template-id-not-found` (the strings of SRI's
+    /// `template_distribution_sv2` `ERROR_CODE_REQUEST_TRANSACTION_DATA_*`).
+    ///
+    /// Errors only if the list cannot be encoded (a transaction over 16 MiB, or more than
+    /// 65535 of them: not with this source's mempool bounds).
     pub fn request_transaction_data(
         &self,
         request: &RequestTransactionDataOwned,
     ) -> Result<TemplateDistributionOwned, EncodeError> {
         let template_id = request.template_id;
-        if self.templates.contains_key(&template_id) {
+        if let Some(t) = self.templates.get(&template_id) {
+            let list = t
+                .transactions
+                .iter()
+                .map(|tx| serialize(tx).try_into())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| EncodeError("transaction_list"))?;
             return Ok(TemplateDistributionOwned::RequestTransactionDataSuccess(
                 RequestTransactionDataSuccessOwned {
                     template_id,
-                    excess_data: Vec::new()
+                    excess_data: WITNESS_RESERVED_VALUE
+                        .to_vec()
                         .try_into()
                         .map_err(|_| EncodeError("excess_data"))?,
-                    transaction_list: Vec::new()
+                    transaction_list: list
                         .try_into()
                         .map_err(|_| EncodeError("transaction_list"))?,
                 },
@@ -458,17 +532,34 @@ impl EmbeddedRegtestSource {
         median_time_past(&self.recent_times)
     }
 
-    /// When [`Self::on_tick`] next has something to do (a simulated block), or `None` if
-    /// simulated blocks are disabled.
+    /// When [`Self::on_tick`] next has something to do (transactions to generate or a
+    /// simulated block), or `None` if both are disabled.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_simulated_at
+        match (self.next_simulated_at, self.next_mempool_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Advances timers. When the simulated-block deadline has passed, mines a valid block
-    /// paying `simulated_payout_script`, makes it the tip and returns it with the next
-    /// templates; the deadline moves to `now + tip_interval` either way. Returns `None` when
-    /// nothing is due.
+    /// Advances timers. When the mempool deadline has passed, generates
+    /// [`txs_per_interval`](MempoolConfig::txs_per_interval) transactions (the deadline moves
+    /// to `now + tx_interval`); they go into the templates of the next tip. When the
+    /// simulated-block deadline has passed, mines a valid block paying
+    /// `simulated_payout_script` with the current template's transactions (the other miner had
+    /// the same work), makes it the tip and returns it with the next templates (which select
+    /// from what arrived meanwhile); that deadline moves to `now + tip_interval`
+    /// either way. Returns `None` when no block was made.
     pub fn on_tick(&mut self, now: Now) -> Option<ConnectedBlock> {
+        if self.next_mempool_at.is_some_and(|due| now.monotonic >= due) {
+            let added = self.mempool.generate(self.config.mempool.txs_per_interval);
+            self.next_mempool_at = mempool_deadline(&self.config.mempool, now);
+            tracing::debug!(
+                added,
+                mempool = self.mempool.len(),
+                bytes = self.mempool.bytes(),
+                "mempool transactions generated"
+            );
+        }
         let due = self.next_simulated_at?;
         if now.monotonic < due {
             return None;
@@ -493,8 +584,9 @@ impl EmbeddedRegtestSource {
 
     /// Handles `SubmitSolution` (spec 7.7): rebuilds the block from the template named by
     /// `template_id` (header: the solution's version, timestamp and nonce, the tip hash, the
-    /// merkle root of the solution's `coinbase_tx` (templates carry no transactions),
-    /// `nBits` 0x207fffff; transactions: that coinbase), checks the coinbase against the
+    /// merkle root of the solution's `coinbase_tx` and the template's `merkle_path`,
+    /// `nBits` 0x207fffff; transactions: that coinbase, then the template's), checks the
+    /// coinbase against the
     /// template, the timestamp (after the median time past, at most 2 h ahead of `now`), the
     /// proof of work, and runs the independent [`check`](crate::check) validator. On success
     /// the block becomes the tip and the returned [`ConnectedBlock`] carries the next templates;
@@ -505,8 +597,8 @@ impl EmbeddedRegtestSource {
         now: Now,
     ) -> Result<ConnectedBlock, SolutionError> {
         let id = solution.template_id;
-        let template = match self.templates.get(&id) {
-            Some(t) => t,
+        let (template, transactions) = match self.templates.get(&id) {
+            Some(t) => (&t.new_template, &t.transactions),
             None if self.is_stale(id) => return Err(SolutionError::StaleTemplate(id)),
             None => return Err(SolutionError::UnknownTemplate(id)),
         };
@@ -535,16 +627,19 @@ impl EmbeddedRegtestSource {
                 now: now.unix_time,
             });
         }
-        if !template.merkle_path.is_empty() {
-            // Templates from this source never carry transactions; a path means the block
-            // cannot be rebuilt here.
-            return Err(SolutionError::CoinbaseMismatch("merkle_path"));
-        }
-        let root = coinbase.compute_txid().to_byte_array();
+        let path: Vec<[u8; 32]> = template
+            .merkle_path
+            .iter()
+            .map(|h| h.as_bytes().try_into().unwrap_or([0u8; 32]))
+            .collect();
+        let root = merkle_root_from_path(
+            TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+            &path,
+        );
         let header = Header {
             version: BlockVersion::from_consensus(solution.version as i32),
             prev_blockhash: self.tip.hash,
-            merkle_root: TxMerkleNode::from_byte_array(root),
+            merkle_root: root,
             time: solution.header_timestamp,
             bits: CompactTarget::from_consensus(REGTEST_NBITS),
             nonce: solution.header_nonce,
@@ -552,10 +647,10 @@ impl EmbeddedRegtestSource {
         if header.validate_pow(regtest_target()).is_err() {
             return Err(SolutionError::InsufficientWork(header.block_hash()));
         }
-        let block = Block {
-            header,
-            txdata: vec![coinbase],
-        };
+        let mut txdata = Vec::with_capacity(1 + transactions.len());
+        txdata.push(coinbase);
+        txdata.extend(transactions.iter().cloned());
+        let block = Block { header, txdata };
         let height = self.tip.height.saturating_add(1);
         validate_decoded_block(&block, height).map_err(SolutionError::InvalidBlock)?;
         Ok(self.advance(
@@ -586,16 +681,42 @@ impl EmbeddedRegtestSource {
             times.pop_front();
         }
         let id = self.next_template_id;
-        let next = build_template(&self.config, &tip, median_time_past(&times), id, now)?;
+        // The block's transactions leave the mempool before the next selection.
+        let mut mempool = self.mempool.clone();
+        let confirmed = mempool.remove_confirmed(&block);
+        let selection = self.select_from(&mempool);
+        let next = build_template(
+            &self.config,
+            &tip,
+            median_time_past(&times),
+            id,
+            now,
+            &selection,
+        )?;
+        self.mempool = mempool;
         self.tip = tip;
         self.recent_times = times;
         self.next_template_id = id.saturating_add(1);
         self.tip_first_template_id = id;
         self.templates.clear();
-        self.templates.insert(id, next.new_template.clone());
+        self.templates.insert(
+            id,
+            IssuedTemplate {
+                new_template: next.new_template.clone(),
+                transactions: selection.transactions,
+            },
+        );
         self.current = next.clone();
         self.next_simulated_at = simulated_deadline(&self.config, now);
-        tracing::debug!(height, %hash, ?origin, next_template = id, "new chain tip");
+        tracing::debug!(
+            height,
+            %hash,
+            ?origin,
+            next_template = id,
+            confirmed,
+            mempool = self.mempool.len(),
+            "new chain tip"
+        );
         Ok(ConnectedBlock {
             block,
             height,
@@ -605,8 +726,36 @@ impl EmbeddedRegtestSource {
         })
     }
 
-    /// Mines a valid block at `height` paying the subsidy to `simulated_payout_script`.
+    /// The fee-ordered selection for a block: the block weight and sigop limits less the
+    /// coinbase's reservation ([`MempoolConfig::coinbase_reserved_weight`] and
+    /// [`MempoolConfig::coinbase_reserved_sigops`]).
+    fn select_from(&self, mempool: &Mempool) -> Selection {
+        let c = &self.config.mempool;
+        mempool.select(
+            MAX_BLOCK_WEIGHT.saturating_sub(c.coinbase_reserved_weight),
+            MAX_BLOCK_SIGOPS_COST.saturating_sub(c.coinbase_reserved_sigops),
+        )
+    }
+
+    /// Mines a valid block at `height` with the current template's transactions (the other
+    /// miner had the same work), paying the subsidy and their fees to
+    /// `simulated_payout_script`.
     fn simulate_block(&self, height: u32, now: Now) -> Result<Block, SimulateError> {
+        let transactions = self
+            .templates
+            .get(&self.current.template_id())
+            .map(|t| t.transactions.clone())
+            .unwrap_or_default();
+        let fees = self
+            .current
+            .new_template
+            .coinbase_tx_value_remaining
+            .saturating_sub(block_subsidy(height));
+        let selection = Selection {
+            transactions,
+            fees,
+            weight: 0,
+        };
         let mut script_sig = bip34_coinbase_prefix(height);
         let tag = PushBytesBuf::try_from(b"/simulated by tower-stratum/".to_vec())
             .map_err(|_| SimulateError("coinbase tag"))?;
@@ -627,16 +776,20 @@ impl EmbeddedRegtestSource {
             }],
             output: vec![
                 TxOut {
-                    value: Amount::from_sat(block_subsidy(height)),
+                    value: Amount::from_sat(block_subsidy(height).saturating_add(selection.fees)),
                     script_pubkey: self.config.simulated_payout_script.clone(),
                 },
-                empty_block_witness_commitment_output(),
+                witness_commitment_output_for(&selection.transactions),
             ],
         };
+        let path = coinbase_merkle_path(&selection.transactions);
         let mut header = Header {
             version: BlockVersion::from_consensus(self.config.version as i32),
             prev_blockhash: self.tip.hash,
-            merkle_root: TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+            merkle_root: merkle_root_from_path(
+                TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+                &path,
+            ),
             time: now.unix_time.max(self.median_time_past().saturating_add(1)),
             bits: CompactTarget::from_consensus(REGTEST_NBITS),
             nonce: 0,
@@ -649,10 +802,10 @@ impl EmbeddedRegtestSource {
                 .checked_add(1)
                 .ok_or(SimulateError("nonce space exhausted"))?;
         }
-        let block = Block {
-            header,
-            txdata: vec![coinbase],
-        };
+        let mut txdata = Vec::with_capacity(1 + selection.transactions.len());
+        txdata.push(coinbase);
+        txdata.extend(selection.transactions);
+        let block = Block { header, txdata };
         validate_decoded_block(&block, height)
             .map_err(|_| SimulateError("simulated block failed validation"))?;
         Ok(block)
@@ -671,22 +824,37 @@ fn simulated_deadline(config: &SourceConfig, now: Now) -> Option<Instant> {
     }
 }
 
+fn mempool_deadline(config: &MempoolConfig, now: Now) -> Option<Instant> {
+    if config.generates() {
+        now.monotonic.checked_add(config.tx_interval)
+    } else {
+        None
+    }
+}
+
 fn median_time_past(times: &VecDeque<u32>) -> u32 {
     let mut v: Vec<u32> = times.iter().copied().collect();
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-/// The template for the block after `tip`, with id `template_id`.
+/// The template for the block after `tip`, with id `template_id`, carrying `selection`: its
+/// merkle path, the witness commitment over its wtxids, and the subsidy plus its fees as
+/// `coinbase_tx_value_remaining`.
 fn build_template(
     config: &SourceConfig,
     tip: &ChainTip,
     median_time_past: u32,
     template_id: u64,
     now: Now,
+    selection: &Selection,
 ) -> Result<TemplateUpdate, EncodeError> {
     let height = tip.height.saturating_add(1);
-    let outputs = serialize(&empty_block_witness_commitment_output());
+    let outputs = serialize(&witness_commitment_output_for(&selection.transactions));
+    let merkle_path: Vec<_> = coinbase_merkle_path(&selection.transactions)
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let new_template = NewTemplateOwned {
         template_id,
         future_template: true,
@@ -696,13 +864,13 @@ fn build_template(
             .try_into()
             .map_err(|_| EncodeError("coinbase_prefix"))?,
         coinbase_tx_input_sequence: config.coinbase_tx_input_sequence,
-        coinbase_tx_value_remaining: block_subsidy(height),
+        coinbase_tx_value_remaining: block_subsidy(height).saturating_add(selection.fees),
         coinbase_tx_outputs_count: 1,
         coinbase_tx_outputs: outputs
             .try_into()
             .map_err(|_| EncodeError("coinbase_tx_outputs"))?,
         coinbase_tx_locktime: config.coinbase_tx_locktime,
-        merkle_path: Vec::new()
+        merkle_path: merkle_path
             .try_into()
             .map_err(|_| EncodeError("merkle_path"))?,
     };
@@ -776,7 +944,9 @@ fn check_coinbase(
 mod tests {
     use super::*;
     use crate::check::validate_block;
-    use crate::regtest::{genesis_prev_hash_bytes, op_true_script};
+    use crate::regtest::{
+        empty_block_witness_commitment_output, genesis_prev_hash_bytes, op_true_script,
+    };
     use crate::solver::{payout_all, solve, Solved};
 
     const T0: u32 = 1_700_000_000;
@@ -1001,6 +1171,228 @@ mod tests {
         let mut source = EmbeddedRegtestSource::new(config, at(base, 0)).unwrap();
         assert_eq!(source.poll_timeout(), None);
         assert!(source.on_tick(at(base, 1_000_000)).is_none());
+    }
+
+    fn with_mempool(mempool: MempoolConfig, history_blocks: u32) -> SourceConfig {
+        SourceConfig {
+            tip_interval: Duration::ZERO,
+            history_blocks,
+            mempool,
+            ..SourceConfig::default()
+        }
+    }
+
+    fn one_second_mempool() -> MempoolConfig {
+        MempoolConfig {
+            tx_interval: Duration::from_secs(1),
+            txs_per_interval: 8,
+            ..MempoolConfig::default()
+        }
+    }
+
+    fn txs_of(reply: TemplateDistributionOwned) -> (Vec<Transaction>, Vec<u8>) {
+        match reply {
+            TemplateDistributionOwned::RequestTransactionDataSuccess(s) => (
+                s.transaction_list
+                    .into_inner()
+                    .into_iter()
+                    .map(|t| deserialize(t.as_bytes()).unwrap())
+                    .collect(),
+                s.excess_data.as_bytes().to_vec(),
+            ),
+            other => panic!("expected RequestTransactionData.Success, got {other:?}"),
+        }
+    }
+
+    fn error_code(reply: TemplateDistributionOwned) -> String {
+        match reply {
+            TemplateDistributionOwned::RequestTransactionDataError(e) => {
+                String::from_utf8(e.error_code.as_bytes().to_vec()).unwrap()
+            }
+            other => panic!("expected RequestTransactionData.Error, got {other:?}"),
+        }
+    }
+
+    fn rtd(template_id: u64) -> RequestTransactionDataOwned {
+        RequestTransactionDataOwned { template_id }
+    }
+
+    #[test]
+    fn templates_carry_the_mempool_and_solutions_make_full_valid_blocks() {
+        let base = Instant::now();
+        let mut source =
+            EmbeddedRegtestSource::new(with_mempool(one_second_mempool(), 3), at(base, 0)).unwrap();
+        // The first template was built before any transaction: coinbase-only.
+        assert!(source.current().new_template.merkle_path.is_empty());
+        assert_eq!(source.poll_timeout(), Some(base + Duration::from_secs(1)));
+        assert!(source.on_tick(at(base, 1)).is_none());
+        assert_eq!(source.mempool().len(), 8);
+        assert_eq!(source.poll_timeout(), Some(base + Duration::from_secs(2)));
+        // Templates already issued do not change; the next tip's template takes the mempool.
+        let solved = solve_current(&source, b"a");
+        let found = source
+            .on_submit_solution(solved.submit, at(base, 1))
+            .unwrap();
+        assert_eq!(found.block.txdata.len(), 1);
+        let cur = source.current().clone();
+        let id = cur.template_id();
+        let txs = source.template_transactions(id).unwrap().to_vec();
+        assert_eq!(txs.len(), 8, "the whole mempool fits");
+        let fees: u64 = txs
+            .iter()
+            .map(|t| source.mempool().get(&t.compute_txid()).unwrap().1)
+            .sum();
+        assert!(fees > 0);
+        assert_eq!(
+            cur.new_template.coinbase_tx_value_remaining,
+            block_subsidy(cur.height) + fees
+        );
+        assert!(!cur.new_template.merkle_path.is_empty());
+        assert_eq!(
+            cur.new_template.coinbase_tx_outputs.as_bytes(),
+            serialize(&witness_commitment_output_for(&txs)).as_slice()
+        );
+        assert!(txs
+            .iter()
+            .any(|t| t.compute_txid().to_raw_hash() != t.compute_wtxid().to_raw_hash()));
+
+        // RequestTransactionData.Success: the same transactions, with witnesses, and the
+        // witness reserved value as excess_data.
+        let (listed, excess) = txs_of(source.request_transaction_data(&rtd(id)).unwrap());
+        assert_eq!(listed, txs);
+        assert_eq!(excess, WITNESS_RESERVED_VALUE);
+
+        // A Pool builds the block from the template and the list; the source rebuilds the same.
+        let payout = payout_all(&cur.new_template, op_true_script());
+        let wrong = &listed[1..];
+        assert_eq!(
+            crate::solver::solve_with_transactions(
+                &cur.new_template,
+                &cur.set_new_prev_hash,
+                std::slice::from_ref(&payout),
+                b"b",
+                wrong
+            ),
+            Err(crate::solver::SolverError::MerklePathMismatch)
+        );
+        assert_eq!(
+            solve(
+                &cur.new_template,
+                &cur.set_new_prev_hash,
+                std::slice::from_ref(&payout),
+                b"b"
+            ),
+            Err(crate::solver::SolverError::NotEmpty)
+        );
+        let solved = crate::solver::solve_with_transactions(
+            &cur.new_template,
+            &cur.set_new_prev_hash,
+            &[payout],
+            b"b",
+            &listed,
+        )
+        .unwrap();
+        validate_block(&solved.block_bytes(), cur.height).unwrap();
+        let found = source
+            .on_submit_solution(solved.submit.clone(), at(base, 2))
+            .unwrap();
+        assert_eq!(found.block_bytes(), solved.block_bytes());
+        assert_eq!(found.block.txdata.len(), 9);
+        validate_block(&found.block_bytes(), found.height).unwrap();
+        // Its transactions left the mempool; the next template has none of them.
+        for t in &txs {
+            assert!(!source.mempool().contains(&t.compute_txid()));
+        }
+        assert!(source.mempool().is_empty());
+        assert!(source.current().new_template.merkle_path.is_empty());
+
+        // The old template: stale. A never-issued one: not found.
+        assert_eq!(
+            error_code(source.request_transaction_data(&rtd(id)).unwrap()),
+            ERROR_STALE_TEMPLATE_ID
+        );
+        assert_eq!(
+            error_code(source.request_transaction_data(&rtd(1_000)).unwrap()),
+            ERROR_TEMPLATE_ID_NOT_FOUND
+        );
+        // A coinbase-only template's list is empty.
+        let (listed, excess) = txs_of(
+            source
+                .request_transaction_data(&rtd(source.current().template_id()))
+                .unwrap(),
+        );
+        assert!(listed.is_empty());
+        assert_eq!(excess, WITNESS_RESERVED_VALUE);
+    }
+
+    #[test]
+    fn simulated_blocks_mine_the_mempool_and_it_stays_bounded() {
+        let base = Instant::now();
+        let config = SourceConfig {
+            tip_interval: Duration::from_secs(30),
+            history_blocks: 2,
+            mempool: MempoolConfig {
+                max_transactions: 20,
+                ..one_second_mempool()
+            },
+            ..SourceConfig::default()
+        };
+        let mut source = EmbeddedRegtestSource::new(config, at(base, 0)).unwrap();
+        let mut blocks_with_transactions = 0;
+        let mut t = 0;
+        while let Some(due) = source.poll_timeout() {
+            t = due.duration_since(base).as_secs();
+            if t > 200 {
+                break;
+            }
+            if let Some(found) = source.on_tick(at(base, t)) {
+                assert_eq!(found.origin, BlockOrigin::Simulated);
+                validate_block(&found.block_bytes(), found.height).unwrap();
+                if found.block.txdata.len() > 1 {
+                    blocks_with_transactions += 1;
+                    let fees: u64 = found.block.txdata[0]
+                        .output
+                        .iter()
+                        .map(|o| o.value.to_sat())
+                        .sum::<u64>()
+                        - block_subsidy(found.height);
+                    assert!(fees > 0, "the simulated miner takes the fees");
+                }
+                for tx in found.block.txdata.iter().skip(1) {
+                    assert!(!source.mempool().contains(&tx.compute_txid()));
+                }
+                // The next template's list is the current selection, valid as a block.
+                let id = found.next.template_id();
+                let (listed, _) = txs_of(source.request_transaction_data(&rtd(id)).unwrap());
+                assert_eq!(listed, source.template_transactions(id).unwrap());
+            }
+            assert!(source.mempool().len() <= 20);
+            assert!(source.mempool().coin_count() <= source.config().mempool.max_coins);
+        }
+        assert!(t > 200);
+        assert!(blocks_with_transactions >= 5, "{blocks_with_transactions}");
+    }
+
+    #[test]
+    fn a_template_with_transactions_that_do_not_fit_leaves_them_for_later() {
+        let base = Instant::now();
+        let mut mempool = one_second_mempool();
+        // Room for a few small transactions only.
+        mempool.coinbase_reserved_weight = MAX_BLOCK_WEIGHT - 1_500;
+        let mut source = EmbeddedRegtestSource::new(with_mempool(mempool, 3), at(base, 0)).unwrap();
+        source.on_tick(at(base, 1));
+        let before = source.mempool().len();
+        let solved = solve_current(&source, b"w");
+        source
+            .on_submit_solution(solved.submit, at(base, 1))
+            .unwrap();
+        let txs = source
+            .template_transactions(source.current().template_id())
+            .unwrap();
+        let weight: u64 = txs.iter().map(|t| t.weight().to_wu()).sum();
+        assert!(!txs.is_empty() && weight <= 1_500);
+        assert!(txs.len() < before);
+        assert_eq!(source.mempool().len(), before);
     }
 
     #[test]

@@ -1,13 +1,20 @@
 //! `template-provider`: a regtest Sv2 Template Provider (spec 7) serving tower-stratum's
 //! embedded template source over Noise.
 //!
-//! Templates are coinbase-only regtest blocks on a chain that starts at the regtest genesis
+//! By default templates are coinbase-only regtest blocks on a chain that starts at the regtest genesis
 //! block: BIP34 height in `coinbase_prefix`, `nBits` 0x207fffff, the witness commitment as the
 //! only template output, the whole subsidy (50 BTC, halving every 150 blocks) in
 //! `coinbase_tx_value_remaining`. The Template Provider pays nobody: the pool (or JDC) adds its
 //! payout outputs before the template's outputs (spec 7.2). A `SubmitSolution` that rebuilds to
 //! a valid block becomes the new tip; without one, a simulated block from "another miner"
 //! moves the tip every `--interval-secs`.
+//!
+//! With `--mempool-txs N` the source also keeps a synthetic mempool: N legacy and SegWit
+//! transactions every `--mempool-interval-secs` (spending earlier coinbases and each other),
+//! at most `--mempool-max-txs` kept (lowest feerate evicted). Each new tip's template then
+//! carries a fee-ordered selection of them (merkle path, witness commitment, subsidy plus
+//! fees), and `RequestTransactionData` lists them. Start with `--history-blocks 3` or more so
+//! there are coinbases to spend before the first block is found.
 //!
 //! Prints `LISTENING <ip:port>` on stdout once the socket is bound, then one status line per
 //! new template and per block; logs go to stderr (`RUST_LOG`, default `info`; coloured only on
@@ -27,6 +34,7 @@ use tokio::sync::mpsc;
 use tower_stratum::codec::{AuthorityKeypair, SRI_TEST_AUTHORITY_SECRET_KEY};
 use tower_stratum::stratum_core::bitcoin::{hashes::Hash, BlockHash};
 use tower_stratum::{ServerConfig, ServerTransport};
+use tower_stratum_template::mempool::MempoolConfig;
 use tower_stratum_template::{
     BlockOrigin, SourceConfig, SourceEvent, TemplateDistributionServer, TemplateServerConfig,
     TemplateUpdate,
@@ -53,6 +61,19 @@ struct Cli {
     /// instead of right after SetupConnection.
     #[arg(long)]
     wait_for_constraints: bool,
+    /// Synthetic mempool transactions generated per `--mempool-interval-secs` (0: none, the
+    /// templates stay coinbase-only).
+    #[arg(long, default_value_t = 0)]
+    mempool_txs: u32,
+    /// Seconds between mempool generation rounds.
+    #[arg(long, default_value_t = 10)]
+    mempool_interval_secs: u64,
+    /// Most mempool transactions kept (the lowest feerate is evicted first).
+    #[arg(long, default_value_t = 1000)]
+    mempool_max_txs: usize,
+    /// Blocks mined at start (their coinbases fund the mempool).
+    #[arg(long, default_value_t = 0)]
+    history_blocks: u32,
 }
 
 fn hash_hex(u256: &[u8]) -> String {
@@ -67,13 +88,14 @@ fn status_template(u: &TemplateUpdate) -> String {
     let t = &u.new_template;
     let p = &u.set_new_prev_hash;
     format!(
-        "template {} height {} prev_hash {} nbits {:08x} header_timestamp {} value_remaining {} sat",
+        "template {} height {} prev_hash {} nbits {:08x} header_timestamp {} value_remaining {} sat merkle_path {}",
         t.template_id,
         u.height,
         hash_hex(p.prev_hash.as_bytes()),
         p.n_bits,
         p.header_timestamp,
         t.coinbase_tx_value_remaining,
+        t.merkle_path.len(),
     )
 }
 
@@ -149,7 +171,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
     let (events_tx, mut events) = mpsc::channel(256);
     let server = TemplateDistributionServer::new(TemplateServerConfig {
-        source: SourceConfig::with_tip_interval(Duration::from_secs(cli.interval_secs)),
+        source: SourceConfig {
+            tip_interval: Duration::from_secs(cli.interval_secs),
+            history_blocks: cli.history_blocks,
+            mempool: MempoolConfig {
+                tx_interval: Duration::from_secs(cli.mempool_interval_secs),
+                txs_per_interval: cli.mempool_txs,
+                max_transactions: cli.mempool_max_txs,
+                ..MempoolConfig::default()
+            },
+            ..SourceConfig::default()
+        },
         send_on_connect: !cli.wait_for_constraints,
     })
     .map_err(|e| usage(format!("template source: {e}")))?
@@ -180,7 +212,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         }
                         BlockOrigin::Simulated => "simulated other miner".to_string(),
                     };
-                    println!("block {} height {} ({by})", b.hash, b.height);
+                    println!(
+                        "block {} height {} ({by}) transactions {}",
+                        b.hash,
+                        b.height,
+                        b.block.txdata.len().saturating_sub(1)
+                    );
                 }
                 Some(SourceEvent::SolutionRejected { template_id, error }) => {
                     println!("solution for template {template_id} rejected: {error}");
