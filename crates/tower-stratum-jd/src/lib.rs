@@ -40,4 +40,6 @@ pub use config::{
     JobDeclarationServerConfig, DEFAULT_MISSING_TRANSACTIONS_TIMEOUT, DEFAULT_TOKEN_LIFETIME,
 };
 pub use node::{ChainTip, JdNode, MemoryNode, SubmitBlockError};
-pub use server::{ConfigError, DeclaredJob, JobDeclarationServer, MAX_DECLARED_TRANSACTIONS};
+pub use server::{
+    ConfigError, DeclaredJob, JobDeclarationServer, DECLARE_TX_DATA, MAX_DECLARED_TRANSACTIONS,
+};

@@ -7,7 +7,7 @@ use crate::reject::Rejection;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
-use tower_stratum_core::handler::Sv2JobDeclarationServerHandler;
+use tower_stratum_core::handler::{SetupSupport, Sv2JobDeclarationServerHandler};
 use tower_stratum_core::message::JobDeclarationOwned;
 use tower_stratum_core::share_math;
 use tower_stratum_core::stratum_core::bitcoin::block::{Header, Version};
@@ -34,6 +34,10 @@ const MAX_BLOCK_WEIGHT: u64 = Weight::MAX_BLOCK.to_wu();
 /// look-up.
 pub const MAX_DECLARED_TRANSACTIONS: usize =
     (MAX_BLOCK_WEIGHT / Weight::MIN_TRANSACTION.to_wu()) as usize;
+
+/// `SetupConnection.flags` bit 0 of the Job Declaration Protocol (spec 6.4.1): the JDC agrees
+/// to reveal the template's txdata via `DeclareMiningJob` and `ProvideMissingTransactions`.
+pub const DECLARE_TX_DATA: u32 = 1;
 
 /// Why a [`JobDeclarationServer`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -805,6 +809,16 @@ fn assemble(job: &DeclaredJob, sol: &PushSolutionOwned, extranonce: &[u8]) -> Op
 }
 
 impl<N: JdNode> Sv2JobDeclarationServerHandler for JobDeclarationServer<N> {
+    /// Accepts `SetupConnection` for `protocol = 1` with or without [`DECLARE_TX_DATA`]
+    /// (without it a JDC works in Coinbase-only mode, spec 6.3.1, and only allocates tokens;
+    /// a `DeclareMiningJob` it sends anyway is handled like any other). No success flags.
+    fn setup_support(&self) -> Option<SetupSupport> {
+        Some(SetupSupport {
+            supported_flags: DECLARE_TX_DATA,
+            success_flags: 0,
+        })
+    }
+
     async fn on_connection_removed(
         &mut self,
         ctx: ConnectionContext,

@@ -59,6 +59,16 @@ fn missing_positions(a: &tower_stratum_core::Actions) -> Vec<u16> {
     }
 }
 
+// ---- SetupConnection ----
+
+#[test]
+fn setup_accepts_declare_tx_data() {
+    let jds = server(node_with(&[]));
+    let support = jds.setup_support().unwrap();
+    assert_eq!(support.supported_flags, tower_stratum_jd::DECLARE_TX_DATA);
+    assert_eq!(support.success_flags, 0);
+}
+
 // ---- AllocateMiningJobToken ----
 
 #[test]
