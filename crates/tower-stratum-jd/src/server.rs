@@ -187,7 +187,8 @@ struct Connection {
 ///   `DeclareMiningJob.Success`", older ones MAY): coinbase prefix + `extranonce` + suffix, the
 ///   declared transactions in order, `version`/`ntime`/`nbits`/`nonce` from the solution, and
 ///   passed to [`JdNode::submit_block`]. A solution matching no kept job is logged and ignored
-///   (the spec defines no reply).
+///   (the spec defines no reply). `prev_hash` is read in internal byte order (the bytes of the
+///   header field, as in `SetNewPrevHash`), and so are the wtxids of `wtxid_list`.
 ///
 /// Error codes are `job_declaration_sv2`'s `ERROR_CODE_DECLARE_MINING_JOB_*` strings (the
 /// spec itself no longer lists any); `error_details` carries a human-readable reason.

@@ -214,6 +214,29 @@ fn declare_an_empty_block() {
 }
 
 #[test]
+fn declare_a_legacy_coinbase() {
+    // Without BIP141 marker, flag and witness (allowed when no transaction has a witness).
+    let mut cb = coinbase_tx(TIP_HEIGHT + 1, pool_outputs(1), [0xe7; EXTRANONCE_LEN]);
+    cb.input[0].witness.clear();
+    let raw = serialize(&cb);
+    let at = raw
+        .windows(EXTRANONCE_LEN)
+        .position(|w| w == [0xe7; EXTRANONCE_LEN])
+        .unwrap();
+    let parts = (raw[..at].to_vec(), raw[at + EXTRANONCE_LEN..].to_vec());
+    let mut jds = server(node_with(&[]));
+    let token = allocate(&mut jds, 1);
+    success_token(&declare(&mut jds, 1, 1, &token, &parts, &[]));
+    assert_eq!(
+        jds.declared_jobs(ConnectionId(1))
+            .next()
+            .unwrap()
+            .extranonce_len(),
+        EXTRANONCE_LEN
+    );
+}
+
+#[test]
 fn missing_transactions_asked_for_then_provided() {
     let (t, w) = txs(5);
     // The node lacks transactions 1 and 3.
