@@ -58,10 +58,16 @@ pub mod mining {
     pub use tower_stratum_mining::*;
 }
 
-/// Template sources: embedded regtest source, Template Distribution server and client, block
-/// checks (`tower-stratum-template`).
+/// Template sources: embedded regtest source (with its synthetic mempool), Template
+/// Distribution server and client, block checks (`tower-stratum-template`).
 pub mod template {
     pub use tower_stratum_template::*;
+}
+
+/// The Job Declaration server handler: tokens, `DeclareMiningJob` checks against a `JdNode`,
+/// `PushSolution` (`tower-stratum-jd`).
+pub mod jd {
+    pub use tower_stratum_jd::*;
 }
 
 /// Stratum V1: lenient JSON-RPC line codec, typed messages, Sv1 share math
