@@ -432,6 +432,8 @@ async fn a_miner_that_does_not_read_is_evicted_and_others_keep_receiving() {
         write_timeout: Duration::from_millis(500),
         ..Sv1ServerConfig::default()
     };
+    tower_stratum_test_kit::logs::capture();
+    let full_before = tower_stratum_test_kit::logs::count("outbound queue full");
     let mut s = start(cfg).await;
     let mut reader = ready_miner(s.addr).await;
     let _stuck = ready_miner(s.addr).await; // never reads again
@@ -464,6 +466,11 @@ async fn a_miner_that_does_not_read_is_evicted_and_others_keep_receiving() {
     within(30, "the healthy miner to read every push", done.recv()).await;
     let (_, reason) = s.removed().await;
     assert_eq!(reason, Sv1CloseReason::SlowConsumer);
+    // Hundreds of pushes found the stuck miner's queue full or closing: one warning.
+    assert_eq!(
+        tower_stratum_test_kit::logs::count("outbound queue full") - full_before,
+        1
+    );
     let mut reader = reading.await.unwrap();
     still_served(&mut reader).await;
     s.handle.shutdown().await;

@@ -457,7 +457,13 @@ impl<P: Protocol, H: HandlerSet<P>> Hub<P, H> {
             debug!(connection = %id, "send to unknown connection dropped");
             return;
         };
+        if h.cancel.is_cancelled() {
+            // Already being evicted (or shut down): its Removed is on the way.
+            debug!(connection = %id, "send to a closing connection dropped");
+            return;
+        }
         if h.tx.try_send(out).is_err() {
+            // Logged once per connection: later sends see it cancelled (above).
             warn!(connection = %id, "outbound queue full: disconnecting slow peer");
             h.cancel.cancel();
             // The connection task reports Removed when it exits.
