@@ -425,8 +425,13 @@ pub enum CloseReason {
     /// The peer cannot work with us: the server's SetupConnection.Success is unusable
     /// (version or flags out of range), or the server requires extensions we did not request.
     Incompatible(String),
-    /// The Noise handshake failed (includes certificate rejection).
+    /// The Noise handshake failed (other than [`CloseReason::CertificateRejected`]).
     Handshake(String),
+    /// The client rejected the server's certificate (spec 4.5.3): not signed by the pinned
+    /// authority key, outside its validity window, or of an unsupported version. The text has
+    /// the decoded certificate fields. A wrong `authority_public_key` in a client's config is
+    /// the usual cause.
+    CertificateRejected(String),
     /// Framing or decryption failed.
     Transport(String),
     /// The peer closed the connection.
@@ -458,6 +463,9 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Incompatible(d) => write!(f, "incompatible peer: {d}"),
             CloseReason::Handshake(d) => write!(f, "handshake failed: {d}"),
+            CloseReason::CertificateRejected(d) => {
+                write!(f, "handshake failed: responder certificate rejected: {d}")
+            }
             CloseReason::Transport(d) => write!(f, "transport error: {d}"),
             CloseReason::PeerClosed => f.write_str("peer closed the connection"),
             CloseReason::Io(d) => write!(f, "io error: {d}"),

@@ -346,8 +346,8 @@ impl ClientHandle {
 
     /// The latest failed attempt to reach an upstream, of any subprotocol: why the TCP
     /// connect (`CloseReason::Io`: refused, unreachable, unknown host, timed out), the Noise
-    /// handshake (`CloseReason::Handshake`, including a certificate not signed by the
-    /// configured authority key) or SetupConnection (`SetupRejected`, `Incompatible`, a
+    /// handshake (`CloseReason::Handshake`; `CloseReason::CertificateRejected` for a
+    /// certificate not signed by the configured authority key) or SetupConnection (`SetupRejected`, `Incompatible`, a
     /// timeout, or the upstream closing first) failed. `None` until the first failure; a
     /// failure stays there after the connection recovers (the handlers'
     /// `on_connection_added` says it did). Each failure is also logged (see
@@ -369,23 +369,20 @@ impl ClientHandle {
 
 /// Whether a handshake failure is the certificate check (codec's `CertificateRejected`).
 fn certificate_rejected(reason: &CloseReason) -> bool {
-    matches!(reason, CloseReason::Handshake(d) if d.contains("certificate rejected"))
+    matches!(reason, CloseReason::CertificateRejected(_))
 }
 
-/// What a failure is, for "same failure again": the reason's variant, and for handshakes
-/// whether the certificate was rejected (the details, e.g. certificate timestamps, differ
-/// from one attempt to the next).
+/// What a failure is, for "same failure again": the reason's variant (the details, e.g.
+/// certificate timestamps, differ from one attempt to the next).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FailureKind {
     variant: std::mem::Discriminant<CloseReason>,
-    certificate: bool,
 }
 
 impl FailureKind {
     fn of(reason: &CloseReason) -> Self {
         Self {
             variant: std::mem::discriminant(reason),
-            certificate: certificate_rejected(reason),
         }
     }
 }
@@ -801,12 +798,8 @@ mod tests {
     fn failure_log_is_loud_once_per_kind_then_once_per_interval() {
         let t0 = Instant::now();
         let refused = CloseReason::Io("connection refused".into());
-        let cert = CloseReason::Handshake(
-            "responder certificate rejected: certificate version 0, valid_from 1".into(),
-        );
-        let cert2 = CloseReason::Handshake(
-            "responder certificate rejected: certificate version 0, valid_from 2".into(),
-        );
+        let cert = CloseReason::CertificateRejected("certificate version 0, valid_from 1".into());
+        let cert2 = CloseReason::CertificateRejected("certificate version 0, valid_from 2".into());
         let mut log = FailureLog::default();
         assert_eq!(log.failed(&refused, t0), Report::Loud { attempts: 1 });
         let s = Duration::from_secs(1);

@@ -147,7 +147,12 @@ where
                 r = hs => match r {
                     Ok(c) => Sv2Codec::Noise(Box::new(c)),
                     Err(e) => {
-                        let reason = CloseReason::Handshake(e.to_string());
+                        let reason = match e {
+                            tower_stratum_codec::HandshakeError::CertificateRejected(d) => {
+                                CloseReason::CertificateRejected(d)
+                            }
+                            e => CloseReason::Handshake(e.to_string()),
+                        };
                         debug!(%reason, "handshake failed");
                         return (reason, false);
                     }

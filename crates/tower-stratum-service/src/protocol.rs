@@ -365,6 +365,7 @@ mod sv2_impl {
                 CloseReason::PeerMisbehaved(_)
                     | CloseReason::Transport(_)
                     | CloseReason::Handshake(_)
+                    | CloseReason::CertificateRejected(_)
                     | CloseReason::SlowConsumer
                     | CloseReason::TimedOut(
                         Timer::Handshake | Timer::Setup | Timer::Inactivity | Timer::Frame
