@@ -859,15 +859,7 @@ impl<N: JdNode> Sv2JobDeclarationServerHandler for JobDeclarationServer<N> {
         msg: DeclareMiningJobOwned,
     ) -> Actions {
         let request_id = msg.request_id;
-        match self.declare(ctx, msg) {
-            Ok(m) => Actions::reply(m),
-            Err(r) => {
-                info!(connection = %ctx.id, request_id, code = r.code, details = %r.details, "DeclareMiningJob refused");
-                r.message(request_id)
-                    .map(Actions::reply)
-                    .unwrap_or_default()
-            }
-        }
+        answer(ctx, request_id, self.declare(ctx, msg))
     }
 
     async fn handle_provide_missing_transactions_success(
@@ -880,15 +872,7 @@ impl<N: JdNode> Sv2JobDeclarationServerHandler for JobDeclarationServer<N> {
             debug!(connection = %ctx.id, request_id, "ProvideMissingTransactions.Success for nothing pending: ignored");
             return Actions::none();
         };
-        match self.provided(ctx, pending, msg) {
-            Ok(m) => Actions::reply(m),
-            Err(r) => {
-                info!(connection = %ctx.id, request_id, code = r.code, details = %r.details, "DeclareMiningJob refused");
-                r.message(request_id)
-                    .map(Actions::reply)
-                    .unwrap_or_default()
-            }
-        }
+        answer(ctx, request_id, self.provided(ctx, pending, msg))
     }
 
     async fn handle_push_solution(
@@ -898,5 +882,23 @@ impl<N: JdNode> Sv2JobDeclarationServerHandler for JobDeclarationServer<N> {
     ) -> Actions {
         self.push_solution(ctx, msg);
         Actions::none()
+    }
+}
+
+/// The reply to a declaration step: its message, or the `DeclareMiningJob.Error` of a refusal
+/// (logged with its code and details).
+fn answer(
+    ctx: ConnectionContext,
+    request_id: u32,
+    result: Result<Sv2Message, Rejection>,
+) -> Actions {
+    match result {
+        Ok(m) => Actions::reply(m),
+        Err(r) => {
+            info!(connection = %ctx.id, request_id, code = r.code, details = %r.details, "DeclareMiningJob refused");
+            r.message(request_id)
+                .map(Actions::reply)
+                .unwrap_or_default()
+        }
     }
 }

@@ -392,6 +392,7 @@ pub(crate) fn complete_with_transactions(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::test_util::{family, outpoint, tx_spending};
     use tower_stratum_core::stratum_core::bitcoin::{
         absolute::LockTime, block::Header, block::Version as BlockVersion, script::Builder,
         transaction::Version, Amount, CompactTarget, ScriptBuf, Sequence, TxIn, TxMerkleNode,
@@ -402,44 +403,6 @@ mod tests {
 
     fn op_true() -> ScriptBuf {
         ScriptBuf::from_bytes(vec![0x51])
-    }
-
-    fn outpoint(n: u8, vout: u32) -> OutPoint {
-        OutPoint::new(Txid::from_byte_array([n; 32]), vout)
-    }
-
-    fn tx_spending(inputs: &[OutPoint], outputs: usize, witness: bool) -> Transaction {
-        Transaction {
-            version: Version::TWO,
-            lock_time: LockTime::ZERO,
-            input: inputs
-                .iter()
-                .map(|op| TxIn {
-                    previous_output: *op,
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::MAX,
-                    witness: if witness {
-                        Witness::from_slice(&[op_true().as_bytes()])
-                    } else {
-                        Witness::new()
-                    },
-                })
-                .collect(),
-            output: (0..outputs)
-                .map(|_| TxOut {
-                    value: Amount::from_sat(1_000),
-                    script_pubkey: ScriptBuf::new_p2wsh(&op_true().wscript_hash()),
-                })
-                .collect(),
-        }
-    }
-
-    /// A legacy parent, its SegWit child and an unrelated legacy transaction.
-    fn family() -> Vec<Transaction> {
-        let parent = tx_spending(&[outpoint(1, 0)], 2, false);
-        let child = tx_spending(&[OutPoint::new(parent.compute_txid(), 0)], 1, true);
-        let other = tx_spending(&[outpoint(2, 0)], 1, false);
-        vec![parent, child, other]
     }
 
     fn commitment(txs: &[Transaction]) -> TxOut {

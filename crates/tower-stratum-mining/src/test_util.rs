@@ -135,3 +135,56 @@ pub fn extended_merkle_root(
         &path,
     )
 }
+
+/// A made-up outpoint: txid of 32 bytes `n`, output `vout`.
+pub fn outpoint(n: u8, vout: u32) -> tower_stratum_core::stratum_core::bitcoin::OutPoint {
+    use tower_stratum_core::stratum_core::bitcoin::{OutPoint, Txid};
+    OutPoint::new(Txid::from_byte_array([n; 32]), vout)
+}
+
+/// A version-2 transaction spending `inputs` (with an `OP_TRUE` witness when `witness`, so it
+/// is SegWit, else none) into `outputs` P2WSH(`OP_TRUE`) outputs of 1,000 sat each. Not
+/// checked for fees or signatures: for block-structure tests.
+pub fn tx_spending(
+    inputs: &[tower_stratum_core::stratum_core::bitcoin::OutPoint],
+    outputs: usize,
+    witness: bool,
+) -> tower_stratum_core::stratum_core::bitcoin::Transaction {
+    use tower_stratum_core::stratum_core::bitcoin::{
+        absolute::LockTime, transaction::Version, Sequence, Transaction, TxIn, Witness,
+    };
+    let op_true = ScriptBuf::from_bytes(vec![0x51]);
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: inputs
+            .iter()
+            .map(|op| TxIn {
+                previous_output: *op,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: if witness {
+                    Witness::from_slice(&[op_true.as_bytes()])
+                } else {
+                    Witness::new()
+                },
+            })
+            .collect(),
+        output: (0..outputs)
+            .map(|_| TxOut {
+                value: Amount::from_sat(1_000),
+                script_pubkey: ScriptBuf::new_p2wsh(&op_true.wscript_hash()),
+            })
+            .collect(),
+    }
+}
+
+/// A legacy parent (2 outputs), its SegWit child spending the parent's first output, and an
+/// unrelated legacy transaction, in that (valid) block order.
+pub fn family() -> Vec<tower_stratum_core::stratum_core::bitcoin::Transaction> {
+    use tower_stratum_core::stratum_core::bitcoin::OutPoint;
+    let parent = tx_spending(&[outpoint(1, 0)], 2, false);
+    let child = tx_spending(&[OutPoint::new(parent.compute_txid(), 0)], 1, true);
+    let other = tx_spending(&[outpoint(2, 0)], 1, false);
+    vec![parent, child, other]
+}

@@ -257,6 +257,7 @@ mod tests {
     use tower_stratum_core::stratum_core::bitcoin::{
         consensus::serialize, hashes::Hash, Amount, TxMerkleNode, Witness,
     };
+    use tower_stratum_mining::test_util::{family, outpoint, tx_spending};
 
     fn solved() -> Solved {
         let source = EmbeddedRegtestSource::new(
@@ -391,47 +392,6 @@ mod tests {
             Err(BlockError::Decode(_))
         ));
         assert!(matches!(validate_block(&[], 1), Err(BlockError::Decode(_))));
-    }
-
-    fn outpoint(n: u8, vout: u32) -> OutPoint {
-        OutPoint::new(Txid::from_byte_array([n; 32]), vout)
-    }
-
-    fn tx_spending(inputs: &[OutPoint], outputs: usize, witness: bool) -> Transaction {
-        use tower_stratum_core::stratum_core::bitcoin::{
-            absolute::LockTime, transaction::Version, ScriptBuf, Sequence, TxIn, TxOut,
-        };
-        Transaction {
-            version: Version::TWO,
-            lock_time: LockTime::ZERO,
-            input: inputs
-                .iter()
-                .map(|op| TxIn {
-                    previous_output: *op,
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::MAX,
-                    witness: if witness {
-                        Witness::from_slice(&[op_true_script().as_bytes()])
-                    } else {
-                        Witness::new()
-                    },
-                })
-                .collect(),
-            output: (0..outputs)
-                .map(|_| TxOut {
-                    value: Amount::from_sat(1_000),
-                    script_pubkey: ScriptBuf::new_p2wsh(&op_true_script().wscript_hash()),
-                })
-                .collect(),
-        }
-    }
-
-    /// A parent (legacy), its SegWit child and an unrelated legacy transaction.
-    fn family() -> Vec<Transaction> {
-        let parent = tx_spending(&[outpoint(1, 0)], 2, false);
-        let child = tx_spending(&[OutPoint::new(parent.compute_txid(), 0)], 1, true);
-        let other = tx_spending(&[outpoint(2, 0)], 1, false);
-        vec![parent, child, other]
     }
 
     /// The solved coinbase-only block with `txs` after the coinbase, its witness commitment
