@@ -5,11 +5,11 @@
 //! height-dependent checks of `ContextualCheckBlock` that need no UTXO set. The
 //! network-independent ones are the mining crate's [`tower_stratum_mining::validate_block`]
 //! (one implementation for found blocks and for this checker); this module adds regtest's
-//! rules (version, proof-of-work limit, subsidy) and maps its errors 1:1 onto [`BlockError`]. Tests anywhere can
+//! rules (version, proof-of-work limit, subsidy) and wraps its errors in [`BlockError::Invalid`]. Tests anywhere can
 //! use it to confirm that a block mined from a template (by our mining server, SRI's pool, or a
 //! test solver) is one a regtest node would accept.
 //!
-//! Checks, in order (each failure is one [`BlockError`] variant):
+//! Checks, in order (a failure of steps 2 to 10 is a [`BlockError::Invalid`], of the others a variant of its own):
 //! 1. consensus deserialization of the whole input (no trailing bytes);
 //! 2. at least one transaction; the first, and only the first, is a coinbase;
 //! 3. merkle root (`Block::check_merkle_root`);
@@ -45,9 +45,7 @@
 //! previous block hash, and the inputs of non-coinbase transactions that spend coins from
 //! earlier blocks (their existence, value and scripts).
 
-use tower_stratum_core::stratum_core::bitcoin::{
-    consensus::deserialize, Block, BlockHash, OutPoint, Target, Txid,
-};
+use tower_stratum_core::stratum_core::bitcoin::{consensus::deserialize, Block, Target};
 use tower_stratum_mining::BlockValidationError;
 
 /// Why a block is not valid (see the [module docs](self) for the order of checks).
@@ -57,57 +55,10 @@ pub enum BlockError {
     /// The bytes are not one consensus-serialized block.
     #[error("cannot decode block: {0}")]
     Decode(String),
-    /// The block has no transactions.
-    #[error("block has no transactions")]
-    NoTransactions,
-    /// The first transaction is not a coinbase.
-    #[error("first transaction is not a coinbase")]
-    FirstNotCoinbase,
-    /// A transaction other than the first is a coinbase.
-    #[error("transaction {index} is a second coinbase")]
-    ExtraCoinbase {
-        /// Its position in the block.
-        index: usize,
-    },
-    /// The header's merkle root is not the root of the transactions' txids.
-    #[error("merkle root does not match the transactions")]
-    BadMerkleRoot,
-    /// The block without witness data is larger than 1,000,000 bytes (`bad-blk-length`).
-    #[error("block is {0} bytes without witness data, more than 1,000,000")]
-    TooLarge(usize),
-    /// A transaction appears twice (`bad-txns-duplicate`).
-    #[error("transaction {txid} appears twice (again at {index})")]
-    DuplicateTransaction {
-        /// Its txid.
-        txid: Txid,
-        /// Position of the second copy in the block.
-        index: usize,
-    },
-    /// A transaction other than the coinbase has no inputs or no outputs.
-    #[error("transaction {index} has no inputs or no outputs")]
-    EmptyTransaction {
-        /// Its position in the block.
-        index: usize,
-    },
-    /// A coin is spent twice: twice by one transaction (`bad-txns-inputs-duplicate`) or by
-    /// two transactions of the block (a conflicting spend).
-    #[error("transaction {index} spends {outpoint}, already spent in this block")]
-    DoubleSpend {
-        /// Position of the second spender in the block.
-        index: usize,
-        /// The coin.
-        outpoint: OutPoint,
-    },
-    /// A transaction spends an output of a transaction that comes later in the block, of
-    /// itself, or one that the earlier transaction does not have (in Bitcoin Core: a missing
-    /// input), or an output of the block's own coinbase (immature).
-    #[error("transaction {index} spends {outpoint}, which is not an earlier output of the block")]
-    BadInBlockSpend {
-        /// Position of the spender in the block.
-        index: usize,
-        /// The coin.
-        outpoint: OutPoint,
-    },
+    /// A network-independent check of [`tower_stratum_mining::validate_block`] failed (steps 2
+    /// to 10 of the [module docs](self)).
+    #[error(transparent)]
+    Invalid(#[from] BlockValidationError),
     /// Header version below 4 (`bad-version`).
     #[error("obsolete header version {0}")]
     ObsoleteVersion(i32),
@@ -117,42 +68,6 @@ pub enum BlockError {
         /// The header's `nBits`.
         nbits: u32,
     },
-    /// The header hash does not meet the target encoded by `nBits`.
-    #[error("block hash {hash} does not meet its nBits target")]
-    BadProofOfWork {
-        /// The header hash (displayed, byte-reversed, order).
-        hash: BlockHash,
-    },
-    /// The coinbase `scriptSig` is shorter than 2 or longer than 100 bytes (`bad-cb-length`).
-    #[error("coinbase scriptSig is {0} bytes (must be 2..=100)")]
-    BadCoinbaseLength(usize),
-    /// The coinbase does not start with the expected BIP34 height (`bad-cb-height`).
-    #[error("coinbase height {found:?}, expected {expected}")]
-    BadHeight {
-        /// The height the caller expects.
-        expected: u32,
-        /// The height found, if one could be decoded.
-        found: Option<u64>,
-    },
-    /// No output of the coinbase carries a witness commitment.
-    #[error("coinbase has no witness commitment")]
-    MissingWitnessCommitment,
-    /// The coinbase witness is not a single 32-byte reserved value
-    /// (`bad-witness-nonce-size`).
-    #[error("coinbase witness is not one 32-byte reserved value")]
-    BadWitnessReservedValue,
-    /// The witness commitment does not match the transactions (`bad-witness-merkle-match`).
-    #[error("witness commitment does not match")]
-    BadWitnessCommitment,
-    /// The block weighs more than 4,000,000 WU.
-    #[error("block weight {0} WU exceeds the limit")]
-    TooHeavy(u64),
-    /// The block's signature-operation cost exceeds 80,000.
-    #[error("block sigop cost {0} exceeds the limit")]
-    TooManySigops(u64),
-    /// A check of [`tower_stratum_mining::validate_block`] this crate does not know yet.
-    #[error("{0}")]
-    Other(String),
     /// A coinbase-only block pays more than the subsidy (`bad-cb-amount`).
     #[error("coinbase pays {paid} sat, subsidy is {allowed} sat")]
     CoinbaseValueTooHigh {
@@ -214,36 +129,6 @@ pub fn check_transactions(block: &Block) -> Result<(), BlockError> {
     tower_stratum_mining::check_transactions(block).map_err(BlockError::from)
 }
 
-impl From<BlockValidationError> for BlockError {
-    fn from(e: BlockValidationError) -> Self {
-        use BlockValidationError as V;
-        match e {
-            V::Decode(d) => Self::Decode(d),
-            V::NoTransactions => Self::NoTransactions,
-            V::FirstNotCoinbase => Self::FirstNotCoinbase,
-            V::ExtraCoinbase { index } => Self::ExtraCoinbase { index },
-            V::BadMerkleRoot => Self::BadMerkleRoot,
-            V::TooLarge(n) => Self::TooLarge(n),
-            V::TooHeavy(w) => Self::TooHeavy(w),
-            V::DuplicateTransaction { txid, index } => Self::DuplicateTransaction { txid, index },
-            V::EmptyTransaction { index } => Self::EmptyTransaction { index },
-            V::DoubleSpend { index, outpoint } => Self::DoubleSpend { index, outpoint },
-            V::BadInBlockSpend { index, outpoint } => Self::BadInBlockSpend { index, outpoint },
-            V::BadProofOfWork { hash } => Self::BadProofOfWork { hash },
-            V::BadCoinbaseLength(n) => Self::BadCoinbaseLength(n),
-            V::BadHeight { expected, found } => Self::BadHeight {
-                expected: u32::try_from(expected).unwrap_or(u32::MAX),
-                found,
-            },
-            V::MissingWitnessCommitment => Self::MissingWitnessCommitment,
-            V::BadWitnessReservedValue => Self::BadWitnessReservedValue,
-            V::BadWitnessCommitment => Self::BadWitnessCommitment,
-            V::TooManySigops(n) => Self::TooManySigops(n),
-            other => Self::Other(other.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -257,6 +142,7 @@ mod tests {
     use tower_stratum_core::stratum_core::bitcoin::{
         consensus::serialize, hashes::Hash, Amount, TxMerkleNode, Witness,
     };
+    use tower_stratum_core::stratum_core::bitcoin::{OutPoint, Txid};
     use tower_stratum_mining::test_util::{family, outpoint, tx_spending};
 
     fn solved() -> Solved {
@@ -304,7 +190,7 @@ mod tests {
         regrind(&mut b);
         assert_eq!(
             validate_block(&serialize(&b), 1),
-            Err(BlockError::BadMerkleRoot)
+            Err(BlockError::Invalid(BlockValidationError::BadMerkleRoot))
         );
     }
 
@@ -316,7 +202,9 @@ mod tests {
         }
         assert!(matches!(
             validate_block(&serialize(&b), 1),
-            Err(BlockError::BadProofOfWork { .. })
+            Err(BlockError::Invalid(
+                BlockValidationError::BadProofOfWork { .. }
+            ))
         ));
         // A valid hash under an nBits easier than regtest allows.
         let mut b = solved().block;
@@ -339,7 +227,9 @@ mod tests {
         fix_merkle_and_regrind(&mut b);
         assert_eq!(
             validate_block(&serialize(&b), 1),
-            Err(BlockError::MissingWitnessCommitment)
+            Err(BlockError::Invalid(
+                BlockValidationError::MissingWitnessCommitment
+            ))
         );
     }
 
@@ -350,14 +240,18 @@ mod tests {
         fix_merkle_and_regrind(&mut b);
         assert_eq!(
             validate_block(&serialize(&b), 1),
-            Err(BlockError::BadWitnessCommitment)
+            Err(BlockError::Invalid(
+                BlockValidationError::BadWitnessCommitment
+            ))
         );
         let mut b = solved().block;
         b.txdata[0].input[0].witness = Witness::new();
         fix_merkle_and_regrind(&mut b);
         assert_eq!(
             validate_block(&serialize(&b), 1),
-            Err(BlockError::BadWitnessReservedValue)
+            Err(BlockError::Invalid(
+                BlockValidationError::BadWitnessReservedValue
+            ))
         );
     }
 
@@ -366,10 +260,10 @@ mod tests {
         let s = solved();
         assert_eq!(
             validate_block(&s.block_bytes(), 2),
-            Err(BlockError::BadHeight {
+            Err(BlockError::Invalid(BlockValidationError::BadHeight {
                 expected: 2,
                 found: Some(1)
-            })
+            }))
         );
         let mut b = s.block.clone();
         b.txdata[0].output[0].value = Amount::from_sat(5_000_000_001);
@@ -469,7 +363,7 @@ mod tests {
         b.txdata.swap(1, 3);
         assert_eq!(
             validate_decoded_block(&b, 1),
-            Err(BlockError::BadMerkleRoot)
+            Err(BlockError::Invalid(BlockValidationError::BadMerkleRoot))
         );
 
         // CVE-2012-2459: [cb, a, b] and [cb, a, b, b] share a merkle root.
@@ -480,10 +374,12 @@ mod tests {
         assert_eq!(mutated.compute_merkle_root(), b.compute_merkle_root());
         assert_eq!(
             validate_decoded_block(&mutated, 1),
-            Err(BlockError::DuplicateTransaction {
-                txid: two[1].compute_txid(),
-                index: 3
-            })
+            Err(BlockError::Invalid(
+                BlockValidationError::DuplicateTransaction {
+                    txid: two[1].compute_txid(),
+                    index: 3
+                }
+            ))
         );
     }
 
@@ -494,10 +390,10 @@ mod tests {
         let parent_0 = OutPoint::new(txs[0].compute_txid(), 0);
         assert_eq!(
             validate_decoded_block(&with_transactions(&child_first), 1),
-            Err(BlockError::BadInBlockSpend {
+            Err(BlockError::Invalid(BlockValidationError::BadInBlockSpend {
                 index: 1,
                 outpoint: parent_0
-            })
+            }))
         );
         // An output the parent does not have.
         let missing = OutPoint::new(txs[0].compute_txid(), 7);
@@ -505,10 +401,10 @@ mod tests {
         bad[1] = tx_spending(&[missing], 1, true);
         assert_eq!(
             validate_decoded_block(&with_transactions(&bad), 1),
-            Err(BlockError::BadInBlockSpend {
+            Err(BlockError::Invalid(BlockValidationError::BadInBlockSpend {
                 index: 2,
                 outpoint: missing
-            })
+            }))
         );
         // The block's own coinbase (immature).
         let b = with_transactions(&[]);
@@ -516,10 +412,10 @@ mod tests {
         let b = raw_with_transactions(b, &[tx_spending(&[cb], 1, false)]);
         assert_eq!(
             validate_decoded_block(&b, 1),
-            Err(BlockError::BadInBlockSpend {
+            Err(BlockError::Invalid(BlockValidationError::BadInBlockSpend {
                 index: 1,
                 outpoint: cb
-            })
+            }))
         );
     }
 
@@ -530,30 +426,34 @@ mod tests {
         txs.push(tx_spending(&[outpoint(1, 0)], 3, false));
         assert_eq!(
             validate_decoded_block(&with_transactions(&txs), 1),
-            Err(BlockError::DoubleSpend {
+            Err(BlockError::Invalid(BlockValidationError::DoubleSpend {
                 index: 4,
                 outpoint: outpoint(1, 0)
-            })
+            }))
         );
         // One transaction spending a coin twice.
         let twice = tx_spending(&[outpoint(3, 1), outpoint(3, 1)], 1, false);
         assert_eq!(
             validate_decoded_block(&with_transactions(&[twice]), 1),
-            Err(BlockError::DoubleSpend {
+            Err(BlockError::Invalid(BlockValidationError::DoubleSpend {
                 index: 1,
                 outpoint: outpoint(3, 1)
-            })
+            }))
         );
         let no_outputs = tx_spending(&[outpoint(4, 0)], 0, false);
         assert_eq!(
             validate_decoded_block(&with_transactions(&[no_outputs]), 1),
-            Err(BlockError::EmptyTransaction { index: 1 })
+            Err(BlockError::Invalid(
+                BlockValidationError::EmptyTransaction { index: 1 }
+            ))
         );
         let no_inputs = tx_spending(&[], 1, false);
         // (Without inputs it would decode as a SegWit marker: checked on the decoded block.)
         assert_eq!(
             validate_decoded_block(&with_transactions(&[no_inputs]), 1),
-            Err(BlockError::EmptyTransaction { index: 1 })
+            Err(BlockError::Invalid(
+                BlockValidationError::EmptyTransaction { index: 1 }
+            ))
         );
     }
 
@@ -564,7 +464,9 @@ mod tests {
         let b = raw_with_transactions(solved().block, &txs);
         assert_eq!(
             validate_decoded_block(&b, 1),
-            Err(BlockError::BadWitnessCommitment)
+            Err(BlockError::Invalid(
+                BlockValidationError::BadWitnessCommitment
+            ))
         );
         // A witness changed after the commitment: same txids (merkle root), other wtxid.
         let mut b = with_transactions(&txs);
@@ -573,7 +475,9 @@ mod tests {
         assert!(b.check_merkle_root());
         assert_eq!(
             validate_decoded_block(&b, 1),
-            Err(BlockError::BadWitnessCommitment)
+            Err(BlockError::Invalid(
+                BlockValidationError::BadWitnessCommitment
+            ))
         );
     }
 
@@ -585,14 +489,14 @@ mod tests {
         big.output[0].script_pubkey = ScriptBuf::from_bytes(vec![0x6a; 1_000_001]);
         assert!(matches!(
             validate_decoded_block(&with_transactions(&[big]), 1),
-            Err(BlockError::TooLarge(n)) if n > 1_000_000
+            Err(BlockError::Invalid(BlockValidationError::TooLarge(n))) if n > 1_000_000
         ));
         // 4,000,000 bytes of witness: small without witness, too heavy with it.
         let mut heavy = tx_spending(&[outpoint(6, 0)], 1, true);
         heavy.input[0].witness = Witness::from_slice(&[vec![0u8; 4_000_000]]);
         assert!(matches!(
             validate_decoded_block(&with_transactions(&[heavy]), 1),
-            Err(BlockError::TooHeavy(w)) if w > 4_000_000
+            Err(BlockError::Invalid(BlockValidationError::TooHeavy(w))) if w > 4_000_000
         ));
     }
 
