@@ -206,6 +206,37 @@ fn standard_jobs(actions: &Actions) -> Vec<NewMiningJobOwned> {
         .collect()
 }
 
+/// Share 1 of extended channel `ch` on `job` (tip [`TIP_A`], extranonce `[1; 16]`) whose header
+/// meets the regtest network target: a block.
+fn extended_block_share(
+    ch: &ExtChannel,
+    job: &NewExtendedMiningJobOwned,
+) -> SubmitSharesExtendedOwned {
+    let net = nbits_to_target(REGTEST_NBITS);
+    let en = [1u8; 16];
+    let root = test_util::extended_merkle_root(job, &ch.prefix, &en).unwrap();
+    let sol = test_util::solve(
+        job.version,
+        &TIP_A,
+        &root,
+        TIP_TIME,
+        REGTEST_NBITS,
+        &ch.target,
+        0,
+        |h| hash_meets_target(h, &net),
+    )
+    .unwrap();
+    SubmitSharesExtendedOwned {
+        channel_id: ch.channel_id,
+        sequence_number: 1,
+        job_id: job.job_id,
+        nonce: sol.nonce,
+        ntime: TIP_TIME,
+        version: job.version,
+        extranonce: B032Owned::try_from(en.to_vec()).unwrap(),
+    }
+}
+
 fn extended_jobs(actions: &Actions) -> Vec<NewExtendedMiningJobOwned> {
     mining(actions)
         .into_iter()
@@ -884,29 +915,7 @@ async fn block_with_transactions_is_completed_from_transaction_data() {
     let ch = ext_success(&a);
     let job = extended_jobs(&a)[0].clone();
     assert_eq!(job.merkle_path.len(), 1);
-    let net = nbits_to_target(REGTEST_NBITS);
-    let en = [1u8; 16];
-    let root = test_util::extended_merkle_root(&job, &ch.prefix, &en).unwrap();
-    let sol = test_util::solve(
-        job.version,
-        &TIP_A,
-        &root,
-        TIP_TIME,
-        REGTEST_NBITS,
-        &ch.target,
-        0,
-        |h| hash_meets_target(h, &net),
-    )
-    .unwrap();
-    let share = SubmitSharesExtendedOwned {
-        channel_id: ch.channel_id,
-        sequence_number: 1,
-        job_id: job.job_id,
-        nonce: sol.nonce,
-        ntime: TIP_TIME,
-        version: job.version,
-        extranonce: B032Owned::try_from(en.to_vec()).unwrap(),
-    };
+    let share = extended_block_share(&ch, &job);
     let a = s.handle_submit_shares_extended(c, share).await;
     let sib = to_sibling(&a);
     assert!(matches!(
@@ -976,29 +985,7 @@ async fn transactions_prefetched_with_the_template_complete_a_found_block_at_onc
         .await;
     let ch = ext_success(&a);
     let job = extended_jobs(&a)[0].clone();
-    let net = nbits_to_target(REGTEST_NBITS);
-    let en = [1u8; 16];
-    let root = test_util::extended_merkle_root(&job, &ch.prefix, &en).unwrap();
-    let sol = test_util::solve(
-        job.version,
-        &TIP_A,
-        &root,
-        TIP_TIME,
-        REGTEST_NBITS,
-        &ch.target,
-        0,
-        |h| hash_meets_target(h, &net),
-    )
-    .unwrap();
-    let share = SubmitSharesExtendedOwned {
-        channel_id: ch.channel_id,
-        sequence_number: 1,
-        job_id: job.job_id,
-        nonce: sol.nonce,
-        ntime: TIP_TIME,
-        version: job.version,
-        extranonce: B032Owned::try_from(en.to_vec()).unwrap(),
-    };
+    let share = extended_block_share(&ch, &job);
     let a = s.handle_submit_shares_extended(c, share).await;
     // SubmitSolution only: the transactions are already here.
     assert!(matches!(
