@@ -1114,31 +1114,10 @@ impl MiningServer {
                             None => error!(template_id, "coinbase too large for SubmitSolution"),
                         }
                         if let Some(found) = found {
-                            let prefetched = self.template_transactions.get(&template_id).cloned();
-                            if let (true, Some(txs)) = (found.block.is_none(), prefetched) {
-                                // Known since the template came: complete it at once.
-                                self.emit(MiningEvent::BlockFound(found));
-                                self.awaiting_transactions.insert(template_id);
-                                self.on_transaction_data(template_id, txs);
-                            } else if found.block.is_none() && self.config.request_transaction_data
-                            {
-                                self.awaiting_transactions.insert(template_id);
-                                // Bounded: only blocks still in `found_blocks` can be completed.
-                                while self.awaiting_transactions.len()
-                                    > self.config.found_blocks_kept.max(1)
-                                {
-                                    self.awaiting_transactions.pop_first();
-                                }
-                                actions.push(Action::ToSibling(SiblingMessage::Sv2(
-                                    Sv2Message::TemplateDistribution(
-                                        TemplateDistributionOwned::RequestTransactionData(
-                                            RequestTransactionDataOwned { template_id },
-                                        ),
-                                    ),
-                                )));
-                                self.emit(MiningEvent::BlockFound(found));
-                            } else {
-                                self.emit(MiningEvent::BlockFound(found));
+                            let needs_transactions = found.block.is_none();
+                            self.emit(MiningEvent::BlockFound(found));
+                            if needs_transactions {
+                                actions.extend(self.transactions_for_found(template_id));
                             }
                         }
                     }
@@ -1480,35 +1459,54 @@ impl MiningServer {
         while self.prefetching.len() > TEMPLATE_TRANSACTIONS_KEPT {
             self.prefetching.pop_first();
         }
-        Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
-            TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned {
-                template_id,
-            }),
-        )))
-        .into()
+        request_transaction_data(template_id)
+    }
+
+    /// A block was found on `template_id` without its transactions: completes it from the
+    /// prefetched list, or (with `request_transaction_data`) asks the template source.
+    fn transactions_for_found(&mut self, template_id: u64) -> Actions {
+        if let Some(txs) = self.template_transactions.remove(&template_id) {
+            // Known since the template came: complete it at once (taken out and put back, not
+            // copied: up to a block's worth of bytes).
+            self.complete_found(template_id, &txs);
+            self.template_transactions.insert(template_id, txs);
+            return Actions::none();
+        }
+        if !self.config.request_transaction_data {
+            return Actions::none();
+        }
+        self.awaiting_transactions.insert(template_id);
+        // Bounded: only blocks still in `found_blocks` can be completed.
+        while self.awaiting_transactions.len() > self.config.found_blocks_kept.max(1) {
+            self.awaiting_transactions.pop_first();
+        }
+        request_transaction_data(template_id)
     }
 
     fn on_transaction_data(&mut self, template_id: u64, transactions: Vec<Vec<u8>>) {
-        if self.prefetching.remove(&template_id) {
-            self.template_transactions
-                .insert(template_id, transactions.clone());
-            while self.template_transactions.len() > TEMPLATE_TRANSACTIONS_KEPT {
-                self.template_transactions.pop_first();
-            }
+        if self.awaiting_transactions.remove(&template_id) {
+            self.complete_found(template_id, &transactions);
         }
-        if !self.awaiting_transactions.remove(&template_id) {
+        if self.prefetching.remove(&template_id) {
             debug!(
                 template_id,
                 "transaction data kept for when a block is found"
             );
-            return;
+            self.template_transactions.insert(template_id, transactions);
+            while self.template_transactions.len() > TEMPLATE_TRANSACTIONS_KEPT {
+                self.template_transactions.pop_first();
+            }
         }
+    }
+
+    /// Completes the found blocks of `template_id` that wait for their transactions.
+    fn complete_found(&mut self, template_id: u64, transactions: &[Vec<u8>]) {
         let mut completed = Vec::new();
         for found in self.found_blocks.iter_mut() {
             if found.template_id != template_id || found.block.is_some() {
                 continue;
             }
-            match block::complete_with_transactions(found, &transactions) {
+            match block::complete_with_transactions(found, transactions) {
                 Ok(()) => {
                     info!(hash = %found.hash, transactions = transactions.len(), "found block assembled");
                     // Reported, not enforced: the template source judges the block too.
@@ -2001,4 +1999,14 @@ fn pre_validate<C: ChannelOps>(
         return Err(ERROR_CODE_VERSION_ROLLING_NOT_ALLOWED);
     }
     Ok(ch.inner.accounting().get_share_work_sum())
+}
+
+/// `RequestTransactionData` for `template_id`, to the template source (the sibling).
+fn request_transaction_data(template_id: u64) -> Actions {
+    Action::ToSibling(SiblingMessage::Sv2(Sv2Message::TemplateDistribution(
+        TemplateDistributionOwned::RequestTransactionData(RequestTransactionDataOwned {
+            template_id,
+        }),
+    )))
+    .into()
 }
