@@ -13,6 +13,7 @@ use tower_stratum_codec::{accept_noise, AuthorityKeypair, SRI_TEST_AUTHORITY_SEC
 use tower_stratum_service::{ServerConfig, ServerTransport, Sv2ServerService};
 use tower_stratum_test_kit::process::{workspace_bin, PeerProcess};
 use tower_stratum_test_kit::recording::{Events, MinimalMiningServer};
+use tower_stratum_test_kit::solo::seen_or_wait;
 use tower_stratum_test_kit::tools::has_ansi;
 use tower_stratum_test_kit::within;
 
@@ -130,7 +131,8 @@ async fn cpu_miner_shutdown_is_not_a_warning_and_peers_are_addresses() {
         connected.contains(&format!("peer={address}")) && !connected.contains("Some("),
         "{connected}"
     );
-    miner.wait_for("channel opened", 30).await;
+    // Printed on stdout, possibly captured before the stderr line above.
+    seen_or_wait(&mut miner, "channel opened", 30).await;
     miner.sigterm();
     let status = miner.wait_exit(30).await;
     let log = miner.log.join("\n");
